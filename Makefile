@@ -1,0 +1,59 @@
+# Switchboard developer commands. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock 2>/dev/null | cut -c1-12)
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format typecheck migrations lock clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies
+
+run: export DJANGO_DEBUG ?= 1
+run: export SWITCHBOARD_PORT := $(PORT)
+run: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
+run: $(STAMP) ## Migrate, create the demo admin, start web + worker + beat (Ctrl-C stops all)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py ensure_demo_admin
+	exec $(BIN)/honcho --procfile Procfile.dev start
+
+test: $(STAMP) ## Lint, type-check, check migrations, run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/python manage.py makemigrations --check --dry-run --settings=config.settings.test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Lint only
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP) ## mypy only
+	$(BIN)/mypy .
+
+migrations: $(STAMP) ## Make migrations (name them: make migrations NAME=app_what_changed)
+	$(BIN)/python manage.py makemigrations --settings=config.settings.test $(if $(NAME),--name $(NAME))
+
+lock: ## Re-pin dependencies from pyproject.toml into requirements.lock
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		--quiet -o requirements.lock --custom-compile-command "make lock"
+
+clean: ## Remove the virtualenv and local state (database, broker folder) under var/
+	rm -rf $(VENV) var

@@ -1,0 +1,227 @@
+"""Admin for the mirror. Read-only where the platform is the source of truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from inbox.models import (
+    Contact,
+    ContactIdentity,
+    Message,
+    MessageReceipt,
+    MessageStatusChange,
+    Session,
+    TimelineEntry,
+)
+
+RECENT = 50
+
+
+class ReadOnlyAdminMixin:
+    """The platform owns these rows: admins look, they do not edit."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ContactIdentityInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = ContactIdentity
+    extra = 0
+    fields = ("medium", "external_id", "address", "profile_name", "channel", "updated_at")
+    readonly_fields = fields
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "phone", "email", "language", "account", "updated_at")
+    list_filter = ("account", "language")
+    search_fields = ("name", "phone", "email", "identities__external_id")
+    readonly_fields = ("uid", "business_profile_id", "profile", "sessions_list", "created_at")
+    inlines = [ContactIdentityInline]
+    list_select_related = ("account",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Sessions")
+    def sessions_list(self, obj: Contact) -> SafeString:
+        sessions = obj.sessions.select_related("channel").order_by("-last_activity_at")[:RECENT]
+        return (
+            format_html(
+                "<ul>{}</ul>",
+                format_html_join(
+                    "",
+                    '<li><a href="{}">{}</a> on {} — {}</li>',
+                    (
+                        (
+                            reverse("admin:inbox_session_change", args=[s.pk]),
+                            s.external_id or f"#{s.pk}",
+                            s.channel,
+                            s.get_status_display(),
+                        )
+                        for s in sessions
+                    ),
+                ),
+            )
+            if sessions
+            else format_html("—")
+        )
+
+
+class TimelineInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = TimelineEntry
+    fk_name = "session"
+    extra = 0
+    fields = ("occurred_at", "kind", "summary")
+    readonly_fields = fields
+    ordering = ("occurred_at", "id")
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "contact",
+        "channel",
+        "status",
+        "platform_queue",
+        "platform_agent",
+        "assignee",
+        "unread_count",
+        "last_activity_at",
+    )
+    list_filter = ("status", "account", "channel", "team")
+    search_fields = ("external_id", "contact__name", "contact__phone")
+    list_select_related = ("contact", "channel", "assignee")
+    date_hierarchy = "last_activity_at"
+    inlines = [TimelineInline]
+    fields = (
+        "account",
+        "channel",
+        "contact",
+        "identity",
+        "external_id",
+        "routing_id",
+        "status",
+        ("platform_queue", "platform_agent", "platform_dept", "platform_bot", "platform_mode"),
+        ("assignee", "team"),
+        ("opened_at", "last_inbound_at", "last_activity_at"),
+        ("resolved_at", "closed_at"),
+        "unread_count",
+        "ticket_hash",
+        "recent_messages",
+    )
+    readonly_fields = tuple(
+        f
+        for f in (
+            "account",
+            "channel",
+            "contact",
+            "identity",
+            "external_id",
+            "routing_id",
+            "status",
+            "platform_queue",
+            "platform_agent",
+            "platform_dept",
+            "platform_bot",
+            "platform_mode",
+            "opened_at",
+            "last_inbound_at",
+            "last_activity_at",
+            "resolved_at",
+            "closed_at",
+            "unread_count",
+            "ticket_hash",
+            "recent_messages",
+        )
+    )
+    autocomplete_fields = ()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Messages (latest 50)")
+    def recent_messages(self, obj: Session) -> SafeString:
+        rows = list(obj.messages.order_by("-sent_at", "-id")[:RECENT])
+        rows.reverse()
+        if not rows:
+            return format_html("No messages.")
+        link = reverse("admin:inbox_message_changelist") + f"?session__id__exact={obj.pk}"
+        return format_html(
+            "<table><thead><tr><th>Sent</th><th>Dir</th><th>Type</th><th>Content</th>"
+            '<th>Status</th></tr></thead><tbody>{}</tbody></table><p><a href="{}">All messages'
+            " of this session</a></p>",
+            format_html_join(
+                "",
+                '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+                (
+                    (
+                        reverse("admin:inbox_message_change", args=[m.pk]),
+                        m.sent_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        m.get_direction_display(),
+                        m.raw_type or m.type,
+                        _content(m),
+                        m.get_status_display(),
+                    )
+                    for m in rows
+                ),
+            ),
+            link,
+        )
+
+
+def _content(message: Message) -> str:
+    if message.body:
+        return message.body[:200]
+    if message.media_url:
+        name = message.media_filename or message.media_mime_type or "media"
+        return f"[{name}] {message.caption}".strip()[:200]
+    if message.latitude is not None:
+        return f"📍 {message.location_name} {message.latitude},{message.longitude}".strip()
+    return ""
+
+
+class StatusChangeInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = MessageStatusChange
+    extra = 0
+    fields = ("status", "occurred_at", "error_code", "error_title")
+    readonly_fields = fields
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "sent_at", "direction", "type", "short_content", "status", "session")
+    list_filter = ("direction", "type", "status", "account")
+    search_fields = ("body", "external_id", "external_id_ext")
+    list_select_related = ("session",)
+    inlines = [StatusChangeInline]
+    show_full_result_count = False
+
+    @admin.display(description="Content")
+    def short_content(self, obj: Message) -> str:
+        return _content(obj)[:80]
+
+
+@admin.register(MessageReceipt)
+class MessageReceiptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("external_id", "status", "occurred_at", "message", "applied_at", "error_code")
+    list_filter = ("status", "account")
+    search_fields = ("external_id", "external_id_ext")
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MessageReceipt]:
+        return super().get_queryset(request).select_related("message")

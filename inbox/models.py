@@ -1,0 +1,351 @@
+"""The mirror of a platform's contacts, sessions and messages, and their timelines.
+
+Unique constraints, not check-then-insert, keep duplicates out: one identity per platform
+contact id, one session per platform session id, one message per platform message id, one
+receipt per (message id, status), one timeline entry per platform event.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from integrations.base import DeliveryStatus, Medium, MessageType, SessionEventKind
+
+MEDIUM_CHOICES = [(m.value, m.name.title()) for m in Medium]
+
+
+class Contact(models.Model):
+    """A customer, possibly reachable on several channels (one identity per channel)."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.PROTECT, related_name="contacts"
+    )
+    name = models.CharField(max_length=255, blank=True)
+    email = models.CharField(max_length=255, blank=True)
+    phone = models.CharField(max_length=64, blank=True, db_index=True)
+    language = models.CharField(max_length=16, blank=True, help_text="Locale, e.g. en_US.")
+    # "Unique Id assigned to Contact by Core Business Application" (XMS businessProfile).
+    business_profile_id = models.CharField(max_length=255, blank=True)
+    profile = models.JSONField(default=dict, blank=True, help_text="Profile fields from callbacks.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["account", "phone"], name="contact_account_phone_idx")]
+
+    def __str__(self) -> str:
+        return self.name or self.phone or self.email or f"Contact {self.pk}"
+
+
+class ContactIdentity(models.Model):
+    """How one platform knows a contact on one channel (XMS `contactId`)."""
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.PROTECT, related_name="identities"
+    )
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="identities")
+    channel = models.ForeignKey(
+        "integrations.Channel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="identities",
+    )
+    medium = models.CharField(max_length=20, choices=MEDIUM_CHOICES)
+    external_id = models.CharField(max_length=255, help_text="The platform's contact id.")
+    address = models.CharField(max_length=255, blank=True, help_text="Phone/handle on the medium.")
+    profile_name = models.CharField(max_length=255, blank=True)
+    raw = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "contact identities"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"], name="contactidentity_account_external_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_medium_display()} {self.address or self.external_id}"
+
+
+class Session(models.Model):
+    """One platform session: a customer on one channel, for one episode, with an owner."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PENDING = "pending", "Pending"
+        RESOLVED = "resolved", "Resolved"
+        CLOSED = "closed", "Closed"
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.PROTECT, related_name="sessions"
+    )
+    channel = models.ForeignKey(
+        "integrations.Channel", on_delete=models.PROTECT, related_name="sessions"
+    )
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="sessions")
+    identity = models.ForeignKey(
+        ContactIdentity, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions"
+    )
+    external_id = models.CharField(max_length=255, blank=True, help_text="Platform sessionId.")
+    routing_id = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    # Ownership as the platform reports it.
+    platform_agent = models.CharField(max_length=255, blank=True)
+    platform_dept = models.CharField(max_length=255, blank=True)
+    platform_queue = models.CharField(max_length=255, blank=True)
+    platform_bot = models.CharField(max_length=255, blank=True)
+    platform_mode = models.CharField(max_length=64, blank=True)
+    ticket_hash = models.CharField(max_length=255, blank=True)
+    # Ownership inside Switchboard.
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_sessions",
+    )
+    team = models.ForeignKey(
+        "accounts.Team", on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions"
+    )
+    opened_at = models.DateTimeField()
+    # The customer's last message: the 24-hour window is measured from here.
+    last_inbound_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(db_index=True)
+    last_message = models.ForeignKey(
+        "inbox.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    unread_count = models.PositiveIntegerField(default=0)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-last_activity_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"],
+                condition=~Q(external_id=""),
+                name="session_account_external_id_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-last_activity_at"], name="session_status_activity"),
+            models.Index(fields=["channel", "contact", "status"], name="session_channel_contact"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Session {self.external_id or self.pk} ({self.get_status_display()})"
+
+
+class Message(models.Model):
+    """One message in a session, either direction, of any type."""
+
+    class Direction(models.TextChoices):
+        INBOUND = "in", "Inbound"
+        OUTBOUND = "out", "Outbound"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        QUEUED = DeliveryStatus.QUEUED.value, "Queued"
+        SENDING = DeliveryStatus.SENDING.value, "Sending"
+        SENT = DeliveryStatus.SENT.value, "Sent"
+        DELIVERED = DeliveryStatus.DELIVERED.value, "Delivered"
+        READ = DeliveryStatus.READ.value, "Read"
+        FAILED = DeliveryStatus.FAILED.value, "Failed"
+        DELETED = DeliveryStatus.DELETED.value, "Deleted"
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.PROTECT, related_name="messages"
+    )
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    type = models.CharField(max_length=20, choices=[(t.value, t.name.title()) for t in MessageType])
+    raw_type = models.CharField(max_length=40, blank=True, help_text="The platform's own type.")
+    body = models.TextField(blank=True)
+    caption = models.TextField(blank=True)
+    media_url = models.URLField(max_length=2000, blank=True)
+    media_mime_type = models.CharField(max_length=255, blank=True)
+    media_filename = models.CharField(max_length=255, blank=True)
+    media_size = models.BigIntegerField(null=True, blank=True)
+    media_sha256 = models.CharField(max_length=128, blank=True)
+    media_external_id = models.CharField(max_length=255, blank=True)
+    attachments = models.JSONField(default=list, blank=True, help_text="Further media, if any.")
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    location_name = models.CharField(max_length=255, blank=True)
+    location_address = models.CharField(max_length=500, blank=True)
+    location_url = models.URLField(max_length=2000, blank=True)
+    # The platform's ids: XMS `id` (service) and `messageIdExt` (channel, e.g. WhatsApp).
+    external_id = models.CharField(max_length=255, blank=True)
+    external_id_ext = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    sent_at = models.DateTimeField(help_text="When the sender sent it (platform time).")
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_title = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    raw = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sent_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"],
+                condition=~Q(external_id=""),
+                name="message_account_external_id_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["session", "sent_at", "id"], name="message_session_sent"),
+            models.Index(
+                fields=["account", "external_id_ext"],
+                condition=~Q(external_id_ext=""),
+                name="message_account_ext_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_direction_display()} {self.type} #{self.pk}"
+
+
+class MessageStatusChange(models.Model):
+    """One step of an outbound message's delivery history."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="status_changes")
+    status = models.CharField(max_length=20, choices=Message.Status.choices)
+    occurred_at = models.DateTimeField()
+    error_code = models.CharField(max_length=64, blank=True)
+    error_title = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "status"], name="messagestatuschange_message_status_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MessageReceipt(models.Model):
+    """A delivery receipt as the platform sent it, kept even before its message is known."""
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.CASCADE, related_name="receipts"
+    )
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="receipts"
+    )
+    external_id = models.CharField(max_length=255)
+    external_id_ext = models.CharField(max_length=255, blank=True)
+    status = models.CharField(
+        max_length=20, choices=[(s.value, s.name.title()) for s in DeliveryStatus]
+    )
+    occurred_at = models.DateTimeField()
+    error_code = models.CharField(max_length=64, blank=True)
+    error_title = models.TextField(blank=True)
+    error_details = models.TextField(blank=True)
+    raw = models.JSONField(default=dict, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id", "status"],
+                name="messagereceipt_account_external_status_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["account", "external_id_ext"],
+                condition=~Q(external_id_ext=""),
+                name="receipt_account_ext_idx",
+            ),
+            models.Index(
+                fields=["account", "external_id"],
+                condition=Q(message__isnull=True),
+                name="receipt_orphan_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} for {self.external_id}"
+
+
+class TimelineEntry(models.Model):
+    """A line on a session's (or, lacking one, a contact's) timeline: routed, assigned, etc."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Opened"
+        ROUTED = SessionEventKind.ROUTED.value, "Routed"
+        ASSIGNED = SessionEventKind.ASSIGNED.value, "Assigned"
+        RESOLVED = SessionEventKind.RESOLVED.value, "Resolved"
+        CLOSED = SessionEventKind.CLOSED.value, "Closed"
+        REOPENED = "reopened", "Reopened"
+        ACTION = "action", "Action"
+        EVENT = SessionEventKind.OTHER.value, "Platform event"
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.CASCADE, related_name="timeline"
+    )
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, null=True, blank=True, related_name="timeline"
+    )
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, null=True, blank=True, related_name="timeline"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    summary = models.CharField(max_length=500)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Stops a platform event delivered twice from appearing twice.
+    dedupe_key = models.CharField(max_length=200, blank=True)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        verbose_name_plural = "timeline entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "dedupe_key"],
+                condition=~Q(dedupe_key=""),
+                name="timelineentry_account_dedupe_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(session__isnull=False) | Q(contact__isnull=False),
+                name="timelineentry_has_subject",
+            ),
+        ]
+        indexes = [models.Index(fields=["session", "occurred_at"], name="timeline_session_time")]
+
+    def __str__(self) -> str:
+        return self.summary

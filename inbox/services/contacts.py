@@ -1,0 +1,115 @@
+"""Create and update contacts and their per-channel identities from platform profiles."""
+
+from __future__ import annotations
+
+import re
+
+from django.db import transaction
+
+from inbox.models import Contact, ContactIdentity
+from integrations.base import ContactProfile, Medium
+from integrations.models import Channel, ProviderAccount
+
+PHONE_MEDIUMS = frozenset({Medium.WHATSAPP, Medium.SMS, Medium.VIBER, Medium.RCS})
+_NON_DIGITS = re.compile(r"\D+")
+
+
+def phone_normalize(value: str) -> str:
+    """Return a phone number as digits only (country code included, no '+')."""
+    return _NON_DIGITS.sub("", value or "")[:20]
+
+
+def identity_upsert(
+    account: ProviderAccount, profile: ContactProfile, *, channel: Channel | None = None
+) -> ContactIdentity:
+    """Return the identity for a platform contact id, creating the contact if it is new.
+
+    A new identity joins an existing contact with the same phone number, so one customer on
+    WhatsApp and SMS is one contact. Profile values fill blanks on the contact and never
+    overwrite what an agent entered.
+    """
+    identity = (
+        ContactIdentity.objects.select_related("contact")
+        .filter(account=account, external_id=profile.external_id)
+        .first()
+    )
+    phone = phone_normalize(profile.phone or profile.business_phone)
+    if identity is None:
+        identity = _identity_create(account, profile, channel=channel, phone=phone)
+    else:
+        _identity_refresh(identity, profile, channel=channel)
+    _contact_fill(identity.contact, profile, phone=phone)
+    return identity
+
+
+def _identity_create(
+    account: ProviderAccount, profile: ContactProfile, *, channel: Channel | None, phone: str
+) -> ContactIdentity:
+    contact = None
+    if phone:
+        contact = Contact.objects.filter(account=account, phone=phone).order_by("id").first()
+    made_contact = contact is None
+    if contact is None:
+        contact = Contact.objects.create(account=account, phone=phone)
+    medium = profile.medium or (channel.medium if channel else Medium.OTHER.value)
+    address = phone if medium in PHONE_MEDIUMS else (profile.email or profile.phone)
+    with transaction.atomic():
+        identity, created = ContactIdentity.objects.get_or_create(
+            account=account,
+            external_id=profile.external_id,
+            defaults={
+                "contact": contact,
+                "channel": channel,
+                "medium": medium,
+                "address": address,
+                "profile_name": profile.name,
+                "raw": profile.raw,
+            },
+        )
+    if not created and made_contact:
+        # Another worker created this identity first; drop the contact we made for it.
+        contact.delete()
+        identity = ContactIdentity.objects.select_related("contact").get(pk=identity.pk)
+    return identity
+
+
+def _identity_refresh(
+    identity: ContactIdentity, profile: ContactProfile, *, channel: Channel | None
+) -> None:
+    changed: list[str] = []
+    if channel is not None and identity.channel_id is None:
+        identity.channel = channel
+        changed.append("channel")
+    if profile.name and profile.name != identity.profile_name:
+        identity.profile_name = profile.name
+        changed.append("profile_name")
+    if profile.raw and profile.raw != identity.raw and "lane" in profile.raw:
+        identity.raw = profile.raw
+        changed.append("raw")
+    if changed:
+        identity.save(update_fields=[*changed, "updated_at"])
+
+
+def _contact_fill(contact: Contact, profile: ContactProfile, *, phone: str) -> None:
+    changed: list[str] = []
+    for field, value in (
+        ("name", profile.business_name or profile.name),
+        ("email", profile.email or profile.business_email),
+        ("phone", phone),
+        ("business_profile_id", profile.business_profile_id),
+    ):
+        if value and not getattr(contact, field):
+            setattr(contact, field, value[:255])
+            changed.append(field)
+    channel_profile = {
+        k: v
+        for k, v in (("name", profile.name), ("email", profile.email), ("phone", profile.phone))
+        if v
+    }
+    if channel_profile:
+        merged = {**(contact.profile or {}), **channel_profile}
+        if merged != contact.profile:
+            contact.profile = merged
+            changed.append("profile")
+    if changed:
+        contact.save(update_fields=[*changed, "updated_at"])

@@ -1,0 +1,289 @@
+"""Apply what a platform sent (a `Callback`) to the inbox: contacts, messages, receipts, events.
+
+Idempotent: every row it creates is keyed by a unique constraint, so applying the same callback
+twice, or two copies at once, leaves one of everything. Runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+
+from inbox.models import ContactIdentity, Message, Session, TimelineEntry
+from inbox.services.contacts import identity_upsert
+from inbox.services.messages import receipt_record
+from inbox.services.sessions import (
+    session_event_apply,
+    session_for_inbound,
+    session_latest_for_contact,
+)
+from inbox.services.timeline import timeline_add
+from integrations.base import (
+    Action,
+    Callback,
+    ContactProfile,
+    InboundMessage,
+    Media,
+    MessageType,
+    SessionEvent,
+    SessionRef,
+)
+from integrations.models import Channel, ProviderAccount
+from integrations.services.channels import channel_resolve
+
+
+@dataclass
+class ApplyResult:
+    """What applying a callback did."""
+
+    contacts: int = 0
+    messages_created: int = 0
+    messages_duplicate: int = 0
+    receipts_created: int = 0
+    receipts_duplicate: int = 0
+    events_applied: int = 0
+    actions: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> bool:
+        """Say whether anything in the callback landed (new or already there)."""
+        return bool(
+            self.contacts
+            or self.messages_created
+            or self.messages_duplicate
+            or self.receipts_created
+            or self.receipts_duplicate
+            or self.events_applied
+            or self.actions
+        )
+
+
+def callback_apply(
+    account: ProviderAccount, callback: Callback, *, received_at: datetime
+) -> ApplyResult:
+    """Apply a parsed callback in order: contacts, messages, receipts, events, actions."""
+    result = ApplyResult()
+    identities: dict[str, ContactIdentity] = {}
+    # When a wrapper's messages name a contactId its contacts[] does not (the 2022 example
+    # does this), the wrapper's only contact still tells us the channel.
+    only_channel: Channel | None = None
+    with transaction.atomic():
+        for profile in callback.contacts:
+            channel = (
+                channel_resolve(
+                    account,
+                    external_id=profile.channel_external_id,
+                    lane=profile.lane,
+                    medium=profile.medium,
+                )
+                if profile.channel_external_id or profile.lane
+                else None
+            )
+            identities[profile.external_id] = identity_upsert(account, profile, channel=channel)
+            result.contacts += 1
+        if len(callback.contacts) == 1:
+            only_channel = identities[callback.contacts[0].external_id].channel
+
+        sessions_touched: list[Session] = []
+        for message in callback.messages:
+            identity = identities.get(message.contact_external_id) or identity_upsert(
+                account,
+                ContactProfile(external_id=message.contact_external_id, phone=message.sender),
+            )
+            identities[message.contact_external_id] = identity
+            row, created = _message_apply(
+                account, message, identity, received_at=received_at, fallback=only_channel
+            )
+            if created:
+                result.messages_created += 1
+            else:
+                result.messages_duplicate += 1
+            sessions_touched.append(row.session)
+
+        for receipt in callback.receipts:
+            _, created = receipt_record(account, receipt, received_at=received_at)
+            result.receipts_created += int(created)
+            result.receipts_duplicate += int(not created)
+
+        for event in callback.events:
+            if _event_apply(account, event, received_at=received_at, result=result):
+                result.events_applied += 1
+
+        for action in callback.actions:
+            if _action_apply(
+                account, action, identities, sessions_touched, received_at, result=result
+            ):
+                result.actions += 1
+    return result
+
+
+def _message_apply(
+    account: ProviderAccount,
+    message: InboundMessage,
+    identity: ContactIdentity,
+    *,
+    received_at: datetime,
+    fallback: Channel | None,
+) -> tuple[Message, bool]:
+    existing = (
+        Message.objects.filter(account=account, external_id=message.external_id)
+        .select_related("session")
+        .first()
+    )
+    if existing is not None:
+        # A redelivery: the session already reflects it; re-applying its (older) assignment
+        # would undo newer events.
+        return existing, False
+    channel = identity.channel or fallback or channel_resolve(account, medium=identity.medium)
+    if identity.channel_id is None:
+        ContactIdentity.objects.filter(pk=identity.pk, channel__isnull=True).update(channel=channel)
+        identity.channel = channel
+    at = message.sent_at or received_at
+    session = session_for_inbound(
+        account,
+        channel=channel,
+        identity=identity,
+        ref=message.session,
+        at=at,
+        source=f"message:{message.external_id}",
+    )
+    media = message.media
+    location = message.location
+    with transaction.atomic():
+        row, created = Message.objects.get_or_create(
+            account=account,
+            external_id=message.external_id,
+            defaults={
+                "session": session,
+                "direction": Message.Direction.INBOUND,
+                "type": message.type.value,
+                "raw_type": message.raw_type[:40],
+                "body": message.body,
+                "caption": media.caption if media else "",
+                "media_url": media.link[:2000] if media else "",
+                "media_mime_type": media.mime_type[:255] if media else "",
+                "media_filename": media.filename[:255] if media else "",
+                "media_size": media.size if media else None,
+                "media_sha256": media.sha256[:128] if media else "",
+                "media_external_id": media.media_id[:255] if media else "",
+                "attachments": [_media_json(m) for m in message.attachments if m != media],
+                "latitude": location.latitude if location else None,
+                "longitude": location.longitude if location else None,
+                "location_name": location.name[:255] if location else "",
+                "location_address": location.address[:500] if location else "",
+                "location_url": location.url[:2000] if location else "",
+                "external_id_ext": message.external_id_ext[:255],
+                "status": Message.Status.RECEIVED,
+                "sent_at": at,
+                "raw": message.raw,
+            },
+        )
+    if created:
+        _session_note_inbound(session, row, at=at)
+    return row, created
+
+
+def _media_json(media: Media) -> dict[str, object]:
+    return {
+        "link": media.link,
+        "mime_type": media.mime_type,
+        "filename": media.filename,
+        "caption": media.caption,
+        "sha256": media.sha256,
+        "id": media.media_id,
+    }
+
+
+def _session_note_inbound(session: Session, message: Message, *, at: datetime) -> None:
+    """Bump the session for a new customer message: activity, window, unread, reopen."""
+    locked = Session.objects.select_for_update().get(pk=session.pk)
+    is_customer_message = message.type != MessageType.SYSTEM
+    updates: dict[str, object] = {
+        "last_activity_at": Greatest(F("last_activity_at"), at),
+    }
+    if is_customer_message:
+        updates["unread_count"] = F("unread_count") + 1
+        if locked.last_inbound_at is None or locked.last_inbound_at < at:
+            updates["last_inbound_at"] = at
+    if locked.last_message_id is None or locked.last_activity_at <= at:
+        updates["last_message"] = message
+    reopened = is_customer_message and locked.status in (
+        Session.Status.RESOLVED,
+        Session.Status.CLOSED,
+    )
+    if reopened:
+        updates["status"] = Session.Status.OPEN
+    Session.objects.filter(pk=locked.pk).update(**updates)
+    if reopened:
+        timeline_add(
+            session.account,
+            session=locked,
+            kind=TimelineEntry.Kind.REOPENED,
+            summary=f"Reopened: the customer wrote again after it was {locked.status}",
+            occurred_at=at,
+            dedupe_key=f"reopened:{message.pk}",
+        )
+
+
+def _event_apply(
+    account: ProviderAccount, event: SessionEvent, *, received_at: datetime, result: ApplyResult
+) -> bool:
+    session = Session.objects.filter(account=account, external_id=event.session_external_id).first()
+    if session is None:
+        if event.contact is None:
+            result.warnings.append(
+                f"event {event.code or event.kind}: session {event.session_external_id} is "
+                "unknown and the event names no contact; replay it once the session exists"
+            )
+            return False
+        channel = channel_resolve(account, lane=event.contact.lane, medium=event.contact.medium)
+        identity = identity_upsert(account, event.contact, channel=channel)
+        session = session_for_inbound(
+            account,
+            channel=identity.channel or channel,
+            identity=identity,
+            ref=SessionRef(
+                external_id=event.session_external_id,
+                routing_id=event.routing_id,
+            ),
+            at=event.occurred_at or received_at,
+        )
+    return session_event_apply(account, event, session=session, at=received_at)
+
+
+def _action_apply(
+    account: ProviderAccount,
+    action: Action,
+    identities: dict[str, ContactIdentity],
+    sessions_touched: list[Session],
+    received_at: datetime,
+    *,
+    result: ApplyResult,
+) -> bool:
+    # §4.14: an action carries only its code; its context is the wrapper's messages/contacts.
+    session = sessions_touched[0] if sessions_touched else None
+    contact = session.contact if session else None
+    if session is None and identities:
+        contact = next(iter(identities.values())).contact
+        session = session_latest_for_contact(account, contact.pk)
+    if session is None and contact is None:
+        result.warnings.append(
+            f"action {action.code} arrived without a contact or session to attach it to"
+        )
+        return False
+    timeline_add(
+        account,
+        session=session,
+        contact=contact,
+        kind=TimelineEntry.Kind.ACTION,
+        summary=f"Action {action.code}",
+        occurred_at=received_at,
+        data={"code": action.code, "raw": action.raw},
+        dedupe_key=f"action:{action.dedupe_key}",
+    )
+    return True

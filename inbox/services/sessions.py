@@ -1,0 +1,232 @@
+"""Open, update and close sessions from what the platform tells us."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+
+from accounts.models import AgentProfile
+from inbox.models import ContactIdentity, Session, TimelineEntry
+from inbox.services.timeline import timeline_add
+from integrations.base import SessionEvent, SessionEventKind, SessionRef
+from integrations.models import Channel, ProviderAccount
+
+
+def session_for_inbound(
+    account: ProviderAccount,
+    *,
+    channel: Channel,
+    identity: ContactIdentity,
+    ref: SessionRef | None,
+    at: datetime,
+    source: str = "",
+) -> Session:
+    """Return the session an inbound message belongs to, opening it if it is new.
+
+    A new platform session id for a contact on a channel proves the previous session there
+    ended (spec §4.16), so older open sessions of that pair are closed.
+    """
+    if ref is None:
+        session = (
+            Session.objects.filter(channel=channel, contact=identity.contact)
+            .exclude(status=Session.Status.CLOSED)
+            .order_by("-last_activity_at")
+            .first()
+        )
+        if session is not None:
+            return session
+        return _session_open(account, channel=channel, identity=identity, ref=None, at=at)
+
+    session = Session.objects.filter(account=account, external_id=ref.external_id).first()
+    if session is None:
+        session = _session_open(account, channel=channel, identity=identity, ref=ref, at=at)
+    else:
+        _session_follow_ref(session, ref, at=at, source=source)
+    return session
+
+
+def _session_open(
+    account: ProviderAccount,
+    *,
+    channel: Channel,
+    identity: ContactIdentity,
+    ref: SessionRef | None,
+    at: datetime,
+) -> Session:
+    defaults = {
+        "channel": channel,
+        "contact": identity.contact,
+        "identity": identity,
+        "routing_id": ref.routing_id if ref else "",
+        "platform_agent": ref.assigned_agent if ref else "",
+        "platform_dept": ref.assigned_dept if ref else "",
+        "opened_at": at,
+        "last_activity_at": at,
+    }
+    if ref is None:
+        session = Session.objects.create(account=account, external_id="", **defaults)
+        created = True
+    else:
+        with transaction.atomic():
+            session, created = Session.objects.get_or_create(
+                account=account, external_id=ref.external_id, defaults=defaults
+            )
+    if created:
+        _assignee_from_platform(session, session.platform_agent)
+        timeline_add(
+            account,
+            session=session,
+            kind=TimelineEntry.Kind.OPENED,
+            summary=f"Session opened on {channel}",
+            occurred_at=at,
+            dedupe_key=f"opened:{session.pk}",
+        )
+        _close_superseded(session, at=at)
+    return session
+
+
+def _close_superseded(session: Session, *, at: datetime) -> None:
+    older = (
+        Session.objects.filter(channel=session.channel_id, contact=session.contact_id)
+        .exclude(pk=session.pk)
+        .exclude(status=Session.Status.CLOSED)
+        .filter(opened_at__lte=at)
+    )
+    for old in older.select_for_update():
+        Session.objects.filter(pk=old.pk).update(status=Session.Status.CLOSED, closed_at=at)
+        timeline_add(
+            session.account,
+            session=old,
+            kind=TimelineEntry.Kind.CLOSED,
+            summary=f"Closed: the customer's next message started session {session.external_id}",
+            occurred_at=at,
+            dedupe_key=f"superseded:{old.pk}",
+        )
+
+
+def _session_follow_ref(session: Session, ref: SessionRef, *, at: datetime, source: str) -> None:
+    changed: list[str] = []
+    if ref.routing_id and ref.routing_id != session.routing_id:
+        session.routing_id = ref.routing_id
+        changed.append("routing_id")
+    assignment_changed = False
+    for field, value in (
+        ("platform_agent", ref.assigned_agent),
+        ("platform_dept", ref.assigned_dept),
+    ):
+        if value and value != getattr(session, field):
+            setattr(session, field, value)
+            changed.append(field)
+            assignment_changed = True
+    if changed:
+        session.save(update_fields=[*changed, "updated_at"])
+    if assignment_changed:
+        _assignee_from_platform(session, ref.assigned_agent)
+        timeline_add(
+            session.account,
+            session=session,
+            kind=TimelineEntry.Kind.ASSIGNED,
+            summary=_assignment_summary(ref.assigned_agent, ref.assigned_dept),
+            occurred_at=at,
+            data={"agent": ref.assigned_agent, "dept": ref.assigned_dept, "source": source},
+            dedupe_key=f"assigned:{source}" if source else "",
+        )
+
+
+def _assignment_summary(agent: str, dept: str) -> str:
+    parts = [
+        p for p in (f"agent {agent}" if agent else "", f"department {dept}" if dept else "") if p
+    ]
+    return "Assigned to " + " and ".join(parts) if parts else "Assignment cleared"
+
+
+def _assignee_from_platform(session: Session, agent_code: str) -> None:
+    """Map the platform's agent code to a local user, when an agent profile claims it."""
+    if not agent_code:
+        return
+    profile = AgentProfile.objects.filter(platform_code=agent_code).only("user_id").first()
+    if profile is not None and session.assignee_id != profile.user_id:
+        Session.objects.filter(pk=session.pk).update(assignee_id=profile.user_id)
+        session.assignee_id = profile.user_id
+
+
+def session_event_apply(
+    account: ProviderAccount, event: SessionEvent, *, session: Session, at: datetime
+) -> bool:
+    """Apply a platform session event once; return False if it was already applied."""
+    entry = timeline_add(
+        account,
+        session=session,
+        kind=event.kind.value,
+        summary=_event_summary(event),
+        occurred_at=event.occurred_at or at,
+        data={"code": event.code, "raw": event.raw},
+        dedupe_key=f"event:{session.external_id}:{event.dedupe_key}",
+    )
+    if entry is None:
+        return False
+
+    session = Session.objects.select_for_update().get(pk=session.pk)
+    changed: set[str] = set()
+
+    def put(field: str, value: str) -> None:
+        if value and getattr(session, field) != value:
+            setattr(session, field, value)
+            changed.add(field)
+
+    snapshot = event.snapshot
+    if snapshot is not None:
+        put("platform_agent", snapshot.agent)
+        put("platform_dept", snapshot.dept)
+        put("platform_queue", snapshot.queue)
+        put("platform_bot", snapshot.bot)
+        put("platform_mode", snapshot.mode)
+        put("routing_id", snapshot.routing_id)
+        put("ticket_hash", snapshot.ticket_hash)
+    if event.kind is SessionEventKind.ROUTED:
+        put("platform_queue", event.target_queue)
+        put("routing_id", event.routing_id)
+    if event.kind is SessionEventKind.ASSIGNED:
+        put("platform_agent", event.new_agent)
+        put("platform_dept", event.new_dept)
+        put("platform_bot", event.new_bot)
+    resolved = event.kind is SessionEventKind.RESOLVED or (
+        snapshot is not None and snapshot.resolved is True
+    )
+    if event.kind is SessionEventKind.CLOSED and session.status != Session.Status.CLOSED:
+        session.status = Session.Status.CLOSED
+        session.closed_at = event.occurred_at or at
+        changed.update({"status", "closed_at"})
+    elif resolved and session.status in (Session.Status.OPEN, Session.Status.PENDING):
+        session.status = Session.Status.RESOLVED
+        session.resolved_at = event.occurred_at or at
+        changed.update({"status", "resolved_at"})
+    if changed:
+        session.save(update_fields=[*sorted(changed), "updated_at"])
+    if "platform_agent" in changed:
+        _assignee_from_platform(session, session.platform_agent)
+    return True
+
+
+def _event_summary(event: SessionEvent) -> str:
+    if event.kind is SessionEventKind.ROUTED:
+        source = f" from {event.source_queue}" if event.source_queue else ""
+        target = event.target_queue or (event.snapshot.queue if event.snapshot else "")
+        return f"Routed{source} to {target or 'another queue'}"
+    if event.kind is SessionEventKind.ASSIGNED:
+        return _assignment_summary(event.new_agent or event.new_bot, event.new_dept)
+    if event.kind is SessionEventKind.RESOLVED:
+        return "Resolved on the platform"
+    if event.kind is SessionEventKind.CLOSED:
+        return "Closed on the platform"
+    return f"Platform event {event.code or '(no code)'}"
+
+
+def session_latest_for_contact(account: ProviderAccount, contact_id: int) -> Session | None:
+    """Return the contact's most recently active session, if any."""
+    return (
+        Session.objects.filter(account=account, contact_id=contact_id)
+        .order_by("-last_activity_at", "-id")
+        .first()
+    )

@@ -1,0 +1,274 @@
+"""Admin for platform accounts, channels and the raw callbacks they send."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from integrations.models import Channel, ProviderAccount, WebhookEvent, new_verify_token
+from integrations.services.webhooks import webhook_events_replay
+
+
+def mask(secret: str | None) -> str:
+    """Show enough of a secret to recognise it, never all of it."""
+    if not secret:
+        return "(not set)"
+    if len(secret) <= 8:
+        return "•" * len(secret)
+    return f"{'•' * 8}{secret[-4:]}"
+
+
+class ProviderAccountForm(forms.ModelForm):
+    """Secrets are write-only: a blank field keeps the stored value."""
+
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave blank to keep the current key.",
+    )
+    api_id = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave blank to keep the current API id.",
+    )
+
+    class Meta:
+        model = ProviderAccount
+        fields = ["kind", "name", "base_url", "api_key", "api_id", "options", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields[
+                "api_key"
+            ].help_text = f"Stored: {mask(self.instance.api_key)}. Leave blank to keep it."
+            self.fields[
+                "api_id"
+            ].help_text = f"Stored: {mask(self.instance.api_id)}. Leave blank to keep it."
+
+    def clean_options(self) -> dict[str, Any]:
+        options = self.cleaned_data.get("options") or {}
+        if not isinstance(options, dict):
+            raise forms.ValidationError("Options must be a JSON object.")
+        return options
+
+    def save(self, commit: bool = True) -> ProviderAccount:
+        instance: ProviderAccount = super().save(commit=False)
+        for field in ("api_key", "api_id"):
+            value = self.cleaned_data.get(field)
+            if not value and self.instance.pk:
+                stored = ProviderAccount.objects.filter(pk=self.instance.pk).first()
+                setattr(instance, field, getattr(stored, field) if stored else "")
+        if commit:
+            instance.save()
+        return instance
+
+
+class ChannelInline(admin.TabularInline):
+    model = Channel
+    extra = 0
+    fields = ("external_id", "medium", "lane", "name", "is_active", "discovered")
+    readonly_fields = ("discovered",)
+    show_change_link = True
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(admin.ModelAdmin):
+    form = ProviderAccountForm
+    list_display = ("name", "kind", "is_active", "health", "last_success_at", "last_error_at")
+    list_filter = ("kind", "is_active")
+    search_fields = ("name", "base_url")
+    readonly_fields = (
+        "id",
+        "callback_url",
+        "callback_token",
+        "health",
+        "last_success_at",
+        "last_error_at",
+        "last_error",
+        "recent_events",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [ChannelInline]
+    actions = ["regenerate_verify_token"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
+        main = ("kind", "name", "base_url", "api_key", "api_id", "options", "is_active")
+        if obj is None:
+            return [(None, {"fields": main})]
+        return [
+            (None, {"fields": main}),
+            (
+                "Callbacks: register this URL and token at the platform",
+                {"fields": ("id", "callback_url", "callback_token")},
+            ),
+            (
+                "Health",
+                {"fields": ("health", "last_success_at", "last_error_at", "last_error")},
+            ),
+            ("Recent callbacks", {"fields": ("recent_events",)}),
+            ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+        ]
+
+    @admin.display(description="Callback URL")
+    def callback_url(self, obj: ProviderAccount) -> SafeString:
+        return format_html(
+            '<input type="text" readonly value="{}" size="90" onclick="this.select()" '
+            'aria-label="Callback URL">',
+            obj.webhook_url,
+        )
+
+    @admin.display(description="Verify token (x-verify-token)")
+    def callback_token(self, obj: ProviderAccount) -> SafeString:
+        return format_html(
+            '<input type="text" readonly value="{}" size="60" onclick="this.select()" '
+            'aria-label="Verify token">',
+            obj.verify_token,
+        )
+
+    @admin.display(description="Health", boolean=False)
+    def health(self, obj: ProviderAccount) -> SafeString:
+        if obj.last_success_at is None and obj.last_error_at is None:
+            return format_html('<span title="No calls yet">—</span>')
+        if obj.is_healthy:
+            return format_html('<span style="color: var(--message-success-bg, green)">✔ OK</span>')
+        return format_html(
+            '<strong style="color: var(--error-fg, #ba2121)" title="{}">✖ failing</strong>',
+            obj.last_error[:300],
+        )
+
+    @admin.display(description="Last 20 callbacks")
+    def recent_events(self, obj: ProviderAccount) -> SafeString:
+        events = list(
+            WebhookEvent.objects.filter(account=obj)
+            .only("id", "received_at", "kind", "state", "error")
+            .order_by("-received_at", "-id")[:20]
+        )
+        if not events:
+            return format_html("<p>No callbacks received yet.</p>")
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:integrations_webhookevent_change", args=[e.pk]),
+                    e.pk,
+                    e.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.kind or "—",
+                    e.get_state_display(),
+                    e.error[:120],
+                )
+                for e in events
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>Event</th><th>Received</th><th>Kind</th><th>State</th>"
+            "<th>Error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+    @admin.action(description="Regenerate the verify token (update it at the platform too)")
+    def regenerate_verify_token(
+        self, request: HttpRequest, queryset: QuerySet[ProviderAccount]
+    ) -> None:
+        for account in queryset:
+            account.verify_token = new_verify_token()
+            account.save(update_fields=["verify_token", "updated_at"])
+        self.message_user(
+            request,
+            f"New verify token for {queryset.count()} account(s). Callbacks with the old token "
+            "now get 401 until the platform is updated.",
+            messages.WARNING,
+        )
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "account",
+        "medium",
+        "external_id",
+        "lane",
+        "is_active",
+        "discovered",
+    )
+    list_filter = ("account", "medium", "is_active", "discovered")
+    search_fields = ("name", "external_id", "lane")
+    readonly_fields = ("raw", "created_at", "updated_at")
+    list_select_related = ("account",)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "received_at", "account", "kind", "state", "attempts", "short_error")
+    list_filter = ("state", "kind", "account")
+    search_fields = ("body", "error")
+    date_hierarchy = "received_at"
+    list_select_related = ("account",)
+    actions = ["replay"]
+    readonly_fields = (
+        "account",
+        "received_at",
+        "path",
+        "kind",
+        "state",
+        "attempts",
+        "enqueued_at",
+        "claimed_at",
+        "processed_at",
+        "error",
+        "warnings_list",
+        "headers_pretty",
+        "body_pretty",
+    )
+    exclude = ("headers", "body", "warnings")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Error")
+    def short_error(self, obj: WebhookEvent) -> str:
+        return obj.error[:100]
+
+    @admin.display(description="Warnings")
+    def warnings_list(self, obj: WebhookEvent) -> SafeString:
+        if not obj.warnings:
+            return format_html("—")
+        return format_html(
+            "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in obj.warnings))
+        )
+
+    @admin.display(description="Headers")
+    def headers_pretty(self, obj: WebhookEvent) -> SafeString:
+        return format_html("<pre>{}</pre>", json.dumps(obj.headers, indent=2, sort_keys=True))
+
+    @admin.display(description="Body (as received)")
+    def body_pretty(self, obj: WebhookEvent) -> SafeString:
+        try:
+            text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
+        except ValueError:
+            text = obj.body
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+
+    @admin.action(description="Replay selected failed or ignored events")
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        count = webhook_events_replay(queryset)
+        skipped = queryset.count() - count
+        note = (
+            f" ({skipped} skipped: only failed or ignored events are replayed)" if skipped else ""
+        )
+        self.message_user(request, f"Replaying {count} event(s){note}.", messages.SUCCESS)

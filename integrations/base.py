@@ -1,0 +1,321 @@
+"""The provider contract: what every messaging platform translates its JSON into and out of.
+
+Providers (`integrations/<kind>/provider.py`) turn a platform's callbacks into these boundary
+dataclasses, and the inbox applies them without knowing which platform sent them. Nothing here
+imports Django models, and no provider imports `inbox` or `accounts`.
+
+A platform that pushes callbacks implements `parse_callback`; one that must be polled (such as
+MessageWhiz) implements `poll` and returns the same `Callback` dataclass, so the inbox applies
+both through one path.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+JSON = dict[str, Any]
+
+
+class Medium(enum.StrEnum):
+    """The channel type a customer writes on."""
+
+    WHATSAPP = "whatsapp"
+    SMS = "sms"
+    TELEGRAM = "telegram"
+    VIBER = "viber"
+    RCS = "rcs"
+    FACEBOOK = "facebook"
+    INSTAGRAM = "instagram"
+    TWITTER = "twitter"
+    WECHAT = "wechat"
+    EMAIL = "email"
+    WEBCHAT = "webchat"
+    PUSH = "push"
+    OTHER = "other"
+
+
+class MessageType(enum.StrEnum):
+    """What a message carries."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    VOICE = "voice"
+    DOCUMENT = "document"
+    LOCATION = "location"
+    CONTACT = "contact"
+    SYSTEM = "system"
+    TEMPLATE = "template"
+    UNKNOWN = "unknown"
+
+
+MEDIA_TYPES = frozenset(
+    {
+        MessageType.IMAGE,
+        MessageType.VIDEO,
+        MessageType.AUDIO,
+        MessageType.VOICE,
+        MessageType.DOCUMENT,
+    }
+)
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where an outbound message is on its way to the customer."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+class SessionEventKind(enum.StrEnum):
+    """What a platform session event means for our session row."""
+
+    ROUTED = "routed"
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    OTHER = "other"
+
+
+# --- Errors ------------------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """Base class of every error a provider raises."""
+
+
+class PayloadError(ProviderError):
+    """A platform body does not have the shape the provider expects; retrying will not help."""
+
+
+class ProviderNotFound(ProviderError):
+    """No provider is registered for this kind."""
+
+
+# --- Boundary dataclasses -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactProfile:
+    """A customer as the platform describes them on one channel."""
+
+    external_id: str
+    medium: str = ""
+    channel_external_id: str = ""
+    lane: str = ""
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    business_profile_id: str = ""
+    business_name: str = ""
+    business_email: str = ""
+    business_phone: str = ""
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A media file attached to a message."""
+
+    link: str
+    mime_type: str = ""
+    filename: str = ""
+    caption: str = ""
+    sha256: str = ""
+    media_id: str = ""
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A shared location."""
+
+    latitude: float | None
+    longitude: float | None
+    name: str = ""
+    address: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """The platform session a message belongs to, with its assignment at that moment."""
+
+    external_id: str
+    routing_id: str = ""
+    assigned_agent: str = ""
+    assigned_dept: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a customer sent."""
+
+    external_id: str
+    contact_external_id: str
+    type: MessageType
+    external_id_ext: str = ""
+    sender: str = ""
+    body: str = ""
+    media: Media | None = None
+    attachments: tuple[Media, ...] = ()
+    location: Location | None = None
+    session: SessionRef | None = None
+    sent_at: datetime | None = None
+    raw_type: str = ""
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt for a message the business sent."""
+
+    external_id: str
+    status: DeliveryStatus
+    external_id_ext: str = ""
+    contact_external_id: str = ""
+    occurred_at: datetime | None = None
+    error_code: str = ""
+    error_title: str = ""
+    error_details: str = ""
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """A session's state as the platform reports it after an event."""
+
+    agent: str = ""
+    bot: str = ""
+    dept: str = ""
+    queue: str = ""
+    mode: str = ""
+    resolved: bool | None = None
+    routing_id: str = ""
+    ticket_hash: str = ""
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A change to a session reported by the platform: routed, assigned, resolved, closed."""
+
+    kind: SessionEventKind
+    session_external_id: str
+    dedupe_key: str
+    code: str = ""
+    contact: ContactProfile | None = None
+    snapshot: SessionSnapshot | None = None
+    source_queue: str = ""
+    target_queue: str = ""
+    old_agent: str = ""
+    new_agent: str = ""
+    old_dept: str = ""
+    new_dept: str = ""
+    old_bot: str = ""
+    new_bot: str = ""
+    routing_id: str = ""
+    occurred_at: datetime | None = None
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Something an agent or a platform service asks the business application to do."""
+
+    code: str
+    dedupe_key: str
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Callback:
+    """Everything one platform callback (or one poll) carries, in the order it must be applied."""
+
+    contacts: list[ContactProfile] = field(default_factory=list)
+    messages: list[InboundMessage] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
+    events: list[SessionEvent] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # Set when the callback is a contact-profile request the platform expects an answer to.
+    wants_contact_reply: bool = False
+
+    @property
+    def kind(self) -> str:
+        """Name the callback's main content, for listing and filtering."""
+        if self.wants_contact_reply:
+            return "contact"
+        for name in ("messages", "receipts", "events", "actions", "contacts"):
+            if getattr(self, name):
+                return name
+        return "empty"
+
+    def is_empty(self) -> bool:
+        """Say whether there is nothing to apply."""
+        return not (self.contacts or self.messages or self.receipts or self.events or self.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactView:
+    """What we know of a contact, for a platform that asks us about one (XMS `contact/info`)."""
+
+    profile_id: str
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    language: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """The credentials and settings of one platform account, decrypted, for a provider's use."""
+
+    id: str
+    kind: str
+    base_url: str
+    api_key: str = ""
+    api_id: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """Translate one platform's JSON to and from the boundary dataclasses.
+
+    `ingest` says how inbound traffic arrives: "webhook" (the platform calls us) or "poll" (a
+    beat task asks the platform). Providers are stateless; `AccountConfig` is passed in.
+    """
+
+    kind: ClassVar[str]
+    label: ClassVar[str]
+    ingest: ClassVar[str] = "webhook"
+    # Extra sub-paths under an account's callback URL that the platform may post to.
+    callback_subpaths: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def parse_callback(self, body: JSON) -> Callback:
+        """Turn a callback body into a `Callback`; raise `PayloadError` for a body it cannot read."""
+
+    def wants_sync_reply(self, body: JSON) -> bool:
+        """Say, from its shape alone, whether a callback expects an answer in the response."""
+        return False
+
+    def contact_reply(self, contact: ContactView | None) -> JSON:
+        """Build the synchronous answer to a contact-profile callback ({} when there is none)."""
+        return {}
+
+    def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
+        """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""
+        raise NotImplementedError(f"{self.kind} does not poll")

@@ -1,0 +1,67 @@
+"""Create or update a platform account from the command line; print one line of JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import URLValidator
+
+from integrations.models import ProviderAccount
+from integrations.registry import PROVIDERS
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or update a platform account (matched by kind and name) and print its id, "
+        "verify token and webhook path as JSON."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("kind", choices=sorted(PROVIDERS), help="Platform kind.")
+        parser.add_argument("--name", required=True, help="Account name (unique per kind).")
+        parser.add_argument("--base-url", required=True, help="The platform's API base URL.")
+        parser.add_argument("--api-key", required=True, help="API key (stored encrypted).")
+        parser.add_argument("--api-id", default=None, help="API id (stored encrypted).")
+        parser.add_argument(
+            "--verify-token",
+            default=None,
+            help="Callback verify token; a random one is made for a new account when omitted.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        base_url = options["base_url"].rstrip("/")
+        try:
+            URLValidator(schemes=["http", "https"])(base_url)
+        except ValidationError:
+            raise CommandError(f"--base-url {base_url!r} is not an http(s) URL") from None
+        if options["verify_token"] is not None and len(options["verify_token"]) < 8:
+            raise CommandError("--verify-token must be at least 8 characters")
+
+        account = ProviderAccount.objects.filter(kind=options["kind"], name=options["name"]).first()
+        created = account is None
+        if account is None:
+            account = ProviderAccount(kind=options["kind"], name=options["name"])
+        account.base_url = base_url
+        account.api_key = options["api_key"]
+        if options["api_id"] is not None:
+            account.api_id = options["api_id"]
+        if options["verify_token"] is not None:
+            account.verify_token = options["verify_token"]
+        account.is_active = True
+        account.save()
+        self.stdout.write(
+            json.dumps(
+                {
+                    "id": str(account.id),
+                    "kind": account.kind,
+                    "name": account.name,
+                    "created": created,
+                    "verify_token": account.verify_token,
+                    "webhook_path": account.webhook_path,
+                    "webhook_url": account.webhook_url,
+                }
+            )
+        )

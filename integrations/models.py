@@ -1,0 +1,163 @@
+"""Platform accounts, their channels, and every callback they send us, stored raw.
+
+A `ProviderAccount` is one set of credentials at one platform (kind `xms` now; MessageWhiz and
+courier later). Its UUID is part of the callback URL an admin registers at the platform.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from integrations.base import AccountConfig, Medium
+from integrations.fields import EncryptedTextField
+from integrations.registry import kind_choices
+
+
+def new_verify_token() -> str:
+    """Return a fresh, unguessable callback verification token."""
+    return secrets.token_urlsafe(32)
+
+
+class ProviderAccount(models.Model):
+    """One account at a messaging platform: credentials, callback token and health."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=32, choices=kind_choices)
+    name = models.CharField(max_length=120)
+    base_url = models.URLField(max_length=500, help_text="The platform's API base URL.")
+    api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest; never shown in full.")
+    api_id = EncryptedTextField(blank=True, help_text="Encrypted at rest (XMS `x-api-id`).")
+    verify_token = EncryptedTextField(
+        default=new_verify_token,
+        help_text="The platform sends this in `x-verify-token` on every callback.",
+    )
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Platform-specific settings (JSON object)."
+    )
+    is_active = models.BooleanField(default=True)
+    # Health: what happened the last time we talked to (or heard from) the platform.
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "name"], name="provideraccount_kind_name_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    @property
+    def is_healthy(self) -> bool:
+        """Say whether the last contact with the platform succeeded (or none failed yet)."""
+        if self.last_error_at is None:
+            return True
+        return self.last_success_at is not None and self.last_success_at > self.last_error_at
+
+    @property
+    def webhook_path(self) -> str:
+        """Return the callback path to register at the platform."""
+        return reverse("integrations:webhook", kwargs={"kind": self.kind, "account_id": self.id})
+
+    @property
+    def webhook_url(self) -> str:
+        """Return the absolute callback URL, built from PUBLIC_BASE_URL."""
+        return f"{settings.PUBLIC_BASE_URL}{self.webhook_path}"
+
+    def config(self) -> AccountConfig:
+        """Return the decrypted credentials for a provider."""
+        return AccountConfig(
+            id=str(self.id),
+            kind=self.kind,
+            base_url=self.base_url,
+            api_key=self.api_key or "",
+            api_id=self.api_id or "",
+            options=dict(self.options or {}),
+        )
+
+
+class Channel(models.Model):
+    """A business number or address at a platform that customers write to."""
+
+    account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="channels")
+    external_id = models.CharField(max_length=255, help_text="The platform's channel id.")
+    medium = models.CharField(max_length=20, choices=[(m.value, m.name.title()) for m in Medium])
+    lane = models.CharField(max_length=255, blank=True, help_text="The business number/address.")
+    name = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True)
+    # True while we only know the channel from inbound traffic, not from the platform's list.
+    discovered = models.BooleanField(default=False)
+    raw = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account", "name", "external_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"], name="channel_account_external_id_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "lane"], name="channel_account_lane_idx")]
+
+    def __str__(self) -> str:
+        return self.name or self.lane or self.external_id
+
+
+class WebhookEvent(models.Model):
+    """One callback exactly as it arrived, stored before anything else happens.
+
+    Processing is a task that may run more than once: it claims the row with a conditional
+    UPDATE, applies the callback idempotently, and records the outcome here. A failed event keeps
+    its raw body and can be replayed.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
+        IGNORED = "ignored", "Ignored"
+
+    account = models.ForeignKey(
+        ProviderAccount, on_delete=models.CASCADE, related_name="webhook_events"
+    )
+    received_at = models.DateTimeField(db_index=True)
+    path = models.CharField(max_length=200, blank=True, help_text="Sub-path it was posted to.")
+    headers = models.JSONField(default=dict, blank=True, help_text="Without secrets.")
+    body = models.TextField(help_text="The raw body as received (UTF-8).")
+    kind = models.CharField(max_length=20, blank=True, db_index=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    error = models.TextField(blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # When a task was last handed to the broker for it (null: the broker refused).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["state", "received_at"], name="webhookevent_state_received"),
+            models.Index(fields=["account", "-received_at"], name="webhookevent_account_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind or 'callback'} {self.state}"
+
+    def summary(self) -> dict[str, Any]:
+        """Return a short description for logs."""
+        return {"id": self.pk, "account": str(self.account_id), "state": self.state}

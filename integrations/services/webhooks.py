@@ -1,0 +1,221 @@
+"""Receive, store, process, sweep and replay platform callbacks.
+
+The contract: a callback that passed authentication is a `WebhookEvent` row before anything
+else happens. Its processing task is enqueued after commit; if the broker refuses, the row stays
+pending with no `enqueued_at` and the periodic sweep enqueues it once the broker is back.
+Processing claims the row with a conditional UPDATE, so a task delivered twice (or enqueued by
+both the request and the sweep) processes it once; and applying a callback is idempotent by
+unique constraints, so even a replay changes nothing that already happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from integrations.base import JSON, PayloadError
+from integrations.models import ProviderAccount, WebhookEvent
+from integrations.registry import get_provider
+
+logger = logging.getLogger(__name__)
+
+# Never stored: these authenticate the caller or carry credentials.
+SECRET_HEADERS = frozenset(
+    {"x-verify-token", "authorization", "cookie", "x-api-key", "x-api-id", "proxy-authorization"}
+)
+
+
+def headers_without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return the request headers worth keeping, lower-cased, with secrets removed."""
+    return {
+        key.lower(): value[:500]
+        for key, value in headers.items()
+        if key.lower() not in SECRET_HEADERS
+    }
+
+
+def webhook_event_receive(
+    account: ProviderAccount,
+    *,
+    body: str,
+    headers: Mapping[str, str],
+    path: str = "",
+    enqueue: bool = True,
+) -> WebhookEvent:
+    """Store a callback as received and, after commit, enqueue its processing."""
+    now = timezone.now()
+    event = WebhookEvent.objects.create(
+        account=account,
+        received_at=now,
+        path=path[:200],
+        headers=headers_without_secrets(headers),
+        body=body,
+        enqueued_at=now if enqueue else None,
+    )
+    if enqueue:
+        event_id = event.pk
+        transaction.on_commit(lambda: webhook_events_enqueue([event_id]))
+    return event
+
+
+def webhook_events_enqueue(event_ids: Iterable[int]) -> int:
+    """Hand processing tasks to the broker; on failure leave the events for the sweep."""
+    from integrations.tasks import webhook_event_process as task
+
+    ids = list(event_ids)
+    sent = 0
+    for position, event_id in enumerate(ids):
+        try:
+            task.apply_async(args=(event_id,), retry=False)
+        except Exception as exc:
+            # The broker is down or unreachable. The rows are stored; mark them unenqueued so
+            # the sweep picks them up as soon as tasks can flow again.
+            remaining = ids[position:]
+            WebhookEvent.objects.filter(pk__in=remaining, state=WebhookEvent.State.PENDING).update(
+                enqueued_at=None
+            )
+            logger.warning(
+                "broker refused webhook events %s (%s); the sweep will enqueue them",
+                remaining[:10],
+                exc,
+            )
+            break
+        sent += 1
+    return sent
+
+
+def _claim(event_id: int, now: datetime) -> bool:
+    stale = now - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS)
+    claimed = (
+        WebhookEvent.objects.filter(pk=event_id)
+        .filter(
+            Q(state=WebhookEvent.State.PENDING)
+            | Q(state=WebhookEvent.State.PROCESSING, claimed_at__lt=stale)
+        )
+        .update(state=WebhookEvent.State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    return claimed == 1
+
+
+def webhook_event_process(event_id: int) -> str | None:
+    """Apply one stored callback to the inbox, exactly once; return the resulting state.
+
+    Returns None when the event was not claimable (already processed, or being processed).
+    A database outage puts the event back to pending and re-raises so the task retries; any
+    other error marks it failed with the reason, keeping the raw body for a replay.
+    """
+    from inbox.services.inbound import callback_apply
+
+    now = timezone.now()
+    if not _claim(event_id, now):
+        return None
+    event = WebhookEvent.objects.select_related("account").get(pk=event_id)
+    provider = get_provider(event.account.kind)
+    try:
+        with transaction.atomic():
+            try:
+                body = json.loads(event.body)
+            except ValueError as exc:
+                raise PayloadError(f"stored body is not valid JSON: {exc}") from exc
+            callback = provider.parse_callback(body)
+            result = callback_apply(event.account, callback, received_at=event.received_at)
+            warnings = [*callback.warnings, *result.warnings]
+            state = WebhookEvent.State.PROCESSED if result.applied else WebhookEvent.State.IGNORED
+            WebhookEvent.objects.filter(pk=event_id).update(
+                state=state,
+                kind=callback.kind,
+                warnings=warnings[:50],
+                error="" if result.applied else "; ".join(warnings[:5]) or "nothing to apply",
+                processed_at=timezone.now(),
+            )
+    except OperationalError:
+        WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
+        raise
+    except Exception as exc:
+        logger.exception("webhook event %s failed", event_id)
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        WebhookEvent.objects.filter(pk=event_id).update(
+            state=WebhookEvent.State.FAILED,
+            error=detail[:4000],
+            processed_at=timezone.now(),
+        )
+        return WebhookEvent.State.FAILED
+    return state
+
+
+def webhook_events_sweep(*, limit: int = 5000) -> int:
+    """Enqueue stored events that no task is going to process; return how many.
+
+    That is: pending events the broker refused (`enqueued_at` null), pending events whose task
+    has not run for a while (lost with a broker restart), and claims whose worker died.
+    """
+    now = timezone.now()
+    requeue_before = now - timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS)
+    stale = now - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS)
+    ids = list(
+        WebhookEvent.objects.filter(
+            Q(state=WebhookEvent.State.PENDING, enqueued_at__isnull=True)
+            | Q(state=WebhookEvent.State.PENDING, enqueued_at__lt=requeue_before)
+            | Q(state=WebhookEvent.State.PROCESSING, claimed_at__lt=stale)
+        )
+        .order_by("received_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    WebhookEvent.objects.filter(pk__in=ids).update(enqueued_at=now)
+    sent = webhook_events_enqueue(ids)
+    logger.info("sweep enqueued %s of %s stored webhook events", sent, len(ids))
+    return sent
+
+
+def webhook_events_replay(events: QuerySet[WebhookEvent]) -> int:
+    """Put failed or ignored events back to pending and enqueue them; return how many."""
+    replayable = [WebhookEvent.State.FAILED, WebhookEvent.State.IGNORED]
+    ids = list(events.filter(state__in=replayable).values_list("id", flat=True))
+    if not ids:
+        return 0
+    now = timezone.now()
+    WebhookEvent.objects.filter(pk__in=ids, state__in=replayable).update(
+        state=WebhookEvent.State.PENDING, error="", enqueued_at=now, claimed_at=None
+    )
+    transaction.on_commit(lambda: webhook_events_enqueue(ids))
+    return len(ids)
+
+
+def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:
+    """Process a callback that expects a synchronous answer (XMS contact/info) and build it.
+
+    On any error the platform gets `{}` and the event is left for the worker to retry, so an
+    answer is never slower or less available than the inbox's own database.
+    """
+    from inbox.selectors import contact_view_for_identity
+
+    provider = get_provider(account.kind)
+    try:
+        state = webhook_event_process(event.pk)
+    except Exception:
+        logger.exception("synchronous processing of webhook event %s failed", event.pk)
+        state = None
+    if state != WebhookEvent.State.PROCESSED:
+        if state is None:
+            webhook_events_enqueue([event.pk])
+        return {}
+    try:
+        body = json.loads(event.body)
+        callback = provider.parse_callback(body)
+        if not callback.contacts:
+            return {}
+        view = contact_view_for_identity(account, callback.contacts[0].external_id)
+        return provider.contact_reply(view)
+    except Exception:
+        logger.exception("building the contact reply for webhook event %s failed", event.pk)
+        return {}

@@ -1,0 +1,158 @@
+"""The public webhook contract: `/webhooks/<kind>/<account uuid>/[<platform sub-path>]`.
+
+Order of checks, each answered in JSON and none writing a message row: unknown account or
+sub-path 404; missing or wrong token 401; body over the size limit 413; a body that is not a
+JSON object 400. A valid callback is stored and answered `200 {}` at once; a platform that
+expects a synchronous answer (XMS `contact/info`) gets it from the inbox's own data.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from integrations.base import ProviderNotFound
+from integrations.models import ProviderAccount
+from integrations.registry import get_provider
+from integrations.services.webhooks import webhook_event_answer, webhook_event_receive
+
+TOKEN_HEADER = "x-verify-token"  # noqa: S105 - a header name, not a secret
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The body is larger than this webhook accepts."
+    default_code = "payload_too_large"
+
+
+class RawBody(dict[str, Any]):
+    """The parsed JSON object, remembering the exact text it came from."""
+
+    def __init__(self, data: dict[str, Any], text: str) -> None:
+        super().__init__(data)
+        self.text = text
+
+
+class BoundedJSONParser(BaseParser):
+    """Parse a JSON object of bounded size, whatever Content-Type the platform claims."""
+
+    media_type = "*/*"
+
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> RawBody:
+        limit = settings.WEBHOOK_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit} bytes.")
+        raw: bytes = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.")
+        if not raw.strip():
+            raise exceptions.ParseError("The body is empty; a JSON object is expected.")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise exceptions.ParseError(f"The body is not UTF-8 text: {exc.reason}.") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"The body is not valid JSON: {exc}.") from exc
+        if not isinstance(data, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean"}.get(
+                type(data), "a number" if isinstance(data, int | float) else "null"
+            )
+            raise exceptions.ParseError(f"The body must be a JSON object, not {kind}.")
+        return RawBody(data, text)
+
+
+class CallbackTokenAuthentication(BaseAuthentication):
+    """Find the account named in the URL and check the platform's token in constant time."""
+
+    def authenticate(self, request: Request) -> tuple[None, ProviderAccount]:
+        kwargs = request.parser_context.get("kwargs", {}) if request.parser_context else {}
+        account = _account_from_url(kwargs.get("kind", ""), kwargs.get("account_id", ""))
+        token = request.headers.get(TOKEN_HEADER, "")
+        if not token:
+            raise exceptions.AuthenticationFailed(
+                f"The {TOKEN_HEADER} header is missing.", code="missing_token"
+            )
+        if not hmac.compare_digest(token.encode(), (account.verify_token or "").encode()):
+            raise exceptions.AuthenticationFailed(
+                f"The {TOKEN_HEADER} header does not match this account's token.",
+                code="wrong_token",
+            )
+        return (None, account)
+
+    def authenticate_header(self, request: Request) -> str:
+        return TOKEN_HEADER
+
+
+def _account_from_url(kind: str, account_id: str) -> ProviderAccount:
+    try:
+        key = uuid.UUID(account_id)
+        get_provider(kind)
+    except (ValueError, ProviderNotFound):
+        raise exceptions.NotFound("No such webhook.", code="unknown_account") from None
+    account = (
+        ProviderAccount.objects.filter(pk=key, kind=kind, is_active=True)
+        .only("id", "kind", "verify_token", "is_active")
+        .first()
+    )
+    if account is None:
+        raise exceptions.NotFound("No such webhook.", code="unknown_account")
+    return account
+
+
+class HasCallbackAccount(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ProviderAccount)
+
+
+class WebhookView(APIView):
+    """Receive one platform callback."""
+
+    authentication_classes = [CallbackTokenAuthentication]
+    permission_classes = [HasCallbackAccount]
+    parser_classes = [BoundedJSONParser]
+    renderer_classes = [JSONRenderer]
+    throttle_classes: list[Any] = []
+
+    def post(self, request: Request, kind: str, account_id: str, subpath: str = "") -> Response:
+        account = request.auth
+        assert isinstance(account, ProviderAccount)  # guaranteed by HasCallbackAccount
+        provider = get_provider(account.kind)
+        subpath = subpath.strip("/")
+        if subpath and subpath not in provider.callback_subpaths:
+            raise exceptions.NotFound(f"No such callback path: {subpath}.", code="unknown_path")
+        payload = request.data
+        if not isinstance(payload, RawBody):
+            raise exceptions.ParseError("The body is empty; a JSON object is expected.")
+        sync = provider.wants_sync_reply(payload)
+        event = webhook_event_receive(
+            account,
+            body=payload.text,
+            headers=dict(request.headers),
+            path=subpath,
+            enqueue=not sync,
+        )
+        if sync:
+            return Response(webhook_event_answer(account, event))
+        return Response({})

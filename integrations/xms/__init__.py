@@ -1,0 +1,1 @@
+"""Mehery XMS: the first platform. Spec: ../shared/reference/mehery-xms.md."""

@@ -1,0 +1,108 @@
+"""factory_boy factories for our own models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+from django.utils import timezone
+
+from accounts.models import AgentProfile, Team, User
+from inbox.models import Contact, ContactIdentity, Message, Session
+from integrations.models import Channel, ProviderAccount
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"agent{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pass-word-123")
+
+    @classmethod
+    def _after_postgeneration(cls, instance: Any, create: bool, results: Any = None) -> None:
+        if create:
+            instance.save()
+
+
+class AgentProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AgentProfile
+
+    user = factory.SubFactory(UserFactory)
+
+
+class TeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Team
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+    slug = factory.Sequence(lambda n: f"team-{n}")
+
+
+class ProviderAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ProviderAccount
+
+    kind = "xms"
+    name = factory.Sequence(lambda n: f"XMS account {n}")
+    base_url = "https://api.mehery.example/xms"
+    api_key = "test-api-key-0123456789"
+    api_id = "61ec7d9c2ce85742b201c5ab"
+    verify_token = "s1agenttoken$$$"
+
+
+class ChannelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Channel
+
+    account = factory.SubFactory(ProviderAccountFactory)
+    external_id = factory.Sequence(lambda n: f"wa360:91880000{n:04d}")
+    medium = "whatsapp"
+    lane = factory.Sequence(lambda n: f"91880000{n:04d}")
+    name = factory.Sequence(lambda n: f"Support line {n}")
+
+
+class ContactFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Contact
+
+    account = factory.SubFactory(ProviderAccountFactory)
+    name = factory.Sequence(lambda n: f"Customer {n}")
+    phone = factory.Sequence(lambda n: f"9199000{n:05d}")
+
+
+class ContactIdentityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ContactIdentity
+
+    account = factory.SelfAttribute("contact.account")
+    contact = factory.SubFactory(ContactFactory)
+    medium = "whatsapp"
+    external_id = factory.Sequence(lambda n: f"wa9199000{n:05d}_918828218374")
+
+
+class SessionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Session
+
+    account = factory.SubFactory(ProviderAccountFactory)
+    channel = factory.SubFactory(ChannelFactory, account=factory.SelfAttribute("..account"))
+    contact = factory.SubFactory(ContactFactory, account=factory.SelfAttribute("..account"))
+    external_id = factory.Sequence(lambda n: f"session-{n}")
+    opened_at = factory.LazyFunction(timezone.now)
+    last_activity_at = factory.LazyFunction(timezone.now)
+
+
+class OutboundMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Message
+
+    account = factory.SelfAttribute("session.account")
+    session = factory.SubFactory(SessionFactory)
+    direction = Message.Direction.OUTBOUND
+    type = "text"
+    body = "Hello from support"
+    status = Message.Status.SENDING
+    sent_at = factory.LazyFunction(timezone.now)

@@ -1,0 +1,370 @@
+"""Nothing stored is ever forgotten, and nothing is applied twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.db import connections, transaction
+from django.test import Client
+from django.utils import timezone
+
+from config.celery import app as celery_app
+from inbox.models import Contact, Message, Session
+from integrations.models import WebhookEvent
+from integrations.services import webhooks
+from integrations.services.webhooks import (
+    webhook_event_process,
+    webhook_events_replay,
+    webhook_events_sweep,
+)
+from tests.conftest import load_fixture
+
+TEXT = load_fixture("xms", "inbound-message-text")
+
+
+@pytest.fixture
+def broker_down() -> Iterator[None]:
+    """Point Celery at a port where no broker listens, as when Redis is stopped."""
+    conf = celery_app.conf
+    saved = (conf.broker_url, conf.task_always_eager, conf.broker_transport_options)
+    conf.broker_url = "redis://127.0.0.1:1/0"
+    conf.task_always_eager = False
+    conf.broker_transport_options = {"socket_connect_timeout": 1}
+    _reset_broker_connections()
+    try:
+        yield
+    finally:
+        conf.broker_url, conf.task_always_eager, conf.broker_transport_options = saved
+        _reset_broker_connections()
+
+
+def _reset_broker_connections() -> None:
+    # Forget the app's pools so the next publish connects to the (new) broker URL. Kombu keeps
+    # pools in a registry keyed by URL, so the old ones stay usable for the tests after this.
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.mark.django_db
+def test_with_the_broker_down_a_callback_is_still_stored_and_answered(
+    account, post_callback, broker_down
+):
+    response = post_callback(account, TEXT)
+
+    assert response.status_code == 200
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.PENDING
+    assert event.enqueued_at is None  # the sweep will pick it up
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_once_the_broker_is_back_the_sweep_processes_a_stored_callback_exactly_once(
+    account, post_callback, broker_down, django_capture_on_commit_callbacks
+):
+    post_callback(account, TEXT)
+    post_callback(account, TEXT)
+    assert WebhookEvent.objects.filter(enqueued_at__isnull=True).count() == 2
+
+    # The broker comes back (the eager test broker stands in for it).
+    celery_app.conf.task_always_eager = True
+    swept = webhook_events_sweep()
+    again = webhook_events_sweep()
+
+    assert swept == 2
+    assert again == 0
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    assert Message.objects.count() == 1
+    assert WebhookEvent.objects.get(pk=WebhookEvent.objects.first().pk).attempts == 1
+
+
+@pytest.mark.django_db
+def test_the_sweep_leaves_recently_enqueued_events_alone(account):
+    WebhookEvent.objects.create(
+        account=account,
+        received_at=timezone.now(),
+        body=json.dumps(TEXT),
+        enqueued_at=timezone.now(),
+    )
+
+    assert webhook_events_sweep() == 0
+
+
+@pytest.mark.django_db
+def test_the_sweep_re_enqueues_an_event_whose_task_was_lost(account, settings):
+    long_ago = timezone.now() - timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS + 5)
+    WebhookEvent.objects.create(
+        account=account, received_at=long_ago, body=json.dumps(TEXT), enqueued_at=long_ago
+    )
+
+    assert webhook_events_sweep() == 1
+    assert WebhookEvent.objects.get().state == WebhookEvent.State.PROCESSED
+
+
+@pytest.mark.django_db
+def test_a_claim_left_by_a_killed_worker_is_reclaimed_after_the_stale_timeout(account, settings):
+    stale = timezone.now() - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS + 5)
+    event = WebhookEvent.objects.create(
+        account=account,
+        received_at=stale,
+        body=json.dumps(TEXT),
+        state=WebhookEvent.State.PROCESSING,
+        claimed_at=stale,
+        attempts=1,
+        enqueued_at=stale,
+    )
+
+    webhook_events_sweep()
+
+    event.refresh_from_db()
+    assert event.state == WebhookEvent.State.PROCESSED
+    assert event.attempts == 2
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_task_delivered_twice_processes_the_event_once(account):
+    event = WebhookEvent.objects.create(
+        account=account, received_at=timezone.now(), body=json.dumps(TEXT)
+    )
+
+    first = webhook_event_process(event.pk)
+    second = webhook_event_process(event.pk)
+
+    assert first == WebhookEvent.State.PROCESSED
+    assert second is None
+    event.refresh_from_db()
+    assert event.attempts == 1
+
+
+@pytest.mark.django_db
+def test_a_fresh_claim_is_not_stolen_by_a_second_task(account):
+    event = WebhookEvent.objects.create(
+        account=account,
+        received_at=timezone.now(),
+        body=json.dumps(TEXT),
+        state=WebhookEvent.State.PROCESSING,
+        claimed_at=timezone.now(),
+    )
+
+    assert webhook_event_process(event.pk) is None
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_processing_error_marks_the_event_failed_with_the_reason_and_keeps_the_body(
+    account, post_callback
+):
+    body = dict(TEXT, messages="not-a-list")
+
+    post_callback(account, body)
+
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.FAILED
+    assert "messages should be an array" in event.error
+    assert json.loads(event.body) == body
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_failure_half_way_rolls_back_everything_the_event_did(account, post_callback):
+    with mock.patch(
+        "inbox.services.inbound._session_note_inbound", side_effect=RuntimeError("boom")
+    ):
+        post_callback(account, TEXT)
+
+    assert WebhookEvent.objects.get().state == WebhookEvent.State.FAILED
+    assert not Message.objects.exists()
+    assert not Session.objects.exists()
+    assert not Contact.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_failed_event_replayed_after_the_fix_is_processed(
+    account, post_callback, django_capture_on_commit_callbacks
+):
+    with mock.patch(
+        "inbox.services.inbound._session_note_inbound", side_effect=RuntimeError("bug")
+    ):
+        post_callback(account, TEXT)
+    assert WebhookEvent.objects.get().state == WebhookEvent.State.FAILED
+
+    with django_capture_on_commit_callbacks(execute=True):
+        replayed = webhook_events_replay(WebhookEvent.objects.all())
+
+    assert replayed == 1
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.PROCESSED
+    assert event.error == ""
+    assert event.attempts == 2
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_replaying_a_processed_event_does_nothing(account, post_callback):
+    post_callback(account, TEXT)
+
+    assert webhook_events_replay(WebhookEvent.objects.all()) == 0
+
+
+@pytest.mark.django_db
+def test_the_replay_command_replays_failed_events(
+    account, post_callback, capsys, django_capture_on_commit_callbacks
+):
+    with mock.patch(
+        "inbox.services.inbound._session_note_inbound", side_effect=RuntimeError("bug")
+    ):
+        post_callback(account, TEXT)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("webhook_events_replay")
+
+    assert "Replaying 1 event(s)." in capsys.readouterr().out
+    assert WebhookEvent.objects.get().state == WebhookEvent.State.PROCESSED
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_database_outage_during_processing_leaves_the_event_pending_for_a_retry(account):
+    from django.db import OperationalError
+
+    event = WebhookEvent.objects.create(
+        account=account, received_at=timezone.now(), body=json.dumps(TEXT)
+    )
+    with (
+        mock.patch(
+            "inbox.services.inbound.callback_apply", side_effect=OperationalError("db gone")
+        ),
+        pytest.raises(OperationalError),
+    ):
+        webhook_event_process(event.pk)
+
+    event.refresh_from_db()
+    assert event.state == WebhookEvent.State.PENDING
+
+
+@pytest.mark.django_db
+def test_an_enqueue_failure_part_way_marks_only_the_unsent_events(account):
+    events = [
+        WebhookEvent.objects.create(
+            account=account, received_at=timezone.now(), body="{}", enqueued_at=timezone.now()
+        )
+        for _ in range(3)
+    ]
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise ConnectionError("broker went away")
+
+    with mock.patch("integrations.tasks.webhook_event_process.apply_async", side_effect=flaky):
+        sent = webhooks.webhook_events_enqueue([e.pk for e in events])
+
+    assert sent == 1
+    assert [e.enqueued_at is None for e in WebhookEvent.objects.order_by("pk")] == [
+        False,
+        True,
+        True,
+    ]
+
+
+# --- Concurrency, on PostgreSQL --------------------------------------------------------------
+
+
+def _post_concurrently(account, bodies: list[dict]) -> list[int]:
+    barrier = threading.Barrier(len(bodies))
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def worker(body: dict) -> None:
+        try:
+            client = Client()
+            barrier.wait(timeout=10)
+            response = client.post(
+                account.webhook_path,
+                data=json.dumps(body),
+                content_type="application/json",
+                HTTP_X_VERIFY_TOKEN=account.verify_token,
+            )
+            with lock:
+                statuses.append(response.status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return statuses
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_callback_posted_concurrently_is_one_message(account):
+    statuses = _post_concurrently(account, [TEXT] * 8)
+
+    assert statuses == [200] * 8
+    assert WebhookEvent.objects.count() == 8
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    assert Message.objects.count() == 1
+    assert Session.objects.count() == 1
+    assert Session.objects.get().unread_count == 1
+    assert Contact.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_receipt_posted_concurrently_is_one_receipt(account):
+    from inbox.models import MessageReceipt
+    from tests.factories import OutboundMessageFactory, SessionFactory
+
+    message = OutboundMessageFactory(session=SessionFactory(account=account), external_id="1234567")
+    statuses = _post_concurrently(account, [load_fixture("xms", "inbound-status-read")] * 6)
+
+    assert statuses == [200] * 6
+    assert MessageReceipt.objects.count() == 1
+    message.refresh_from_db()
+    assert message.status == Message.Status.READ
+    assert message.status_changes.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_messages_from_a_new_customer_make_one_contact_and_one_session(account):
+    bodies = []
+    for i in range(6):
+        body = json.loads(json.dumps(TEXT))
+        body["messages"][0]["id"] = f"msg-{i}"
+        bodies.append(body)
+
+    statuses = _post_concurrently(account, bodies)
+
+    assert statuses == [200] * 6
+    assert Message.objects.count() == 6
+    assert Contact.objects.count() == 1
+    assert Session.objects.count() == 1
+    assert Session.objects.get().unread_count == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_is_enqueued_only_after_its_row_is_committed(account):
+    seen: list[bool] = []
+
+    def check(*args: object, **kwargs: object) -> None:
+        seen.append(WebhookEvent.objects.filter(pk=kwargs["args"][0]).exists())  # type: ignore[index]
+
+    with (
+        mock.patch("integrations.tasks.webhook_event_process.apply_async", side_effect=check),
+        transaction.atomic(),
+    ):
+        webhooks.webhook_event_receive(account, body=json.dumps(TEXT), headers={})
+        assert seen == []
+    assert seen == [True]
