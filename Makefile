@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock 2>/dev/null | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock 2>/dev/null | sha1sum | cut -c1-12)
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
@@ -12,10 +12,10 @@ PORT ?= 8000
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock
+$(STAMP): requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -50,10 +50,12 @@ typecheck: $(STAMP) ## mypy only
 migrations: $(STAMP) ## Make migrations (name them: make migrations NAME=app_what_changed)
 	$(BIN)/python manage.py makemigrations --settings=config.settings.test $(if $(NAME),--name $(NAME))
 
-lock: ## Re-pin dependencies from pyproject.toml into requirements.lock
+lock: $(STAMP) ## Re-pin pyproject.toml into requirements.lock (runtime) and requirements-dev.lock
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
 		--quiet -o requirements.lock --custom-compile-command "make lock"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		--quiet -o requirements-dev.lock --custom-compile-command "make lock"
 
 clean: ## Remove the virtualenv and local state (database, broker folder) under var/
 	rm -rf $(VENV) var

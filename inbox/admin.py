@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from inbox.models import (
     Contact,
@@ -77,7 +77,7 @@ class ContactAdmin(admin.ModelAdmin):
                 ),
             )
             if sessions
-            else format_html("—")
+            else mark_safe("—")
         )
 
 
@@ -159,7 +159,7 @@ class SessionAdmin(admin.ModelAdmin):
         rows = list(obj.messages.order_by("-sent_at", "-id")[:RECENT])
         rows.reverse()
         if not rows:
-            return format_html("No messages.")
+            return mark_safe("No messages.")
         link = reverse("admin:inbox_message_changelist") + f"?session__id__exact={obj.pk}"
         return format_html(
             "<table><thead><tr><th>Sent</th><th>Dir</th><th>Type</th><th>Content</th>"

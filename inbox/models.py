@@ -58,7 +58,9 @@ class ContactIdentity(models.Model):
         related_name="identities",
     )
     medium = models.CharField(max_length=20, choices=MEDIUM_CHOICES)
-    external_id = models.CharField(max_length=255, help_text="The platform's contact id.")
+    external_id = models.CharField(
+        "platform id", max_length=255, help_text="The platform's contact id."
+    )
     address = models.CharField(max_length=255, blank=True, help_text="Phone/handle on the medium.")
     profile_name = models.CharField(max_length=255, blank=True)
     raw = models.JSONField(default=dict, blank=True)
@@ -96,7 +98,9 @@ class Session(models.Model):
     identity = models.ForeignKey(
         ContactIdentity, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions"
     )
-    external_id = models.CharField(max_length=255, blank=True, help_text="Platform sessionId.")
+    external_id = models.CharField(
+        "platform id", max_length=255, blank=True, help_text="Platform sessionId."
+    )
     routing_id = models.CharField(max_length=255, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
     # Ownership as the platform reports it.

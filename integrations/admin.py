@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from integrations.models import Channel, ProviderAccount, WebhookEvent, new_verify_token
 from integrations.services.webhooks import webhook_events_replay
@@ -30,11 +30,13 @@ class ProviderAccountForm(forms.ModelForm):
     """Secrets are write-only: a blank field keeps the stored value."""
 
     api_key = forms.CharField(
+        label="API key",
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Leave blank to keep the current key.",
     )
     api_id = forms.CharField(
+        label="API id",
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Leave blank to keep the current API id.",
@@ -138,9 +140,9 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     @admin.display(description="Health", boolean=False)
     def health(self, obj: ProviderAccount) -> SafeString:
         if obj.last_success_at is None and obj.last_error_at is None:
-            return format_html('<span title="No calls yet">—</span>')
+            return mark_safe('<span title="No calls yet">—</span>')
         if obj.is_healthy:
-            return format_html('<span style="color: var(--message-success-bg, green)">✔ OK</span>')
+            return mark_safe('<span style="color: var(--message-success-bg, green)">✔ OK</span>')
         return format_html(
             '<strong style="color: var(--error-fg, #ba2121)" title="{}">✖ failing</strong>',
             obj.last_error[:300],
@@ -154,7 +156,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             .order_by("-received_at", "-id")[:20]
         )
         if not events:
-            return format_html("<p>No callbacks received yet.</p>")
+            return mark_safe("<p>No callbacks received yet.</p>")
         rows = format_html_join(
             "",
             '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
@@ -247,7 +249,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     @admin.display(description="Warnings")
     def warnings_list(self, obj: WebhookEvent) -> SafeString:
         if not obj.warnings:
-            return format_html("—")
+            return mark_safe("—")
         return format_html(
             "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in obj.warnings))
         )

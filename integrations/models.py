@@ -30,9 +30,13 @@ class ProviderAccount(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=32, choices=kind_choices)
     name = models.CharField(max_length=120)
-    base_url = models.URLField(max_length=500, help_text="The platform's API base URL.")
-    api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest; never shown in full.")
-    api_id = EncryptedTextField(blank=True, help_text="Encrypted at rest (XMS `x-api-id`).")
+    base_url = models.URLField("base URL", max_length=500, help_text="The platform's API base URL.")
+    api_key = EncryptedTextField(
+        "API key", blank=True, help_text="Encrypted at rest; never shown in full."
+    )
+    api_id = EncryptedTextField(
+        "API id", blank=True, help_text="Encrypted at rest (XMS `x-api-id`)."
+    )
     verify_token = EncryptedTextField(
         default=new_verify_token,
         help_text="The platform sends this in `x-verify-token` on every callback.",
@@ -92,7 +96,9 @@ class Channel(models.Model):
     """A business number or address at a platform that customers write to."""
 
     account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="channels")
-    external_id = models.CharField(max_length=255, help_text="The platform's channel id.")
+    external_id = models.CharField(
+        "platform id", max_length=255, help_text="The platform's channel id."
+    )
     medium = models.CharField(max_length=20, choices=[(m.value, m.name.title()) for m in Medium])
     lane = models.CharField(max_length=255, blank=True, help_text="The business number/address.")
     name = models.CharField(max_length=200, blank=True)

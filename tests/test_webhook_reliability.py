@@ -29,8 +29,10 @@ TEXT = load_fixture("xms", "inbound-message-text")
 
 
 @pytest.fixture
-def broker_down() -> Iterator[None]:
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point Celery at a port where no broker listens, as when Redis is stopped."""
+    # Celery reads CELERY_BROKER_URL from the environment before its config, so set both.
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
     conf = celery_app.conf
     saved = (conf.broker_url, conf.task_always_eager, conf.broker_transport_options)
     conf.broker_url = "redis://127.0.0.1:1/0"

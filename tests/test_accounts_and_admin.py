@@ -1,0 +1,220 @@
+"""Admins set accounts up from the command line or admin; secrets never show or leak."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from integrations.models import ProviderAccount, WebhookEvent
+from tests.conftest import load_fixture
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def add_account(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    call_command("add_account", *args)
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_add_account_creates_an_account_and_prints_one_json_line(capsys):
+    out = add_account(
+        capsys,
+        "xms",
+        "--name=Main",
+        "--base-url=https://api.mehery.xyz/xms/",
+        "--api-key=key-123",
+        "--api-id=app-9",
+    )
+
+    account = ProviderAccount.objects.get(pk=out["id"])
+    assert out["created"] is True
+    assert out["webhook_path"] == f"/webhooks/xms/{account.id}/"
+    assert out["verify_token"] == account.verify_token
+    assert len(account.verify_token) >= 32
+    assert account.base_url == "https://api.mehery.xyz/xms"
+    assert (account.api_key, account.api_id) == ("key-123", "app-9")
+
+
+def test_add_account_again_with_the_same_name_updates_it_and_keeps_the_token(capsys):
+    first = add_account(
+        capsys, "xms", "--name=Main", "--base-url=https://a.example", "--api-key=k1"
+    )
+
+    second = add_account(
+        capsys, "xms", "--name=Main", "--base-url=https://b.example", "--api-key=k2"
+    )
+
+    assert second["id"] == first["id"]
+    assert second["created"] is False
+    assert second["verify_token"] == first["verify_token"]
+    account = ProviderAccount.objects.get()
+    assert (account.base_url, account.api_key) == ("https://b.example", "k2")
+
+
+def test_add_account_sets_a_given_verify_token(capsys):
+    out = add_account(
+        capsys,
+        "xms",
+        "--name=Main",
+        "--base-url=https://a.example",
+        "--api-key=k",
+        "--verify-token=s1agenttoken$$$",
+    )
+
+    assert out["verify_token"] == "s1agenttoken$$$"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["xms", "--name=X", "--base-url=not a url", "--api-key=k"],
+        ["xms", "--name=X", "--base-url=https://a.example", "--api-key=k", "--verify-token=short"],
+    ],
+)
+def test_add_account_refuses_bad_input_with_a_clear_error(args):
+    with pytest.raises(CommandError):
+        call_command("add_account", *args)
+    assert not ProviderAccount.objects.exists()
+
+
+def test_credentials_are_encrypted_in_the_database(account):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT api_key, api_id, verify_token FROM integrations_provideraccount WHERE id = %s",
+            [account.id.hex if connection.vendor == "sqlite" else account.id],
+        )
+        stored = cursor.fetchone()
+
+    assert stored is not None
+    for value, plain in zip(
+        stored,
+        ("test-api-key-0123456789", "61ec7d9c2ce85742b201c5ab", "s1agenttoken$$$"),
+        strict=True,
+    ):
+        assert value.startswith("fernet:")
+        assert plain not in value
+    account.refresh_from_db()
+    assert account.api_key == "test-api-key-0123456789"
+
+
+@pytest.fixture
+def admin_client(client):
+    user = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+def test_the_account_admin_shows_the_callback_url_and_token_but_not_the_api_key(
+    admin_client, account
+):
+    response = admin_client.get(f"/admin/integrations/provideraccount/{account.pk}/change/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert account.webhook_url in page
+    assert account.verify_token in page
+    assert "test-api-key-0123456789" not in page
+    assert "••••••••6789" in page
+
+
+def test_saving_the_account_form_with_blank_secrets_keeps_them(admin_client, account):
+    response = admin_client.post(
+        f"/admin/integrations/provideraccount/{account.pk}/change/",
+        {
+            "kind": "xms",
+            "name": "Renamed",
+            "base_url": "https://api.mehery.example/xms",
+            "api_key": "",
+            "api_id": "",
+            "options": "{}",
+            "is_active": "on",
+            "channels-TOTAL_FORMS": "0",
+            "channels-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.name == "Renamed"
+    assert account.api_key == "test-api-key-0123456789"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/",
+        "/admin/integrations/provideraccount/",
+        "/admin/integrations/channel/",
+        "/admin/integrations/webhookevent/",
+        "/admin/integrations/webhookevent/?state__exact=failed",
+        "/admin/inbox/contact/",
+        "/admin/inbox/session/",
+        "/admin/inbox/message/",
+        "/admin/inbox/messagereceipt/",
+        "/admin/accounts/team/",
+        "/admin/accounts/user/",
+    ],
+)
+def test_admin_pages_render(admin_client, account, post_callback, path):
+    post_callback(account, load_fixture("xms", "inbound-wrapper-full-2023"))
+
+    assert admin_client.get(path).status_code == 200
+
+
+def test_the_session_and_event_detail_pages_render(admin_client, account, post_callback):
+    post_callback(account, load_fixture("xms", "inbound-wrapper-full-2023"))
+    from inbox.models import Contact, Message, Session
+
+    for path in (
+        f"/admin/inbox/session/{Session.objects.first().pk}/change/",
+        f"/admin/inbox/contact/{Contact.objects.first().pk}/change/",
+        f"/admin/inbox/message/{Message.objects.first().pk}/change/",
+        f"/admin/integrations/webhookevent/{WebhookEvent.objects.first().pk}/change/",
+    ):
+        assert admin_client.get(path).status_code == 200, path
+
+
+def test_the_replay_action_in_admin_replays_failed_events(
+    admin_client, account, post_callback, django_capture_on_commit_callbacks
+):
+    post_callback(account, dict(load_fixture("xms", "inbound-message-text"), messages="bad"))
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.FAILED
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/integrations/webhookevent/",
+            {"action": "replay", "_selected_action": [event.pk]},
+            follow=True,
+        )
+
+    assert "Replaying 1 event(s)" in response.content.decode()
+    event.refresh_from_db()
+    assert event.state == WebhookEvent.State.FAILED  # the body is still bad: failed again
+    assert event.attempts == 2
+
+
+def test_admin_session_list_query_count_does_not_grow_with_sessions(
+    admin_client, account, post_callback
+):
+    def count_queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get("/admin/inbox/session/").status_code == 200
+        return len(ctx.captured_queries)
+
+    body = load_fixture("xms", "inbound-message-text")
+    post_callback(account, body)
+    few = count_queries()
+    for i in range(10):
+        more = json.loads(json.dumps(body))
+        more["messages"][0].update(id=f"m{i}", session={"sessionId": f"s{i}"})
+        more["contacts"][0]["contactId"] = more["messages"][0]["contactId"] = f"c{i}"
+        more["contacts"][0]["profile"]["phone"] = f"9100000000{i}"
+        post_callback(account, more)
+
+    assert count_queries() == few
