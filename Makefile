@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock 2>/dev/null | sha1sum | cut -c1-12)
 PORT ?= 8000
+SANDBOX ?= 1
+SANDBOX_PORT ?= 8001
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint format typecheck migrations lock clean
@@ -24,10 +26,11 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies
 run: export DJANGO_DEBUG ?= 1
 run: export SWITCHBOARD_PORT := $(PORT)
 run: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
-run: $(STAMP) ## Migrate, create the demo admin, start web + worker + beat (Ctrl-C stops all)
+run: export SANDBOX_PORT := $(SANDBOX_PORT)
+run: $(STAMP) ## Migrate, create the demo admin, start web + worker + beat + platform sandbox (SANDBOX=0: no sandbox)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_admin
-	exec $(BIN)/honcho --procfile Procfile.dev start
+	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker beat)
 
 test: $(STAMP) ## Lint, type-check, check migrations, run the whole test suite
 	$(BIN)/ruff check .

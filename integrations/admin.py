@@ -13,7 +13,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from integrations.http import HttpError
 from integrations.models import Channel, ProviderAccount, WebhookEvent, new_verify_token
+from integrations.services.accounts import account_webhook_register
 from integrations.services.webhooks import webhook_events_replay
 
 
@@ -101,7 +103,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "updated_at",
     )
     inlines = [ChannelInline]
-    actions = ["regenerate_verify_token"]
+    actions = ["register_webhook", "regenerate_verify_token"]
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         main = ("kind", "name", "base_url", "api_key", "api_id", "options", "is_active")
@@ -177,6 +179,20 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             "<th>Error</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    @admin.action(description="Register the callback URL at the platform")
+    def register_webhook(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        for account in queryset:
+            try:
+                account_webhook_register(account)
+            except (HttpError, NotImplementedError) as exc:
+                self.message_user(request, f"{account}: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{account}: callbacks now go to {account.webhook_url}",
+                    messages.SUCCESS,
+                )
 
     @admin.action(description="Regenerate the verify token (update it at the platform too)")
     def regenerate_verify_token(

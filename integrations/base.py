@@ -316,6 +316,10 @@ class Provider(abc.ABC):
         """Build the synchronous answer to a contact-profile callback ({} when there is none)."""
         return {}
 
+    def register_webhook(self, account: AccountConfig, url: str) -> JSON:
+        """Tell the platform where to send callbacks; return what it answered."""
+        raise NotImplementedError(f"{self.kind} does not take a callback URL")
+
     def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
         """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""
         raise NotImplementedError(f"{self.kind} does not poll")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from integrations.base import JSON, Callback, ContactView, Provider
+from integrations.base import JSON, AccountConfig, Callback, ContactView, Provider
 from integrations.xms import schemas
+from integrations.xms.client import XmsClient
 
 
 class XmsProvider(Provider):
@@ -27,6 +28,10 @@ class XmsProvider(Provider):
             and ("profile" in keys or "lane" in keys)
             and not any(k in keys for k in schemas.WRAPPER_ARRAYS)
         )
+
+    def register_webhook(self, account: AccountConfig, url: str) -> JSON:
+        """POST config/webhook (spec §2.4); returns the ClientApp, whose id is `meta.appId`."""
+        return XmsClient(account).set_webhook(url)
 
     def contact_reply(self, contact: ContactView | None) -> JSON:
         """Build the ContactInfoUpdate answer (§4.13): only the fields we know."""

@@ -1,0 +1,119 @@
+"""The one HTTP seam: every call to a platform goes through `request()` here.
+
+It sets timeouts, classifies failures into what the caller can act on, and never writes a secret
+header or key to a log. Providers' clients build on it; nothing else imports `requests`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+logger = logging.getLogger("integrations.http")
+
+DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+SECRET_HEADERS = frozenset({"x-api-key", "x-api-id", "authorization", "x-verify-token"})
+
+_session = requests.Session()
+_session.headers["User-Agent"] = "Switchboard/0.1"
+
+
+class HttpError(Exception):
+    """A platform call failed; `retryable` says whether trying again may help."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TransientError(HttpError):
+    """Connection error, timeout, 408, 429 or 5xx: retry with backoff."""
+
+    retryable = True
+
+
+class AuthError(HttpError):
+    """401/403: the credentials are wrong; stop and tell an admin."""
+
+
+class RejectedError(HttpError):
+    """Any other 4xx: the platform refused this request; retrying will not help."""
+
+
+class AmbiguousError(TransientError):
+    """The request may have reached the platform (a read timeout): the outcome is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A successful (2xx) answer."""
+
+    status: int
+    json: Any
+    text: str
+    elapsed_ms: float
+
+
+def redact(headers: Mapping[str, str]) -> dict[str, str]:
+    """Return headers safe to log."""
+    return {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    params: Mapping[str, Any] | None = None,
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+) -> HttpResponse:
+    """Make one HTTP call; return the 2xx response or raise a classified `HttpError`."""
+    all_headers = {"Accept": "application/json", **(headers or {})}
+    started = time.monotonic()
+    try:
+        response = _session.request(
+            method, url, headers=all_headers, json=json, params=params, timeout=timeout
+        )
+    except requests.ConnectTimeout as exc:
+        raise TransientError(f"{method} {url}: could not connect in time") from exc
+    except requests.ReadTimeout as exc:
+        raise AmbiguousError(
+            f"{method} {url}: no answer within {timeout[1]:.0f}s (it may have been processed)"
+        ) from exc
+    except requests.ConnectionError as exc:
+        raise TransientError(
+            f"{method} {url}: connection failed ({exc.__class__.__name__})"
+        ) from exc
+    except requests.RequestException as exc:
+        raise TransientError(f"{method} {url}: {exc.__class__.__name__}") from exc
+    elapsed_ms = (time.monotonic() - started) * 1000
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    logger.debug(
+        "%s %s -> %s in %.0f ms headers=%s",
+        method,
+        url,
+        response.status_code,
+        elapsed_ms,
+        redact(all_headers),
+    )
+    status = response.status_code
+    if 200 <= status < 300:
+        return HttpResponse(status=status, json=body, text=response.text, elapsed_ms=elapsed_ms)
+    detail = f"{method} {url}: HTTP {status}"
+    if status in (401, 403):
+        raise AuthError(detail, status=status, body=body)
+    if status in (408, 425, 429) or status >= 500:
+        raise TransientError(detail, status=status, body=body)
+    raise RejectedError(detail, status=status, body=body if body is not None else response.text)

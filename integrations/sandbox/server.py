@@ -1,0 +1,461 @@
+"""The sandbox as an ASGI app (run under uvicorn by `manage.py sandbox`).
+
+Routes:
+  /xms/api/v1/...            the platform API (also without the /xms prefix), x-api-key checked
+  /media/<name>              the media files its messages link to
+  /_sandbox/...              control for tests and demos: state, inbound, faults, templates
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import requests
+
+from integrations.sandbox import envelopes
+from integrations.sandbox.media import media_files
+from integrations.sandbox.state import Outgoing, SandboxPlatform, now_ms
+
+logger = logging.getLogger("sandbox")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MESSAGE_KINDS = ("text", "image", "video", "audio", "voice", "document", "location")
+KIND_WEIGHTS = (55, 12, 5, 5, 10, 7, 6)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        return json.loads(self.body)
+
+    def param(self, name: str, default: str = "") -> str:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    content_type: str = "application/json"
+    raw: bytes | None = None
+
+
+@dataclass
+class DeliveryStats:
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    retries: int = 0
+    last_error: str = ""
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class SandboxServer:
+    """Serve the platform API and deliver its callbacks to the registered webhook."""
+
+    def __init__(
+        self,
+        platform: SandboxPlatform,
+        *,
+        rng: random.Random | None = None,
+        append_paths: bool = True,
+        max_attempts: int = 6,
+        simulate: bool = True,
+        rate_per_minute: float = 6.0,
+        scenario: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.platform = platform
+        self.rng = rng or random.Random()
+        self.append_paths = append_paths
+        self.max_attempts = max_attempts
+        self.simulate = simulate
+        self.rate_per_minute = rate_per_minute
+        self.scenario = scenario
+        self.stats = DeliveryStats()
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="deliver")
+        self.http = requests.Session()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.started = time.monotonic()
+        self.scenario_done = asyncio.Event() if scenario is not None else None
+
+    # --- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = Request(
+            method=scope["method"],
+            path=scope["path"],
+            query=parse_qs(scope.get("query_string", b"").decode()),
+            headers={k.decode().lower(): v.decode() for k, v in scope.get("headers", [])},
+            body=body,
+        )
+        try:
+            response = await self.handle(request)
+        except Exception:
+            logger.exception("sandbox error on %s %s", request.method, request.path)
+            response = Response(500, {"error": "sandbox error"})
+        payload = response.raw if response.raw is not None else json.dumps(response.body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (b"content-type", response.content_type.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.scenario is not None:
+                    self._spawn(self.play_scenario(self.scenario))
+                elif self.simulate:
+                    self._spawn(self.simulate_customers())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in list(self.tasks):
+                    task.cancel()
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # --- Routing ------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/xms/"):
+            path = path[len("/xms") :]
+        if path.startswith("/api/v1/"):
+            return await self.api(request, path[len("/api/v1/") :].rstrip("/"))
+        if path.startswith("/media/") and request.method in ("GET", "HEAD"):
+            item = media_files().get(path[len("/media/") :])
+            if item is None:
+                return Response(404, {"error": "no such media"})
+            return Response(200, content_type=item[0], raw=item[1])
+        if path.startswith("/_sandbox/"):
+            return await self.control(request, path[len("/_sandbox/") :].rstrip("/"))
+        if path in ("/", "/healthz"):
+            return Response(
+                200,
+                {
+                    "status": "ok",
+                    "service": "Mehery XMS sandbox",
+                    "webhook": self.platform.webhook_url,
+                },
+            )
+        return Response(404, {"error": f"no route {request.method} {request.path}"})
+
+    async def api(self, request: Request, route: str) -> Response:
+        faults = self.platform.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if not self.platform.authorized(request.headers):
+            return Response(
+                401,
+                envelopes.full(
+                    path=f"/api/v1/{route}",
+                    status=401,
+                    status_key="UNAUTHORIZED",
+                    message="Missing or wrong x-api-key",
+                ),
+            )
+        roll = self.rng.random()
+        if roll < faults.error_rate:
+            self.platform._count("fault_5xx")
+            return Response(
+                503,
+                {
+                    "status": 503,
+                    "statusKey": "SERVICE_UNAVAILABLE",
+                    "message": "Injected fault: service unavailable",
+                },
+            )
+        if roll < faults.error_rate + faults.timeout_rate:
+            # The request is not processed; the answer just never comes in time.
+            self.platform._count("fault_timeout")
+            await asyncio.sleep(faults.timeout_seconds)
+            return Response(
+                504,
+                {
+                    "status": 504,
+                    "statusKey": "GATEWAY_TIMEOUT",
+                    "message": "Injected fault: timeout",
+                },
+            )
+        try:
+            body = request.json() if request.method == "POST" else None
+        except ValueError:
+            return Response(
+                400,
+                envelopes.full(
+                    path=f"/api/v1/{route}",
+                    status=400,
+                    status_key="BAD_JSON",
+                    errors=[envelopes.field_error("", "Body is not JSON")],
+                ),
+            )
+        platform = self.platform
+        callbacks: list[Outgoing] = []
+        method = request.method
+        if route == "message/send" and method == "POST":
+            status, envelope, callbacks = platform.send(body)
+        elif route == "config/channels" and method == "GET":
+            include = "true" in (request.param("sabdnox"), request.param("sandbox"))
+            status, envelope = 200, platform.list_channels(include)
+        elif route == "config/tmpl/hsm" and method == "GET":
+            status, envelope = (
+                200,
+                platform.list_templates(request.param("channelId"), request.param("channelStatus")),
+            )
+        elif route == "config/global/vars" and method == "GET":
+            status, envelope = 200, platform.global_vars()
+        elif route == "config/webhook" and method == "POST":
+            status, envelope = platform.set_webhook(body)
+        elif route == "session/routing" and method == "POST":
+            status, envelope, callbacks = platform.session_routing(body)
+        elif route == "session/resolve" and method == "POST":
+            status, envelope, callbacks = platform.session_resolve(body)
+        elif route == "session/close" and method == "POST":
+            status, envelope, callbacks = platform.session_close(body)
+        elif route == "session/messages" and method in ("POST", "GET"):
+            if method == "GET":  # the 2022 form (spec §2.10)
+                body = {"sessionId": request.param("sessionId")}
+            status, envelope, callbacks = platform.session_messages(body)
+        elif route == "contact/prefs/lang" and method == "POST":
+            status, envelope = platform.set_contact_lang(body)
+        elif route in ("data/push", "event/push") and method == "POST":
+            status, envelope = platform.echo(body, f"/api/v1/{route}")
+        else:
+            return Response(
+                404, {"status": 404, "message": f"No endpoint {method} /api/v1/{route}"}
+            )
+        self.schedule(callbacks)
+        return Response(status, envelope)
+
+    # --- Control API --------------------------------------------------------------------------
+
+    async def control(self, request: Request, route: str) -> Response:
+        platform = self.platform
+        body = request.json() if request.body else {}
+        if route == "state" and request.method == "GET":
+            state = platform.summary()
+            state["deliveries"] = self.stats.__dict__
+            state["uptimeSeconds"] = round(time.monotonic() - self.started, 1)
+            state["scenarioDone"] = self.scenario_done.is_set() if self.scenario_done else None
+            return Response(200, state)
+        if route == "inbound" and request.method == "POST":
+            return self._control_inbound(body)
+        if route == "faults" and request.method in ("POST", "PUT"):
+            unknown = platform.faults.update(body or {})
+            if unknown:
+                return Response(400, {"error": f"unknown fault settings: {', '.join(unknown)}"})
+            return Response(200, platform.faults.__dict__)
+        if route == "templates/remove" and request.method == "POST":
+            removed = platform.remove_template(str(body.get("code", "")), str(body.get("lang", "")))
+            return Response(200 if removed else 404, {"removed": removed})
+        if route == "customers" and request.method == "POST":
+            try:
+                customer = platform.add_customer(
+                    str(body["key"]),
+                    name=str(body.get("name") or body["key"]),
+                    channel_id=str(body["channelId"]),
+                    phone=str(body.get("phone") or ""),
+                    lines=list(body.get("lines") or []),
+                )
+            except (KeyError, ValueError) as exc:
+                return Response(400, {"error": str(exc)})
+            return Response(200, {"key": customer.key, "contactId": customer.contact_id})
+        return Response(404, {"error": f"no control route {request.method} /_sandbox/{route}"})
+
+    def _control_inbound(self, body: dict[str, Any]) -> Response:
+        platform = self.platform
+        key = str(body.get("customer", ""))
+        if key not in platform.customers:
+            return Response(
+                400, {"error": f"unknown customer {key!r}", "customers": sorted(platform.customers)}
+            )
+        kind = str(body.get("type", "text"))
+        if kind not in (*MESSAGE_KINDS, "system"):
+            return Response(400, {"error": f"unknown type {kind!r}"})
+        at_ms = int(body["timestamp"]) if body.get("timestamp") else None
+        if body.get("hoursAgo"):
+            at_ms = now_ms() - int(float(body["hoursAgo"]) * 3600 * 1000)
+        callbacks, summary = platform.customer_message(
+            key, kind=kind, text=body.get("text"), at_ms=at_ms, message_id=body.get("id")
+        )
+        self.schedule(callbacks, copies=int(body.get("copies", 1)))
+        return Response(200, summary)
+
+    # --- Delivery -----------------------------------------------------------------------------
+
+    def schedule(self, callbacks: list[Outgoing], *, copies: int = 1) -> None:
+        for callback in callbacks:
+            self._spawn(self._later(callback, copies if callback.kind == "message" else 1))
+
+    async def _later(self, callback: Outgoing, copies: int) -> None:
+        if callback.delay:
+            await asyncio.sleep(callback.delay)
+        if callback.make is not None:
+            self.schedule(callback.make())
+            return
+        await self.deliver(callback, copies=copies)
+
+    async def deliver(self, callback: Outgoing, *, copies: int = 1) -> None:
+        if not self.platform.webhook_url or callback.body is None:
+            self.stats.dropped += 1
+            return
+        faults = self.platform.faults
+        if callback.path != "api/v1/contact/info" and self.rng.random() < faults.drop_rate:
+            self.stats.dropped += 1
+            return
+        if self.rng.random() < faults.duplicate_rate:
+            copies += 1
+        if copies > 1:
+            self.stats.duplicated += copies - 1
+        url = self.platform.webhook_url
+        if self.append_paths:
+            url = url.rstrip("/") + "/" + callback.path
+        loop = asyncio.get_running_loop()
+        for _ in range(copies):
+            reply = await loop.run_in_executor(
+                self.pool, self._post_with_retries, url, callback.body
+            )
+            if reply is not None and callback.on_reply is not None:
+                callback.on_reply(reply)
+
+    def _post_with_retries(self, url: str, body: dict[str, Any]) -> Any:
+        delay = 0.5
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.http.post(
+                    url,
+                    json=body,
+                    headers={"x-verify-token": self.platform.verify_token},
+                    timeout=(3, 10),
+                )
+                self.stats.by_status[str(response.status_code)] = (
+                    self.stats.by_status.get(str(response.status_code), 0) + 1
+                )
+                if response.status_code < 500:
+                    if response.status_code >= 400:
+                        self.stats.failed += 1
+                        self.stats.last_error = f"{response.status_code}: {response.text[:200]}"
+                        return None
+                    self.stats.delivered += 1
+                    try:
+                        return response.json()
+                    except ValueError:
+                        return None
+                self.stats.last_error = f"{response.status_code}: {response.text[:200]}"
+            except requests.RequestException as exc:
+                self.stats.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
+            if attempt < self.max_attempts:
+                self.stats.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 16)
+        self.stats.failed += 1
+        logger.warning("gave up delivering a callback to %s: %s", url, self.stats.last_error)
+        return None
+
+    # --- Customers ----------------------------------------------------------------------------
+
+    async def _wait_for_webhook(self) -> None:
+        while not self.platform.webhook_url:
+            await asyncio.sleep(0.2)
+
+    def _send_inbound(
+        self, key: str, kind: str, text: str | None = None, at_ms: int | None = None
+    ) -> None:
+        callbacks, _ = self.platform.customer_message(key, kind=kind, text=text, at_ms=at_ms)
+        self.schedule(callbacks)
+
+    async def simulate_customers(self) -> None:
+        """Customers on every channel write in: a warm-up burst, then at `rate_per_minute`."""
+        await self._wait_for_webhook()
+        platform = self.platform
+        for customer, hours in platform.dormant_personas():
+            self._send_inbound(customer.key, "text", at_ms=now_ms() - int(hours * 3600 * 1000))
+        active = [
+            k
+            for k in platform.customers
+            if k not in {c.key for c, _ in platform.dormant_personas()}
+        ]
+        # Within seconds of start: every channel, and every kind of message.
+        opening = ["text", "image", "text", "location", "voice", "document", "video", "audio"]
+        for i, key in enumerate(active):
+            self._send_inbound(key, "text")
+            await asyncio.sleep(0.6)
+            if i < len(opening) - 1:
+                kind = opening[i + 1]
+                self._send_inbound(key, kind)
+                await asyncio.sleep(0.6)
+        if self.rate_per_minute <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.rng.expovariate(self.rate_per_minute / 60))
+            key = self.rng.choice(active)
+            kind = self.rng.choices(MESSAGE_KINDS, weights=KIND_WEIGHTS)[0]
+            self._send_inbound(key, kind)
+
+    async def play_scenario(self, steps: list[dict[str, Any]]) -> None:
+        """Play a scenario: who says what, when (seconds after the webhook is registered)."""
+        await self._wait_for_webhook()
+        started = time.monotonic()
+        for step in sorted(steps, key=lambda s: float(s.get("at", 0))):
+            wait = float(step.get("at", 0)) - (time.monotonic() - started)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            at_ms = None
+            if step.get("hoursAgo"):
+                at_ms = now_ms() - int(float(step["hoursAgo"]) * 3600 * 1000)
+            callbacks, _ = self.platform.customer_message(
+                str(step["customer"]),
+                kind=str(step.get("type", "text")),
+                text=step.get("text"),
+                at_ms=at_ms,
+                message_id=step.get("id"),
+            )
+            self.schedule(callbacks, copies=int(step.get("copies", 1)))
+        if self.scenario_done is not None:
+            self.scenario_done.set()

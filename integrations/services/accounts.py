@@ -1,0 +1,48 @@
+"""Platform account chores: health bookkeeping and webhook registration."""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from integrations.base import JSON
+from integrations.http import HttpError
+from integrations.models import ProviderAccount
+from integrations.registry import get_provider
+
+logger = logging.getLogger(__name__)
+
+
+def account_health_record(account: ProviderAccount, *, error: str = "") -> None:
+    """Record the outcome of a call to the platform on the account (shown in admin)."""
+    now = timezone.now()
+    if error:
+        ProviderAccount.objects.filter(pk=account.pk).update(
+            last_error_at=now, last_error=error[:2000]
+        )
+        account.last_error_at, account.last_error = now, error[:2000]
+    else:
+        ProviderAccount.objects.filter(pk=account.pk).update(last_success_at=now)
+        account.last_success_at = now
+
+
+def account_webhook_register(account: ProviderAccount) -> JSON:
+    """Register the account's callback URL (built from PUBLIC_BASE_URL) at its platform.
+
+    Stores the platform's app id, which its callbacks echo in `meta.appId`. Raises the
+    classified `HttpError` after recording it on the account.
+    """
+    provider = get_provider(account.kind)
+    try:
+        answer = provider.register_webhook(account.config(), account.webhook_url)
+    except HttpError as exc:
+        account_health_record(account, error=f"Registering the callback URL failed: {exc}")
+        raise
+    app_id = str(answer.get("id") or "")
+    if app_id and (account.options or {}).get("app_id") != app_id:
+        account.options = {**(account.options or {}), "app_id": app_id}
+        account.save(update_fields=["options", "updated_at"])
+    account_health_record(account)
+    logger.info("registered %s as the callback URL of %s", account.webhook_url, account)
+    return answer

@@ -1,0 +1,77 @@
+"""HTTP calls to Mehery XMS (spec §1-2), through the one seam in `integrations.http`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from integrations import http
+from integrations.base import JSON, AccountConfig
+
+
+class EnvelopeError(http.RejectedError):
+    """A 2xx answer whose envelope says the request failed (spec §1.5)."""
+
+
+class XmsClient:
+    """Call one XMS account's API with its key (and app id)."""
+
+    def __init__(self, account: AccountConfig) -> None:
+        self.base = account.base_url.rstrip("/")
+        self.headers = {"x-api-key": account.api_key}
+        if account.api_id:
+            self.headers["x-api-id"] = account.api_id
+
+    def _call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> JSON:
+        response = http.request(
+            method, f"{self.base}/api/v1/{path}", headers=self.headers, json=json, params=params
+        )
+        envelope = response.json if isinstance(response.json, dict) else {}
+        check_envelope(envelope, f"{method} {path}")
+        return envelope
+
+    def set_webhook(self, url: str) -> JSON:
+        """Register our callback URL (spec §2.4); return the ClientApp `data`."""
+        envelope = self._call("POST", "config/webhook", json={"url": url})
+        return first_result(envelope) or {}
+
+
+def check_envelope(envelope: JSON, what: str) -> None:
+    """Raise `EnvelopeError` when an envelope reports failure (spec §1.5 rule 1)."""
+    errors = envelope.get("errors") or []
+    status_key = envelope.get("statusKey")
+    status = envelope.get("status")
+    try:
+        status_code = int(status) if status is not None else None
+    except (TypeError, ValueError):
+        status_code = None
+    failed = (
+        bool(errors)
+        or (status_key not in (None, "SUCCESS"))
+        or (status_code is not None and status_code >= 400)
+    )
+    if failed:
+        raise EnvelopeError(
+            f"{what}: {describe_errors(envelope)}", status=status_code, body=envelope
+        )
+
+
+def describe_errors(envelope: JSON) -> str:
+    """Turn an envelope's errors into one human-readable line."""
+    parts = []
+    for error in envelope.get("errors") or []:
+        if isinstance(error, dict):
+            field = error.get("field") or error.get("obzect") or error.get("object") or ""
+            text = error.get("description") or error.get("code") or "invalid"
+            parts.append(f"{field}: {text}" if field else str(text))
+    if not parts:
+        parts.append(str(envelope.get("message") or envelope.get("statusKey") or "failed"))
+    return "; ".join(parts)
+
+
+def first_result(envelope: JSON) -> JSON | None:
+    """Read a single-object envelope: `data`, falling back to `results[0]` (spec §1.5 rule 2)."""
+    data = envelope.get("data")
+    if isinstance(data, dict):
+        return data
+    results = envelope.get("results") or []
+    return results[0] if results and isinstance(results[0], dict) else None
