@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 from integrations.http import HttpError
 from integrations.models import Channel, ProviderAccount, WebhookEvent, new_verify_token
 from integrations.services.accounts import account_webhook_register
+from integrations.services.channels import channels_sync
 from integrations.services.webhooks import webhook_events_replay
 
 
@@ -103,7 +104,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "updated_at",
     )
     inlines = [ChannelInline]
-    actions = ["register_webhook", "regenerate_verify_token"]
+    actions = ["register_webhook", "sync_channels", "regenerate_verify_token"]
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         main = ("kind", "name", "base_url", "api_key", "api_id", "options", "is_active")
@@ -193,6 +194,16 @@ class ProviderAccountAdmin(admin.ModelAdmin):
                     f"{account}: callbacks now go to {account.webhook_url}",
                     messages.SUCCESS,
                 )
+
+    @admin.action(description="Sync channels from the platform")
+    def sync_channels(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        for account in queryset:
+            try:
+                result = channels_sync(account)
+            except (HttpError, NotImplementedError) as exc:
+                self.message_user(request, f"{account}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: channels {result}.", messages.SUCCESS)
 
     @admin.action(description="Regenerate the verify token (update it at the platform too)")
     def regenerate_verify_token(

@@ -280,6 +280,17 @@ class ContactView:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A channel as the platform lists it."""
+
+    external_id: str
+    medium: str
+    lane: str = ""
+    name: str = ""
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     """The credentials and settings of one platform account, decrypted, for a provider's use."""
 
@@ -319,6 +330,10 @@ class Provider(abc.ABC):
     def register_webhook(self, account: AccountConfig, url: str) -> JSON:
         """Tell the platform where to send callbacks; return what it answered."""
         raise NotImplementedError(f"{self.kind} does not take a callback URL")
+
+    def list_channels(self, account: AccountConfig) -> list[ChannelInfo]:
+        """Return the channels the account has at the platform."""
+        raise NotImplementedError(f"{self.kind} cannot list channels")
 
     def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
         """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""

@@ -172,6 +172,8 @@ else:
         "socket_timeout": 10,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# A separate queue lets an end-to-end run share a Redis with a developer's `make run`.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)

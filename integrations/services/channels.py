@@ -1,9 +1,14 @@
-"""Find or create the channel a callback refers to."""
+"""Find, create and sync the channels of a platform account."""
 
 from __future__ import annotations
 
-from integrations.base import Medium
+from dataclasses import dataclass
+
+from integrations.base import ChannelInfo, Medium
+from integrations.http import HttpError
 from integrations.models import Channel, ProviderAccount
+from integrations.registry import get_provider
+from integrations.services.accounts import account_health_record
 
 UNKNOWN_CHANNEL_ID = "unknown"
 
@@ -12,52 +17,112 @@ def _lane_placeholder(lane: str) -> str:
     return f"lane:{lane}"
 
 
+def channel_find(
+    account: ProviderAccount, *, external_id: str = "", lane: str = ""
+) -> Channel | None:
+    """Return the channel with this platform id, or (lacking one) this business lane.
+
+    A channel first known only by its lane (session events carry no channelId) has a
+    placeholder id; once a callback or the channel list names the real id, it takes it over.
+    """
+    if external_id:
+        channel = Channel.objects.filter(account=account, external_id=external_id).first()
+        if channel is not None or not lane:
+            return channel
+        placeholder = Channel.objects.filter(
+            account=account, external_id=_lane_placeholder(lane)
+        ).first()
+        if placeholder is not None and Channel.objects.filter(
+            pk=placeholder.pk, external_id=_lane_placeholder(lane)
+        ).update(external_id=external_id):
+            placeholder.external_id = external_id
+            return placeholder
+        return None
+    if lane:
+        return (
+            Channel.objects.filter(account=account, lane=lane).order_by("discovered", "id").first()
+        )
+    return Channel.objects.filter(account=account, external_id=UNKNOWN_CHANNEL_ID).first()
+
+
 def channel_resolve(
     account: ProviderAccount, *, external_id: str = "", lane: str = "", medium: str = ""
 ) -> Channel:
     """Return the account's channel for a platform channel id or business lane, creating it.
 
-    Inbound traffic can name a channel we have not synced yet; it is created as `discovered`
-    so nothing is lost. A channel known only by its lane (session events carry no channelId)
-    gets a placeholder id, which is replaced once a callback names the real one.
+    Inbound traffic can name a channel we have not synced yet; it is created active and marked
+    `discovered` so nothing is lost and an admin can see where it came from.
     """
+    channel = channel_find(account, external_id=external_id, lane=lane)
+    if channel is not None:
+        return channel
     medium = medium if medium in Medium._value2member_map_ else Medium.OTHER.value
-    if external_id:
-        channel = Channel.objects.filter(account=account, external_id=external_id).first()
-        if channel is not None:
-            return channel
-        if lane:
-            placeholder = Channel.objects.filter(
-                account=account, external_id=_lane_placeholder(lane)
-            ).first()
-            if placeholder is not None:
-                updated = Channel.objects.filter(
-                    pk=placeholder.pk, external_id=_lane_placeholder(lane)
-                ).update(external_id=external_id)
-                if updated:
-                    placeholder.external_id = external_id
-                    return placeholder
-        channel, _ = Channel.objects.get_or_create(
-            account=account,
-            external_id=external_id,
-            defaults={"medium": medium, "lane": lane, "name": lane, "discovered": True},
-        )
-        return channel
-    if lane:
-        channel = (
-            Channel.objects.filter(account=account, lane=lane).order_by("discovered", "id").first()
-        )
-        if channel is not None:
-            return channel
-        channel, _ = Channel.objects.get_or_create(
-            account=account,
-            external_id=_lane_placeholder(lane),
-            defaults={"medium": medium, "lane": lane, "name": lane, "discovered": True},
-        )
-        return channel
-    channel, _ = Channel.objects.get_or_create(
-        account=account,
-        external_id=UNKNOWN_CHANNEL_ID,
-        defaults={"medium": Medium.OTHER.value, "name": "Unknown channel", "discovered": True},
-    )
+    if external_id or lane:
+        key = external_id or _lane_placeholder(lane)
+        defaults = {"medium": medium, "lane": lane, "name": lane, "discovered": True}
+    else:
+        key = UNKNOWN_CHANNEL_ID
+        defaults = {"medium": Medium.OTHER.value, "name": "Unknown channel", "discovered": True}
+    channel, _ = Channel.objects.get_or_create(account=account, external_id=key, defaults=defaults)
     return channel
+
+
+@dataclass
+class ChannelSyncResult:
+    """What a channel sync changed."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged"
+
+
+def channels_sync(account: ProviderAccount) -> ChannelSyncResult:
+    """Create or update the account's channels from the platform's list.
+
+    New channels arrive inactive unless the account's options say `activate_new_channels`, so
+    an admin decides who serves them first. A channel already known from inbound traffic keeps
+    its active flag and takes the platform's name.
+    """
+    provider = get_provider(account.kind)
+    try:
+        listed = provider.list_channels(account.config())
+    except HttpError as exc:
+        account_health_record(account, error=f"Channel sync failed: {exc}")
+        raise
+    activate = bool((account.options or {}).get("activate_new_channels", False))
+    result = ChannelSyncResult()
+    for info in listed:
+        channel = channel_find(account, external_id=info.external_id, lane=info.lane)
+        if channel is None:
+            Channel.objects.get_or_create(
+                account=account,
+                external_id=info.external_id,
+                defaults={**_fields(info), "is_active": activate, "discovered": False},
+            )
+            result.created += 1
+            continue
+        changed = [key for key, value in _fields(info).items() if getattr(channel, key) != value]
+        for key in changed:
+            setattr(channel, key, _fields(info)[key])
+        if channel.discovered:
+            channel.discovered = False
+            changed.append("discovered")
+        if changed:
+            channel.save(update_fields=[*changed, "updated_at"])
+            result.updated += 1
+        else:
+            result.unchanged += 1
+    account_health_record(account)
+    return result
+
+
+def _fields(info: ChannelInfo) -> dict[str, object]:
+    return {
+        "medium": info.medium,
+        "lane": info.lane,
+        "name": info.name or info.lane,
+        "raw": info.raw,
+    }

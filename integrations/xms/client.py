@@ -29,6 +29,13 @@ class XmsClient:
         check_envelope(envelope, f"{method} {path}")
         return envelope
 
+    def list_channels(self) -> list[JSON]:
+        """GET config/channels, sandbox channels included (spec §2.1: send both spellings)."""
+        envelope = self._call(
+            "GET", "config/channels", params={"sabdnox": "true", "sandbox": "true"}
+        )
+        return results(envelope)
+
     def set_webhook(self, url: str) -> JSON:
         """Register our callback URL (spec §2.4); return the ClientApp `data`."""
         envelope = self._call("POST", "config/webhook", json={"url": url})
@@ -75,3 +82,12 @@ def first_result(envelope: JSON) -> JSON | None:
         return data
     results = envelope.get("results") or []
     return results[0] if results and isinstance(results[0], dict) else None
+
+
+def results(envelope: JSON) -> list[JSON]:
+    """Read a list envelope: `results`, falling back to `[data]` (spec §1.5 rule 3)."""
+    items = envelope.get("results")
+    if isinstance(items, list) and items:
+        return [item for item in items if isinstance(item, dict)]
+    data = envelope.get("data")
+    return [data] if isinstance(data, dict) else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from integrations.base import JSON, AccountConfig, Callback, ContactView, Provider
+from integrations.base import JSON, AccountConfig, Callback, ChannelInfo, ContactView, Provider
 from integrations.xms import schemas
 from integrations.xms.client import XmsClient
 
@@ -32,6 +32,26 @@ class XmsProvider(Provider):
     def register_webhook(self, account: AccountConfig, url: str) -> JSON:
         """POST config/webhook (spec §2.4); returns the ClientApp, whose id is `meta.appId`."""
         return XmsClient(account).set_webhook(url)
+
+    def list_channels(self, account: AccountConfig) -> list[ChannelInfo]:
+        """GET config/channels (spec §2.1) as ChannelInfo."""
+        channels = []
+        for item in XmsClient(account).list_channels():
+            external_id = schemas.as_str(item.get("channelId"), "channelId")
+            if not external_id:
+                continue
+            channels.append(
+                ChannelInfo(
+                    external_id=external_id,
+                    medium=schemas.medium_for(
+                        schemas.as_str(item.get("contactType"), "contactType")
+                    ),
+                    lane=schemas.as_str(item.get("lane"), "lane"),
+                    name=schemas.as_str(item.get("name"), "name"),
+                    raw=item,
+                )
+            )
+        return channels
 
     def contact_reply(self, contact: ContactView | None) -> JSON:
         """Build the ContactInfoUpdate answer (§4.13): only the fields we know."""

@@ -151,6 +151,8 @@ class Command(BaseCommand):
         if options["verify_token"]:
             account.verify_token = options["verify_token"]
         account.is_active = True
+        # The demo's channels should reach agents without an admin step.
+        account.options = {**(account.options or {}), "activate_new_channels": True}
         account.save()
         return account
 
@@ -158,6 +160,7 @@ class Command(BaseCommand):
         """Once the sandbox listens, register the callback URL through our own client."""
         from integrations.http import HttpError
         from integrations.services.accounts import account_webhook_register
+        from integrations.services.channels import channels_sync
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -169,6 +172,7 @@ class Command(BaseCommand):
         for attempt in range(30):
             try:
                 account_webhook_register(account)
+                channels_sync(account)
             except HttpError as exc:
                 logger.warning("registering the webhook failed (%s); retrying", exc)
                 time.sleep(min(2**attempt, 5))

@@ -1,0 +1,307 @@
+"""Start and stop the real processes: the ASGI web server, a Celery worker and the sandbox.
+
+Used by the end-to-end tests and the benchmark. Every process runs in its own process group and
+is killed with its children on `stop()` (and at interpreter exit), so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """Return a TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    check: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Call `check` until it returns something truthy; raise TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:  # the thing being waited for may not be up yet
+            last_error = exc
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}: {last_error}")
+
+
+@dataclass(eq=False)
+class Process:
+    """One started process and where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+_running: set[Process] = set()
+
+
+def _kill_group(process: Process, grace: float = 8.0) -> None:
+    try:
+        pgid = os.getpgid(process.popen.pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.popen.wait(timeout=grace)
+    # Children (Celery's pool) may outlive their parent: end the whole group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.popen.wait(timeout=5)
+
+
+@atexit.register
+def _kill_everything() -> None:
+    for process in list(_running):
+        _kill_group(process, grace=2)
+        _running.discard(process)
+
+
+def group_alive(pid: int) -> bool:
+    """Say whether any process of the group led by `pid` still exists."""
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Stack:
+    """The production process set on loopback, against the given PostgreSQL and Redis."""
+
+    database_url: str
+    redis_url: str
+    api_key: str = "e2e-api-key-0123456789"
+    verify_token: str = "e2e-verify-token-0123456789"
+    web_workers: int = 1
+    worker_concurrency: int = 2
+    sandbox_args: Sequence[str] = ("--no-customers", "--receipt-delays", "0.2,0.5,0.9")
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_dir: Path | None = None
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.var_dir = Path(tempfile.mkdtemp(prefix="switchboard-e2e-"))
+        self.log_dir = self.log_dir or self.var_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.web_port = free_port()
+        self.sandbox_port = free_port()
+        self.queue = f"e2e-{uuid.uuid4().hex[:10]}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="config.settings.base",
+            DJANGO_DEBUG="0",
+            DJANGO_SECURE_COOKIES="0",
+            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            CELERY_BROKER_URL=self.redis_url,
+            CELERY_TASK_DEFAULT_QUEUE=self.queue,
+            CELERY_TASK_ALWAYS_EAGER="0",
+            PUBLIC_BASE_URL=self.web_url,
+            SWITCHBOARD_VAR_DIR=str(self.var_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        # Secrets must match the test process, which encrypts the rows these processes read.
+        for name in ("DJANGO_SECRET_KEY", "FIELD_ENCRYPTION_KEYS"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, args: Sequence[str]) -> Process:
+        assert self.log_dir is not None
+        log = self.log_dir / f"{name}.log"
+        handle = log.open("ab")
+        popen = subprocess.Popen(  # noqa: S603 - our own commands
+            list(args),
+            cwd=ROOT,
+            env=self.env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        handle.close()
+        process = Process(name=name, popen=popen, log=log)
+        self.processes[name] = process
+        _running.add(process)
+        return process
+
+    def _manage(self, *args: str) -> None:
+        subprocess.run(  # noqa: S603
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> Stack:
+        self._manage("collectstatic", "--noinput", "-v0")
+        self._spawn(
+            "web",
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.web_port),
+                "--workers",
+                str(self.web_workers),
+                "--no-access-log",
+            ],
+        )
+        self._spawn(
+            "worker",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                self.queue,
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(self.worker_concurrency),
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"{self.queue}@%h",
+            ],
+        )
+        self.start_sandbox()
+        try:
+            wait_for(
+                lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, what="web server"
+            )
+            wait_for(
+                lambda: "ready." in self.processes["worker"].log.read_text(errors="replace"),
+                what="celery worker",
+                timeout=40,
+            )
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def start_sandbox(self, args: Sequence[str] | None = None) -> None:
+        """(Re)start the sandbox, with other arguments if given."""
+        old = self.processes.pop("sandbox", None)
+        if old is not None:
+            _kill_group(old)
+            _running.discard(old)
+        self._spawn(
+            "sandbox",
+            [
+                PYTHON,
+                "manage.py",
+                "sandbox",
+                "--port",
+                str(self.sandbox_port),
+                "--api-key",
+                self.api_key,
+                "--verify-token",
+                self.verify_token,
+                *(self.sandbox_args if args is None else args),
+            ],
+        )
+        wait_for(lambda: requests.get(f"{self.sandbox_url}/healthz", timeout=1).ok, what="sandbox")
+
+    def stop(self) -> None:
+        for process in list(self.processes.values()):
+            _kill_group(process)
+            _running.discard(process)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- Talking to the sandbox -----------------------------------------------------------------
+
+    def sandbox(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the sandbox's control API (`/_sandbox/...`) and return its JSON."""
+        response = requests.request(
+            method, f"{self.sandbox_url}/_sandbox/{path}", json=body, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def logs(self) -> str:
+        """Return the tail of every process's output, for a failing test's report."""
+        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.processes.values())
+
+
+@contextlib.contextmanager
+def running(**kwargs: Any) -> Iterator[Stack]:
+    """Start a Stack for the duration of a `with` block."""
+    stack = Stack(**kwargs)
+    with stack:
+        yield stack
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)

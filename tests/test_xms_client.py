@@ -1,0 +1,162 @@
+"""Our calls to XMS have the shape the spec documents, and failures land where admins see them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from integrations import http
+from integrations.models import Channel
+from integrations.services.accounts import account_webhook_register
+from integrations.services.channels import channels_sync
+from integrations.xms.client import EnvelopeError, XmsClient
+from tests.conftest import load_fixture
+from tests.factories import ChannelFactory
+
+pytestmark = pytest.mark.django_db
+BASE = "https://api.mehery.example/xms/api/v1"
+
+
+@responses.activate
+def test_registering_the_webhook_posts_our_callback_url_with_both_api_headers(account):
+    # The documented example is a schema placeholder whose `errors` hold "string" entries; a
+    # real success has none.
+    body = load_fixture("xms", "response-config-webhook")
+    body.update(errors=[], warnings=[])
+    responses.post(
+        f"{BASE}/config/webhook",
+        json=body,
+        match=[
+            matchers.json_params_matcher({"url": account.webhook_url}),
+            matchers.header_matcher(
+                {"x-api-key": "test-api-key-0123456789", "x-api-id": "61ec7d9c2ce85742b201c5ab"}
+            ),
+        ],
+    )
+
+    answer = account_webhook_register(account)
+
+    assert answer["webhook"] == "string"
+    account.refresh_from_db()
+    assert account.last_success_at is not None
+    assert account.options["app_id"] == "string"
+    sent = json.loads(responses.calls[0].request.body)
+    assert sent == {"url": account.webhook_url}
+
+
+@responses.activate
+def test_a_wrong_api_key_marks_the_account_unhealthy_with_the_reason(account):
+    responses.post(f"{BASE}/config/webhook", status=401, json={"status": 401})
+
+    with pytest.raises(http.AuthError):
+        account_webhook_register(account)
+
+    account.refresh_from_db()
+    assert not account.is_healthy
+    assert "HTTP 401" in account.last_error
+
+
+@responses.activate
+def test_an_error_envelope_with_http_200_is_a_failure_that_says_which_field(account):
+    responses.post(
+        f"{BASE}/config/webhook",
+        json={
+            "status": 400,
+            "statusKey": "VALIDATION_ERROR",
+            "errors": [{"field": "url", "description": "url must be https", "obzect": "Webhook"}],
+        },
+    )
+
+    with pytest.raises(EnvelopeError, match="url: url must be https"):
+        XmsClient(account.config()).set_webhook("http://x")
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (500, http.TransientError),
+        (503, http.TransientError),
+        (429, http.TransientError),
+        (404, http.RejectedError),
+        (403, http.AuthError),
+    ],
+)
+@responses.activate
+def test_http_failures_are_classified_for_retry_decisions(account, status, error):
+    responses.get(f"{BASE}/config/channels", status=status)
+
+    with pytest.raises(error):
+        XmsClient(account.config()).list_channels()
+
+
+@responses.activate
+def test_a_connection_error_is_transient(account):
+    responses.get(f"{BASE}/config/channels", body=requests.ConnectionError("refused"))
+
+    with pytest.raises(http.TransientError):
+        XmsClient(account.config()).list_channels()
+
+
+@responses.activate
+def test_channel_sync_asks_for_sandbox_channels_in_both_spellings_and_upserts(account):
+    responses.get(
+        f"{BASE}/config/channels",
+        json=load_fixture("xms", "response-config-channels"),
+        match=[matchers.query_param_matcher({"sabdnox": "true", "sandbox": "true"})],
+    )
+
+    result = channels_sync(account)
+
+    channel = Channel.objects.get()
+    assert (result.created, result.updated) == (1, 0)
+    assert (channel.external_id, channel.name, channel.lane, channel.medium) == (
+        "wa360:918828218374",
+        "Customer Support",
+        "919999998888",
+        "whatsapp",
+    )
+    assert not channel.is_active  # new channels wait for an admin
+    assert not channel.discovered
+
+
+@responses.activate
+def test_channel_sync_names_a_channel_first_seen_in_traffic_and_keeps_it_active(account):
+    seen = ChannelFactory(
+        account=account,
+        external_id="wa360:918828218374",
+        name="918828218374",
+        discovered=True,
+        is_active=True,
+    )
+    responses.get(f"{BASE}/config/channels", json=load_fixture("xms", "response-config-channels"))
+
+    result = channels_sync(account)
+
+    seen.refresh_from_db()
+    assert result.updated == 1
+    assert seen.name == "Customer Support"
+    assert seen.is_active
+    assert not seen.discovered
+
+
+@responses.activate
+def test_channel_sync_activates_new_channels_when_the_account_says_so(account):
+    account.options = {"activate_new_channels": True}
+    account.save()
+    responses.get(f"{BASE}/config/channels", json=load_fixture("xms", "response-config-channels"))
+
+    channels_sync(account)
+
+    assert Channel.objects.get().is_active
+
+
+def test_secret_headers_are_redacted_for_logs():
+    assert http.redact({"x-api-key": "k", "X-Api-Id": "i", "Accept": "a"}) == {
+        "x-api-key": "***",
+        "X-Api-Id": "***",
+        "Accept": "a",
+    }
