@@ -210,6 +210,31 @@ class Message(models.Model):
     )
     raw = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Outbound only.
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    template = models.ForeignKey(
+        "integrations.Template",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="messages",
+    )
+    template_data = models.JSONField(default=dict, blank=True)
+    buttons = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    # The platform did not answer a send it may have accepted (a read timeout).
+    outcome_unknown = models.BooleanField(default=False)
+    replaces = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="replaced_by",
+        help_text="The failed message this one re-sends (e.g. as a template).",
+    )
 
     class Meta:
         ordering = ["sent_at", "id"]
@@ -219,6 +244,11 @@ class Message(models.Model):
                 condition=~Q(external_id=""),
                 name="message_account_external_id_unique",
             ),
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="message_account_idempotency_key_unique",
+            ),
         ]
         indexes = [
             models.Index(fields=["session", "sent_at", "id"], name="message_session_sent"),
@@ -226,6 +256,11 @@ class Message(models.Model):
                 fields=["account", "external_id_ext"],
                 condition=~Q(external_id_ext=""),
                 name="message_account_ext_idx",
+            ),
+            models.Index(
+                fields=["status", "claimed_at"],
+                condition=Q(status__in=["queued", "sending"]),
+                name="message_outbox_idx",
             ),
         ]
 
@@ -353,3 +388,42 @@ class TimelineEntry(models.Model):
 
     def __str__(self) -> str:
         return self.summary
+
+
+class SessionAction(models.Model):
+    """An agent's request the platform must carry out (route, resolve, close, language).
+
+    The platform call runs in a worker; local state changes only once it succeeded, and a failure
+    stays here, with its reason, for the agent to see.
+    """
+
+    class Kind(models.TextChoices):
+        ROUTE = "route", "Route"
+        RESOLVE = "resolve", "Resolve"
+        CLOSE = "close", "Close"
+        LANGUAGE = "language", "Set language"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="actions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "created_at"], name="sessionaction_state")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.session_id}: {self.get_state_display()}"

@@ -280,6 +280,82 @@ class ContactView:
 
 
 @dataclass(frozen=True, slots=True)
+class Button:
+    """A quick-reply, URL or phone button on an outbound message."""
+
+    kind: str  # QUICK_REPLY, URL, PHONE_NUMBER
+    label: str
+    code: str = ""
+    url: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """Everything a provider needs to send one message."""
+
+    channel_external_id: str
+    type: MessageType
+    to_contact_id: str = ""
+    to_phone: str = ""
+    to_name: str = ""
+    body: str = ""
+    media: Media | None = None
+    location: Location | None = None
+    contact_cards: tuple[JSON, ...] = ()
+    buttons: tuple[Button, ...] = ()
+    template_code: str = ""
+    template_id: str = ""
+    template_lang: str = ""
+    template_data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The platform accepted a message and gave it this id."""
+
+    external_id: str
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """A template as the platform lists it."""
+
+    external_id: str
+    code: str
+    lang: str
+    name: str = ""
+    title: str = ""
+    category: str = ""
+    header: str = ""
+    body: str = ""
+    footer: str = ""
+    text: str = ""
+    buttons: tuple[JSON, ...] = ()
+    placeholders: tuple[JSON, ...] = ()
+    attachments: tuple[JSON, ...] = ()
+    # channel external id -> (approval status, platform template id)
+    approvals: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    """One message of a session's history as the platform keeps it."""
+
+    external_id: str
+    external_id_ext: str
+    outbound: bool
+    type: str
+    body: str = ""
+    sent_at: datetime | None = None
+    status: str = ""
+    media: Media | None = None
+    raw: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelInfo:
     """A channel as the platform lists it."""
 
@@ -334,6 +410,52 @@ class Provider(abc.ABC):
     def list_channels(self, account: AccountConfig) -> list[ChannelInfo]:
         """Return the channels the account has at the platform."""
         raise NotImplementedError(f"{self.kind} cannot list channels")
+
+    def list_templates(
+        self, account: AccountConfig, channel_external_id: str
+    ) -> list[TemplateInfo]:
+        """Return the message templates usable on a channel (with their approvals)."""
+        raise NotImplementedError(f"{self.kind} has no templates")
+
+    def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
+        """Send one message; raise an `integrations.http.HttpError` subclass on failure."""
+        raise NotImplementedError(f"{self.kind} cannot send")
+
+    def session_route(
+        self,
+        account: AccountConfig,
+        session_external_id: str,
+        *,
+        queue: str,
+        agent: str = "",
+        team: str = "",
+        skills: tuple[str, ...] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> list[SessionEvent]:
+        """Route a platform session; return the events the platform reports."""
+        raise NotImplementedError(f"{self.kind} cannot route sessions")
+
+    def session_resolve(
+        self, account: AccountConfig, session_external_id: str
+    ) -> list[SessionEvent]:
+        """Resolve a platform session; return the events the platform reports."""
+        raise NotImplementedError(f"{self.kind} cannot resolve sessions")
+
+    def session_close(self, account: AccountConfig, session_external_id: str) -> list[SessionEvent]:
+        """Close a platform session; return the events the platform reports."""
+        raise NotImplementedError(f"{self.kind} cannot close sessions")
+
+    def session_history(
+        self, account: AccountConfig, session_external_id: str
+    ) -> list[HistoryMessage]:
+        """Return every message of a platform session, oldest first."""
+        raise NotImplementedError(f"{self.kind} has no session history")
+
+    def contact_set_language(
+        self, account: AccountConfig, contact_external_id: str, lang: str
+    ) -> None:
+        """Tell the platform a contact's preferred language (locale, e.g. en_US)."""
+        raise NotImplementedError(f"{self.kind} cannot set a contact's language")
 
     def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
         """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""

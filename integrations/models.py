@@ -105,6 +105,11 @@ class Channel(models.Model):
     is_active = models.BooleanField(default=True)
     # True while we only know the channel from inbound traffic, not from the platform's list.
     discovered = models.BooleanField(default=False)
+    send_rate_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Messages per second this channel may send (blank: SEND_RATE_LIMIT_PER_SECOND).",
+    )
     raw = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -167,3 +172,118 @@ class WebhookEvent(models.Model):
     def summary(self) -> dict[str, Any]:
         """Return a short description for logs."""
         return {"id": self.pk, "account": str(self.account_id), "state": self.state}
+
+
+class Template(models.Model):
+    """An HSM (WhatsApp) template as the platform lists it, kept even after it disappears."""
+
+    account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="templates")
+    external_id = models.CharField("platform id", max_length=255)
+    code = models.CharField(max_length=255, db_index=True)
+    lang = models.CharField("language", max_length=32)
+    name = models.CharField(max_length=255, blank=True)
+    title = models.CharField(max_length=255, blank=True)
+    category = models.CharField(max_length=64, blank=True)
+    header = models.TextField(blank=True)
+    body = models.TextField(blank=True)
+    footer = models.TextField(blank=True)
+    text = models.TextField(blank=True, help_text="The whole template with its placeholders.")
+    buttons = models.JSONField(default=list, blank=True)
+    placeholders = models.JSONField(
+        default=list, blank=True, help_text="[{name, label, sample, source}] in order of use."
+    )
+    attachments = models.JSONField(default=list, blank=True)
+    raw = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(
+        default=True, help_text="False once the platform stopped listing it."
+    )
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["code", "lang"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"], name="template_account_external_id_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "code", "lang"], name="template_code_lang")]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.lang})"
+
+
+class TemplateApproval(models.Model):
+    """Whether a template may be sent on one channel (XMS `approved[]`)."""
+
+    APPROVED = "APPROVED"
+
+    template = models.ForeignKey(Template, on_delete=models.CASCADE, related_name="approvals")
+    channel = models.ForeignKey(
+        Channel, on_delete=models.CASCADE, related_name="template_approvals"
+    )
+    status = models.CharField(max_length=64)
+    platform_template_id = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "channel"], name="templateapproval_template_channel_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template} on {self.channel}: {self.status}"
+
+    @property
+    def is_approved(self) -> bool:
+        return self.status.upper() == self.APPROVED
+
+
+class SyncRun(models.Model):
+    """One synchronisation with a platform (templates, channels): its progress and outcome."""
+
+    class Kind(models.TextChoices):
+        TEMPLATES = "templates", "Templates"
+        CHANNELS = "channels", "Channels"
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    account = models.ForeignKey(ProviderAccount, on_delete=models.CASCADE, related_name="sync_runs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
+    trigger = models.CharField(max_length=20, blank=True, help_text="beat, admin, command, api")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deactivated = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["account", "kind", "-started_at"], name="syncrun_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} sync {self.get_state_display().lower()}"
+
+    @property
+    def progress(self) -> str:
+        """Say how far it got, e.g. '1200/2000'."""
+        return f"{self.processed}/{self.total}" if self.total else str(self.processed)
+
+    def summary(self) -> str:
+        """One line for admins: what changed, or why it failed."""
+        if self.state == self.State.FAILED:
+            return f"failed: {self.error}"
+        changes = f"{self.created} new, {self.updated} updated, {self.deactivated} deactivated"
+        if self.state == self.State.RUNNING:
+            return f"running: {self.progress}"
+        return f"{self.processed} listed; {changes}"

@@ -24,3 +24,40 @@ def webhook_event_process(event_id: int) -> str | None:
 def webhook_events_sweep() -> int:
     """Enqueue stored callbacks that no task is going to process."""
     return webhooks.webhook_events_sweep()
+
+
+@shared_task
+def templates_sync_all(trigger: str = "beat") -> int:
+    """Enqueue a template sync for every active account; return how many."""
+    from integrations.models import ProviderAccount
+
+    ids = list(ProviderAccount.objects.filter(is_active=True).values_list("pk", flat=True))
+    for account_id in ids:
+        templates_sync_account.delay(str(account_id), trigger)
+    return len(ids)
+
+
+@shared_task
+def templates_sync_account(account_id: str, trigger: str = "beat") -> str:
+    """Sync one account's templates; return the run's summary."""
+    from integrations.models import ProviderAccount
+    from integrations.services.templates import templates_sync
+
+    account = ProviderAccount.objects.get(pk=account_id)
+    return templates_sync(account, trigger=trigger).summary()
+
+
+@shared_task
+def channels_sync_all() -> dict[str, str]:
+    """Sync the channels of every active account; return each outcome."""
+    from integrations.http import HttpError
+    from integrations.models import ProviderAccount
+    from integrations.services.channels import channels_sync
+
+    outcomes = {}
+    for account in ProviderAccount.objects.filter(is_active=True):
+        try:
+            outcomes[str(account.pk)] = str(channels_sync(account))
+        except (HttpError, NotImplementedError) as exc:
+            outcomes[str(account.pk)] = f"failed: {exc}"
+    return outcomes

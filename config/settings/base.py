@@ -8,6 +8,7 @@ variable read here.
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -189,6 +190,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.webhook_events_sweep",
         "schedule": env_float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 30.0),
     },
+    "messages-reap": {
+        "task": "inbox.tasks.messages_reap",
+        "schedule": env_float("SEND_REAP_INTERVAL_SECONDS", 30.0),
+    },
+    "session-actions-reap": {
+        "task": "inbox.tasks.session_actions_reap",
+        "schedule": 60.0,
+    },
+    "templates-sync": {
+        "task": "integrations.tasks.templates_sync_all",
+        "schedule": float(env_int("TEMPLATE_SYNC_INTERVAL_SECONDS", 15 * 60)),
+    },
+    "channels-sync": {
+        "task": "integrations.tasks.channels_sync_all",
+        "schedule": float(env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)),
+    },
 }
 
 # Webhooks.
@@ -197,6 +214,25 @@ WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)
 WEBHOOK_REENQUEUE_AFTER_SECONDS = env_int("WEBHOOK_REENQUEUE_AFTER_SECONDS", 120)
 # A claimed event whose worker died is reclaimed after this long.
 WEBHOOK_STALE_CLAIM_SECONDS = env_int("WEBHOOK_STALE_CLAIM_SECONDS", 300)
+
+# Sending.
+# Free-form messages are allowed this many hours after the customer's last message, per medium
+# (JSON, e.g. {"whatsapp": 24}); mediums not listed have no window. Templates are always allowed.
+MESSAGING_WINDOW_HOURS: dict[str, float] = json.loads(
+    env_str("MESSAGING_WINDOW_HOURS", '{"whatsapp": 24}')
+)
+# Per-channel send rate, shared by all workers through Redis when REDIS_URL is set (0: no limit).
+SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
+# How often a send is attempted before the message is marked failed.
+SEND_MAX_ATTEMPTS = env_int("SEND_MAX_ATTEMPTS", 6)
+# A send claimed this long ago with no outcome is treated as cut short (worker killed).
+SEND_STALE_SECONDS = env_int("SEND_STALE_SECONDS", 120)
+# When the platform did not answer a send, wait this long before asking its session history.
+SEND_RECONCILE_AFTER_SECONDS = env_int("SEND_RECONCILE_AFTER_SECONDS", 20)
+# Import the earlier messages of a session the first time we see it.
+IMPORT_SESSION_HISTORY = env_bool("IMPORT_SESSION_HISTORY", True)
+TEMPLATE_SYNC_INTERVAL_SECONDS = env_int("TEMPLATE_SYNC_INTERVAL_SECONDS", 15 * 60)
+CHANNEL_SYNC_INTERVAL_SECONDS = env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import AgentProfile
@@ -11,6 +13,8 @@ from inbox.models import ContactIdentity, Session, TimelineEntry
 from inbox.services.timeline import timeline_add
 from integrations.base import SessionEvent, SessionEventKind, SessionRef
 from integrations.models import Channel, ProviderAccount
+
+logger = logging.getLogger(__name__)
 
 
 def session_for_inbound(
@@ -74,6 +78,11 @@ def _session_open(
             )
     if created:
         _assignee_from_platform(session, session.platform_agent)
+        if ref is not None and settings.IMPORT_SESSION_HISTORY:
+            # Earlier messages of a session first seen mid-way (spec §6.7); a few seconds
+            # later, so the callbacks arriving with it land first.
+            session_id = session.pk
+            transaction.on_commit(lambda: _history_import_later(session_id))
         timeline_add(
             account,
             session=session,
@@ -84,6 +93,15 @@ def _session_open(
         )
         _close_superseded(session, at=at)
     return session
+
+
+def _history_import_later(session_id: int) -> None:
+    from inbox.tasks import session_history_import
+
+    try:
+        session_history_import.apply_async(args=(session_id,), countdown=5, retry=False)
+    except Exception as exc:
+        logger.warning("could not enqueue the history import of session %s: %s", session_id, exc)
 
 
 def _close_superseded(session: Session, *, at: datetime) -> None:

@@ -36,6 +36,41 @@ class XmsClient:
         )
         return results(envelope)
 
+    def send_message(self, body: JSON) -> JSON:
+        """POST message/send (spec §2.8, §5); return the OutBoundReciept (`data`)."""
+        envelope = self._call("POST", "message/send", json=body)
+        receipt = first_result(envelope)
+        if not receipt or not receipt.get("id"):
+            raise EnvelopeError("message/send: accepted without a message id", body=envelope)
+        return receipt
+
+    def list_templates(self, channel_id: str = "") -> list[JSON]:
+        """GET config/tmpl/hsm for a channel, without channelStatus (spec §2.3)."""
+        params = {"channelId": channel_id} if channel_id else None
+        return results(self._call("GET", "config/tmpl/hsm", params=params))
+
+    def session_routing(self, body: JSON) -> list[JSON]:
+        """POST session/routing (spec §2.12); return the InBoundEvents."""
+        return results(self._call("POST", "session/routing", json=body))
+
+    def session_resolve(self, session_id: str) -> list[JSON]:
+        """POST session/resolve (spec §2.11)."""
+        return results(self._call("POST", "session/resolve", json={"sessionId": session_id}))
+
+    def session_close(self, session_id: str) -> list[JSON]:
+        """POST session/close (spec §2.9)."""
+        return results(self._call("POST", "session/close", json={"sessionId": session_id}))
+
+    def session_messages(self, session_id: str) -> list[JSON]:
+        """POST session/messages (spec §2.10): every message of the session."""
+        return results(self._call("POST", "session/messages", json={"sessionId": session_id}))
+
+    def contact_language(self, contact_id: str, lang: str) -> list[JSON]:
+        """POST contact/prefs/lang (spec §2.5)."""
+        return results(
+            self._call("POST", "contact/prefs/lang", json={"contactId": contact_id, "lang": lang})
+        )
+
     def set_webhook(self, url: str) -> JSON:
         """Register our callback URL (spec §2.4); return the ClientApp `data`."""
         envelope = self._call("POST", "config/webhook", json={"url": url})

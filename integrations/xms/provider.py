@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from integrations.base import JSON, AccountConfig, Callback, ChannelInfo, ContactView, Provider
-from integrations.xms import schemas
+from collections.abc import Mapping
+from typing import Any
+
+from integrations.base import (
+    JSON,
+    AccountConfig,
+    Callback,
+    ChannelInfo,
+    ContactView,
+    HistoryMessage,
+    OutboundRequest,
+    Provider,
+    SendResult,
+    SessionEvent,
+    TemplateInfo,
+)
+from integrations.xms import outbound, schemas
 from integrations.xms.client import XmsClient
 
 
@@ -52,6 +67,74 @@ class XmsProvider(Provider):
                 )
             )
         return channels
+
+    def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
+        """POST message/send (spec §5); the returned id correlates the receipts (§5.12)."""
+        receipt = XmsClient(account).send_message(outbound.send_body(request))
+        return SendResult(external_id=schemas.as_str(receipt["id"], "data.id"), raw=receipt)
+
+    def list_templates(
+        self, account: AccountConfig, channel_external_id: str
+    ) -> list[TemplateInfo]:
+        """GET config/tmpl/hsm?channelId= (spec §2.3)."""
+        docs = XmsClient(account).list_templates(channel_external_id)
+        return [info for doc in docs if (info := outbound.template_info(doc)) is not None]
+
+    def _events(self, items: list[JSON]) -> list[SessionEvent]:
+        warnings: list[str] = []
+        events = [
+            schemas.parse_event(item, f"results[{i}]", warnings) for i, item in enumerate(items)
+        ]
+        return [event for event in events if event is not None]
+
+    def session_route(
+        self,
+        account: AccountConfig,
+        session_external_id: str,
+        *,
+        queue: str,
+        agent: str = "",
+        team: str = "",
+        skills: tuple[str, ...] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> list[SessionEvent]:
+        """POST session/routing (spec §6.5); `params` is required by the docs, so {} at least."""
+        body: JSON = {
+            "sessionId": session_external_id,
+            "queue": queue,
+            "params": dict(params or {}),
+        }
+        if agent:
+            body["agent"] = agent
+        if team:
+            body["team"] = team
+        if skills:
+            body["skills"] = list(skills)
+        return self._events(XmsClient(account).session_routing(body))
+
+    def session_resolve(
+        self, account: AccountConfig, session_external_id: str
+    ) -> list[SessionEvent]:
+        """POST session/resolve (spec §6.6)."""
+        return self._events(XmsClient(account).session_resolve(session_external_id))
+
+    def session_close(self, account: AccountConfig, session_external_id: str) -> list[SessionEvent]:
+        """POST session/close (spec §6.6)."""
+        return self._events(XmsClient(account).session_close(session_external_id))
+
+    def session_history(
+        self, account: AccountConfig, session_external_id: str
+    ) -> list[HistoryMessage]:
+        """POST session/messages (spec §6.7), sorted by time then id on our side."""
+        items = XmsClient(account).session_messages(session_external_id)
+        history = [m for item in items if (m := outbound.history_message(item)) is not None]
+        return sorted(history, key=lambda m: (m.sent_at is None, m.sent_at, m.external_id))
+
+    def contact_set_language(
+        self, account: AccountConfig, contact_external_id: str, lang: str
+    ) -> None:
+        """POST contact/prefs/lang (spec §2.5)."""
+        XmsClient(account).contact_language(contact_external_id, lang)
 
     def contact_reply(self, contact: ContactView | None) -> JSON:
         """Build the ContactInfoUpdate answer (§4.13): only the fields we know."""

@@ -1,0 +1,712 @@
+"""Send messages to customers: exactly once as far as the platform allows, failures explained.
+
+The life of an outbound message:
+
+    message_send()      checks what can be checked before any platform call (channel, window,
+                        template approval and placeholders), stores the row `queued` (once per
+                        idempotency key) and enqueues delivery after commit.
+    message_deliver()   claims the row (queued -> sending, a conditional UPDATE, so a task
+                        delivered twice sends once), respects the channel's rate limit, calls the
+                        platform and records the outcome:
+                          accepted              -> sent, platform id stored, waiting receipts applied
+                          connection/429/5xx    -> back to queued, retried with backoff and jitter
+                          401/403               -> failed, account marked unhealthy
+                          other 4xx / envelope  -> failed with the platform's reason and code
+                          no answer (timeout)   -> outcome unknown, reconciled from the session
+                                                   history before anything is re-sent
+    messages_reap()     recovers rows a killed worker left `sending`, and queued rows whose task
+                        was lost.
+
+Receipts (inbox.services.messages) take sent messages on to delivered, read or failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Q
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
+from inbox.services.messages import message_external_ids_set, message_status_advance
+from inbox.services.timeline import timeline_add
+from integrations import http, ratelimit
+from integrations.base import (
+    Button,
+    DeliveryStatus,
+    Location,
+    Media,
+    MessageType,
+    OutboundRequest,
+)
+from integrations.models import Template, TemplateApproval
+from integrations.registry import get_provider
+from integrations.services.accounts import account_health_record
+
+logger = logging.getLogger(__name__)
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+SENDABLE_TYPES = frozenset(
+    {
+        MessageType.TEXT,
+        MessageType.IMAGE,
+        MessageType.VIDEO,
+        MessageType.AUDIO,
+        MessageType.VOICE,
+        MessageType.DOCUMENT,
+        MessageType.LOCATION,
+        MessageType.CONTACT,
+        MessageType.TEMPLATE,
+    }
+)
+
+
+class SendRefused(Exception):
+    """A message cannot be sent as asked; `code` is for programs, the text for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class DeliveryDeferred(Exception):
+    """Try the delivery again in `countdown` seconds."""
+
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(reason)
+        self.countdown = countdown
+        self.reason = reason
+
+
+# --- The 24-hour window --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """Whether free-form messages may be sent in a session now, and until when."""
+
+    applies: bool
+    is_open: bool
+    closes_at: datetime | None = None
+    last_inbound_at: datetime | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.is_open:
+            return ""
+        if self.last_inbound_at is None:
+            return "The customer has not written on this channel yet; only a template can open the conversation."
+        return (
+            f"The customer last wrote at {self.last_inbound_at:%Y-%m-%d %H:%M} UTC, more than "
+            f"{_window_hours_text(self)} ago; outside that window only an approved template can be sent."
+        )
+
+
+def _window_hours_text(window: Window) -> str:
+    if window.closes_at and window.last_inbound_at:
+        hours = (window.closes_at - window.last_inbound_at).total_seconds() / 3600
+        return f"{hours:g} hours"
+    return "the allowed time"
+
+
+def window_hours(medium: str) -> float | None:
+    """Return how long after the customer's last message free-form sends are allowed."""
+    value = settings.MESSAGING_WINDOW_HOURS.get(medium)
+    return float(value) if value is not None else None
+
+
+def session_window(session: Session, *, now: datetime | None = None) -> Window:
+    """Return the window of the session's contact on its channel (across its sessions)."""
+    hours = window_hours(session.channel.medium)
+    if hours is None:
+        return Window(applies=False, is_open=True)
+    last = session.last_inbound_at
+    other = (
+        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
+        .exclude(pk=session.pk)
+        .aggregate(last=Max("last_inbound_at"))["last"]
+    )
+    if other is not None and (last is None or other > last):
+        last = other
+    if last is None:
+        return Window(applies=True, is_open=False)
+    closes_at = last + timedelta(hours=hours)
+    return Window(
+        applies=True,
+        is_open=(now or timezone.now()) < closes_at,
+        closes_at=closes_at,
+        last_inbound_at=last,
+    )
+
+
+# --- Creating a message ---------------------------------------------------------------------------
+
+
+@dataclass
+class Draft:
+    """What an agent or integrator wants to send."""
+
+    type: str = MessageType.TEXT.value
+    body: str = ""
+    media_url: str = ""
+    media_filename: str = ""
+    media_mime_type: str = ""
+    caption: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    location_name: str = ""
+    location_address: str = ""
+    contact_cards: list[dict[str, Any]] = field(default_factory=list)
+    buttons: list[dict[str, str]] = field(default_factory=list)
+    template: Template | None = None
+    template_data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def template_render(template: Template, data: Mapping[str, Any]) -> str:
+    """Return the template text with its placeholders filled (what the customer will see)."""
+    text = template.text or "\n\n".join(
+        p for p in (template.header, template.body, template.footer) if p
+    )
+    return _PLACEHOLDER.sub(lambda m: str(data.get(m.group(1), "")), text)
+
+
+def template_missing(template: Template, data: Mapping[str, Any]) -> list[str]:
+    """Return the placeholders a send leaves empty."""
+    names = [p.get("name", "") for p in template.placeholders or []]
+    return [n for n in names if n and str(data.get(n, "")).strip() == ""]
+
+
+def _check(session: Session, draft: Draft) -> None:
+    channel = session.channel
+    if not channel.is_active:
+        raise SendRefused("channel_inactive", f"The channel {channel} is not active.")
+    if session.account.is_active is False:
+        raise SendRefused(
+            "account_inactive", f"The platform account {session.account} is disabled."
+        )
+    try:
+        kind = MessageType(draft.type)
+    except ValueError:
+        raise SendRefused("invalid_type", f"Unknown message type {draft.type!r}.") from None
+    if kind not in SENDABLE_TYPES:
+        raise SendRefused("invalid_type", f"A {kind} message cannot be sent.")
+    if kind is MessageType.TEXT and not draft.body.strip():
+        raise SendRefused("empty", "The message is empty.")
+    if kind is MessageType.TEXT and len(draft.body) > 4096:
+        raise SendRefused("too_long", "A text message can be at most 4096 characters.")
+    if kind in (
+        MessageType.IMAGE,
+        MessageType.VIDEO,
+        MessageType.AUDIO,
+        MessageType.VOICE,
+        MessageType.DOCUMENT,
+    ) and not re.match(r"^https?://", draft.media_url):
+        raise SendRefused("media_url", "A media message needs the public http(s) URL of its file.")
+    if kind is MessageType.LOCATION and (draft.latitude is None or draft.longitude is None):
+        raise SendRefused("location", "A location needs a latitude and a longitude.")
+    if kind is MessageType.CONTACT and not draft.contact_cards:
+        raise SendRefused("contacts", "A contact message needs at least one contact card.")
+    if len(draft.buttons) > 3:
+        raise SendRefused("buttons", "At most 3 buttons can be attached.")
+    if kind is MessageType.TEMPLATE:
+        template = draft.template
+        if template is None:
+            raise SendRefused("template_required", "Choose a template.")
+        if template.account_id != session.account_id or not template.is_active:
+            raise SendRefused(
+                "template_unavailable", f"The template {template} is no longer available."
+            )
+        approval = TemplateApproval.objects.filter(template=template, channel=channel).first()
+        if approval is None or not approval.is_approved:
+            state = approval.status.lower() if approval else "not submitted"
+            raise SendRefused(
+                "template_not_approved", f"The template {template} is {state} on {channel}."
+            )
+        missing = template_missing(template, draft.template_data)
+        if missing:
+            raise SendRefused(
+                "template_data", f"Fill in the template's placeholders: {', '.join(missing)}."
+            )
+        return
+    window = session_window(session)
+    if not window.is_open:
+        raise SendRefused("window_closed", window.reason)
+
+
+def message_send(
+    session: Session,
+    draft: Draft,
+    *,
+    author: Any = None,
+    idempotency_key: str = "",
+    replaces: Message | None = None,
+) -> tuple[Message, bool]:
+    """Queue a message for the customer of `session`; return it and whether it is new.
+
+    The same idempotency key returns the message it first created, however often it is sent.
+    Raises `SendRefused`, before any platform call, when the message cannot go out as asked.
+    """
+    key = idempotency_key.strip()[:100]
+    if key:
+        existing = Message.objects.filter(
+            account_id=session.account_id, idempotency_key=key
+        ).first()
+        if existing is not None:
+            _same_request_or_refuse(existing, session)
+            return existing, False
+    _check(session, draft)
+    now = timezone.now()
+    kind = MessageType(draft.type)
+    body = draft.body
+    if kind is MessageType.TEMPLATE and draft.template is not None:
+        body = template_render(draft.template, draft.template_data)
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                account_id=session.account_id,
+                session=session,
+                direction=Message.Direction.OUTBOUND,
+                type=kind.value,
+                body=body,
+                caption=draft.caption,
+                media_url=draft.media_url,
+                media_filename=draft.media_filename,
+                media_mime_type=draft.media_mime_type,
+                latitude=draft.latitude,
+                longitude=draft.longitude,
+                location_name=draft.location_name,
+                location_address=draft.location_address,
+                attachments=list(draft.contact_cards),
+                buttons=list(draft.buttons),
+                template=draft.template,
+                template_data={k: str(v) for k, v in draft.template_data.items()},
+                status=Message.Status.QUEUED,
+                sent_at=now,
+                author=author if getattr(author, "pk", None) else None,
+                idempotency_key=key,
+                replaces=replaces,
+            )
+            MessageStatusChange.objects.create(
+                message=message, status=Message.Status.QUEUED, occurred_at=now
+            )
+    except IntegrityError:
+        if not key:
+            raise
+        # Another request with the same key won the race: answer with its message.
+        existing = Message.objects.get(account_id=session.account_id, idempotency_key=key)
+        _same_request_or_refuse(existing, session)
+        return existing, False
+    Session.objects.filter(pk=session.pk).update(
+        last_activity_at=Greatest(F("last_activity_at"), now), last_message=message, unread_count=0
+    )
+    transaction.on_commit(lambda: _enqueue_delivery(message.pk))
+    return message, True
+
+
+def _same_request_or_refuse(existing: Message, session: Session) -> None:
+    if existing.session_id != session.pk:
+        raise SendRefused(
+            "idempotency_conflict",
+            "This idempotency key was already used for a message in another session.",
+        )
+
+
+def _enqueue_delivery(message_id: int, countdown: float = 0) -> None:
+    from inbox.tasks import message_deliver
+
+    try:
+        message_deliver.apply_async(args=(message_id,), countdown=countdown, retry=False)
+    except Exception as exc:
+        # The row is stored; the reaper enqueues it once the broker is back.
+        logger.warning("could not enqueue delivery of message %s: %s", message_id, exc)
+
+
+# --- Delivering it -------------------------------------------------------------------------------
+
+
+def _request_for(message: Message) -> OutboundRequest:
+    session = message.session
+    identity = session.identity
+    contact = session.contact
+    kind = MessageType(message.type)
+    media = None
+    if message.media_url:
+        media = Media(
+            link=message.media_url,
+            mime_type=message.media_mime_type,
+            filename=message.media_filename,
+            caption=message.caption,
+        )
+    location = None
+    if kind is MessageType.LOCATION:
+        location = Location(
+            latitude=message.latitude,
+            longitude=message.longitude,
+            name=message.location_name,
+            address=message.location_address,
+        )
+    template = message.template
+    return OutboundRequest(
+        channel_external_id=session.channel.external_id,
+        type=kind,
+        to_contact_id=identity.external_id if identity else "",
+        to_phone=(identity.address if identity and identity.address.isdigit() else "")
+        or (contact.phone if contact.phone.isdigit() else ""),
+        to_name=contact.name,
+        body=message.body,
+        media=media,
+        location=location,
+        contact_cards=tuple(message.attachments or ()) if kind is MessageType.CONTACT else (),
+        buttons=tuple(
+            Button(
+                kind=b.get("type", "QUICK_REPLY"),
+                label=b.get("label", ""),
+                code=b.get("code", ""),
+                url=b.get("url", ""),
+                phone=b.get("phone", ""),
+            )
+            for b in message.buttons or []
+        ),
+        template_code=template.code if template else "",
+        template_id=template.external_id if template else "",
+        template_lang=template.lang if template else "",
+        template_data=dict(message.template_data or {}),
+    )
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter: 2, 4, 8 … s (capped at 5 min), times 0.5-1."""
+    base = min(2.0 * 2 ** max(attempt - 1, 0), 300.0)
+    return round(base * random.uniform(0.5, 1.0), 2)  # noqa: S311 - jitter, not crypto
+
+
+def message_deliver(message_id: int) -> str:
+    """Deliver one queued message to its platform; return what happened.
+
+    Raises `DeliveryDeferred` when the task should run again later (rate limit, transient error).
+    """
+    now = timezone.now()
+    claimed = Message.objects.filter(
+        pk=message_id, direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED
+    ).update(
+        status=Message.Status.SENDING,
+        claimed_at=now,
+        attempts=F("attempts") + 1,
+        next_attempt_at=None,
+    )
+    if not claimed:
+        return "not claimable"
+    message = Message.objects.select_related(
+        "account", "session__channel", "session__identity", "session__contact", "template"
+    ).get(pk=message_id)
+    channel = message.session.channel
+    per_second = (
+        channel.send_rate_limit
+        if channel.send_rate_limit is not None
+        else settings.SEND_RATE_LIMIT_PER_SECOND
+    )
+    wait = ratelimit.acquire(f"channel:{channel.pk}", per_second)
+    if wait > 0:
+        _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
+        raise DeliveryDeferred(wait, "channel rate limit")
+    provider = get_provider(message.account.kind)
+    try:
+        result = provider.send_message(message.account.config(), _request_for(message))
+    except http.AmbiguousError as exc:
+        Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
+            outcome_unknown=True, error_title=f"No answer from the platform: {exc}"
+        )
+        _enqueue_reconcile(message.pk, settings.SEND_RECONCILE_AFTER_SECONDS)
+        return "outcome unknown"
+    except http.TransientError as exc:
+        return _transient(message, exc)
+    except http.AuthError as exc:
+        account_health_record(message.account, error=f"The platform refused our credentials: {exc}")
+        message_fail(
+            message,
+            code=str(exc.status or "auth"),
+            title="The platform refused the account's credentials (HTTP "
+            f"{exc.status}). An admin must fix the API key; then retry.",
+        )
+        return "failed"
+    except http.RejectedError as exc:
+        code, title = _rejection(exc)
+        message_fail(message, code=code, title=title)
+        return "failed"
+    except ValueError as exc:  # the message cannot be expressed for this platform
+        message_fail(message, code="unsupported", title=str(exc))
+        return "failed"
+    _accepted(message, result.external_id)
+    return "sent"
+
+
+def _accepted(message: Message, external_id: str) -> None:
+    now = timezone.now()
+    Message.objects.filter(pk=message.pk).update(
+        accepted_at=now, outcome_unknown=False, error_code="", error_title=""
+    )
+    message_status_advance(message, DeliveryStatus.SENT, at=now)
+    message_external_ids_set(message, external_id=external_id)
+    _healthy(message.account)
+
+
+def _healthy(account: Any) -> None:
+    # One UPDATE a minute at most, not one per message.
+    stale = timezone.now() - timedelta(seconds=60)
+    if account.last_success_at is None or account.last_success_at < stale:
+        account_health_record(account)
+
+
+def _requeue(message: Message, *, at: datetime, undo_attempt: bool = False, note: str = "") -> None:
+    updates: dict[str, Any] = {
+        "status": Message.Status.QUEUED,
+        "claimed_at": None,
+        "next_attempt_at": at,
+    }
+    if undo_attempt:
+        updates["attempts"] = F("attempts") - 1
+    if note:
+        updates["error_title"] = note
+    Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(**updates)
+
+
+def _transient(message: Message, exc: http.HttpError) -> str:
+    if message.attempts >= settings.SEND_MAX_ATTEMPTS:
+        message_fail(
+            message,
+            code=str(exc.status or "unavailable"),
+            title=f"The platform was unavailable for {message.attempts} attempts ({exc}). Retry later.",
+        )
+        return "failed"
+    countdown = backoff_seconds(message.attempts)
+    _requeue(
+        message,
+        at=timezone.now() + timedelta(seconds=countdown),
+        note=f"Attempt {message.attempts} failed ({exc}); retrying.",
+    )
+    raise DeliveryDeferred(countdown, str(exc))
+
+
+def _rejection(exc: http.HttpError) -> tuple[str, str]:
+    from integrations.xms.client import describe_errors
+
+    body = exc.body if isinstance(exc.body, dict) else {}
+    errors = body.get("errors") or []
+    code = ""
+    if errors and isinstance(errors[0], dict):
+        code = str(errors[0].get("code") or "")
+    code = code or str(body.get("statusKey") or exc.status or "rejected")
+    text = describe_errors(body) if body else str(exc)
+    return code[:64], f"The platform refused the message: {text}"
+
+
+def message_fail(message: Message, *, code: str, title: str) -> None:
+    """Mark an outbound message failed with a reason people can act on."""
+    now = timezone.now()
+    Message.objects.filter(pk=message.pk).exclude(
+        status__in=[Message.Status.FAILED, Message.Status.DELETED]
+    ).update(
+        status=Message.Status.FAILED,
+        failed_at=now,
+        error_code=code[:64],
+        error_title=title,
+        outcome_unknown=False,
+        claimed_at=None,
+    )
+    try:
+        with transaction.atomic():
+            MessageStatusChange.objects.create(
+                message=message,
+                status=Message.Status.FAILED,
+                occurred_at=now,
+                error_code=code[:64],
+                error_title=title,
+            )
+    except IntegrityError:
+        MessageStatusChange.objects.filter(message=message, status=Message.Status.FAILED).update(
+            occurred_at=now, error_code=code[:64], error_title=title
+        )
+
+
+# --- The ambiguous case: the platform may have accepted a send it never confirmed ---------------
+
+
+def _enqueue_reconcile(message_id: int, countdown: float) -> None:
+    from inbox.tasks import message_reconcile
+
+    try:
+        message_reconcile.apply_async(args=(message_id,), countdown=countdown, retry=False)
+    except Exception as exc:
+        logger.warning("could not enqueue reconciliation of message %s: %s", message_id, exc)
+
+
+def message_reconcile(message_id: int) -> str:
+    """Find out from the session history whether an unconfirmed send reached the platform.
+
+    Found: adopt the platform's id (receipts that waited for it apply). Not found: the platform
+    did not take it, so it is queued again. History unavailable: try again later, and after the
+    last attempt fail it with a reason that tells the agent to check before re-sending.
+    """
+    message = (
+        Message.objects.select_related("account", "session")
+        .filter(pk=message_id, status=Message.Status.SENDING, outcome_unknown=True)
+        .first()
+    )
+    if message is None:
+        return "nothing to reconcile"
+    session = message.session
+    provider = get_provider(message.account.kind)
+    if not session.external_id:
+        message_fail(message, code="unknown_outcome", title=_UNKNOWN_TITLE)
+        return "failed"
+    try:
+        history = provider.session_history(message.account.config(), session.external_id)
+    except (http.HttpError, NotImplementedError) as exc:
+        if message.attempts >= settings.SEND_MAX_ATTEMPTS or isinstance(exc, NotImplementedError):
+            message_fail(message, code="unknown_outcome", title=_UNKNOWN_TITLE)
+            return "failed"
+        Message.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1)
+        _enqueue_reconcile(message.pk, backoff_seconds(message.attempts))
+        return "retry later"
+    known = set(
+        Message.objects.filter(account_id=message.account_id, session=session)
+        .exclude(external_id="")
+        .values_list("external_id", flat=True)
+    )
+    since = (message.claimed_at or message.created_at) - timedelta(seconds=60)
+    for item in history:
+        if not item.outbound or item.external_id in known:
+            continue
+        if item.sent_at is not None and item.sent_at < since:
+            continue
+        if item.type.lower() != _platform_type(message) or (
+            message.type == MessageType.TEXT and item.body.strip() != message.body.strip()
+        ):
+            continue
+        _accepted(message, item.external_id)
+        if item.external_id_ext:
+            Message.objects.filter(pk=message.pk, external_id_ext="").update(
+                external_id_ext=item.external_id_ext
+            )
+        return "found"
+    _requeue(message, at=timezone.now())
+    Message.objects.filter(pk=message.pk).update(outcome_unknown=False)
+    _enqueue_delivery(message.pk)
+    return "not found; queued again"
+
+
+_UNKNOWN_TITLE = (
+    "The platform did not confirm whether it sent this message, and its history could not be "
+    "checked. Check the conversation before retrying, or the customer may get it twice."
+)
+
+
+def _platform_type(message: Message) -> str:
+    return {"voice": "audio", "contact": "contacts"}.get(message.type, message.type)
+
+
+# --- Recovery ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReapResult:
+    stale_claims: int = 0
+    requeued: int = 0
+    reconciled: int = 0
+
+
+def messages_reap() -> ReapResult:
+    """Recover outbound messages no worker will finish.
+
+    - `sending` for longer than SEND_STALE_SECONDS: the worker died mid-send, which may or may
+      not have reached the platform, so it is reconciled like a timeout.
+    - `queued` and due for over a minute with nothing running it: its task was lost (broker
+      restart, enqueue refused); enqueue it again.
+    """
+    now = timezone.now()
+    result = ReapResult()
+    stale = now - timedelta(seconds=settings.SEND_STALE_SECONDS)
+    for message_id in Message.objects.filter(
+        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING, claimed_at__lt=stale
+    ).values_list("pk", flat=True)[:1000]:
+        Message.objects.filter(pk=message_id).update(outcome_unknown=True, claimed_at=now)
+        _enqueue_reconcile(message_id, 0)
+        result.stale_claims += 1
+    due = now - timedelta(seconds=60)
+    lost = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED, created_at__lt=due
+    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=due))
+    for message_id in lost.values_list("pk", flat=True)[:1000]:
+        Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
+            next_attempt_at=now
+        )
+        _enqueue_delivery(message_id)
+        result.requeued += 1
+    return result
+
+
+# --- Agent actions on failed messages -----------------------------------------------------------
+
+
+def message_retry(message: Message, *, by: Any = None) -> Message:
+    """Send a failed message again (a new set of attempts)."""
+    if message.direction != Message.Direction.OUTBOUND or message.status != Message.Status.FAILED:
+        raise SendRefused("not_failed", "Only a failed outbound message can be retried.")
+    if message.error_code == "470" or (
+        message.type != MessageType.TEMPLATE and not session_window(message.session).is_open
+    ):
+        raise SendRefused(
+            "window_closed",
+            "The customer's 24-hour window is closed; send this as a template instead.",
+        )
+    updated = Message.objects.filter(pk=message.pk, status=Message.Status.FAILED).update(
+        status=Message.Status.QUEUED,
+        attempts=0,
+        error_code="",
+        error_title="",
+        failed_at=None,
+        claimed_at=None,
+        next_attempt_at=None,
+        outcome_unknown=False,
+    )
+    if updated:
+        timeline_add(
+            message.account,
+            session=message.session,
+            kind=TimelineEntry.Kind.EVENT,
+            summary=f"Message #{message.pk} retried" + (f" by {by}" if by else ""),
+            occurred_at=timezone.now(),
+        )
+        transaction.on_commit(lambda: _enqueue_delivery(message.pk))
+    message.refresh_from_db()
+    return message
+
+
+def message_resend_as_template(
+    message: Message,
+    template: Template,
+    data: Mapping[str, Any],
+    *,
+    by: Any = None,
+    idempotency_key: str = "",
+) -> Message:
+    """Send a template in place of a message the 24-hour window refused."""
+    if message.direction != Message.Direction.OUTBOUND or message.status != Message.Status.FAILED:
+        raise SendRefused("not_failed", "Only a failed outbound message can be re-sent.")
+    replacement, _ = message_send(
+        message.session,
+        Draft(type=MessageType.TEMPLATE.value, template=template, template_data=data),
+        author=by,
+        idempotency_key=idempotency_key,
+        replaces=message,
+    )
+    return replacement

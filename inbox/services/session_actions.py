@@ -1,0 +1,264 @@
+"""Route, resolve and close sessions, and set a contact's language, at the platform.
+
+`session_action_request` records what the agent asked for (pending) and enqueues it after
+commit; `session_action_perform`, in a worker, calls the platform and only then changes local
+state and writes the timeline. A failed call leaves the session as it was and says why, on the
+action and on the timeline. Assignment inside Switchboard (`session_assign`) needs no platform
+call.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Team
+from inbox.models import Session, SessionAction, TimelineEntry
+from inbox.services.outbound import SendRefused, backoff_seconds
+from inbox.services.sessions import session_event_apply
+from inbox.services.timeline import timeline_add
+from integrations import http
+from integrations.registry import get_provider
+from integrations.services.accounts import account_health_record
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+
+
+def session_action_request(
+    session: Session, kind: str, params: dict[str, Any] | None = None, *, by: Any = None
+) -> SessionAction:
+    """Record an action for the platform and enqueue it; refuse what cannot work."""
+    params = dict(params or {})
+    if not session.external_id:
+        raise SendRefused("no_platform_session", "This session is not known to the platform.")
+    if kind == SessionAction.Kind.ROUTE:
+        queue = str(params.get("queue") or "").strip()
+        if not queue:
+            raise SendRefused("queue_required", "Choose the queue to route the session to.")
+        skills = params.get("skills") or []
+        if isinstance(skills, str):
+            skills = [s.strip() for s in skills.split(",") if s.strip()]
+        params = {
+            "queue": queue,
+            "agent": str(params.get("agent") or "").strip(),
+            "team": str(params.get("team") or "").strip(),
+            "skills": [str(s) for s in skills],
+            "params": params.get("params") if isinstance(params.get("params"), dict) else {},
+        }
+    elif kind in (SessionAction.Kind.RESOLVE, SessionAction.Kind.CLOSE):
+        if session.status == Session.Status.CLOSED:
+            raise SendRefused("closed", "The session is already closed.")
+        if kind == SessionAction.Kind.RESOLVE and session.status == Session.Status.RESOLVED:
+            raise SendRefused("resolved", "The session is already resolved.")
+        params = {}
+    elif kind == SessionAction.Kind.LANGUAGE:
+        lang = str(params.get("lang") or "").strip()
+        if not lang or len(lang) > 16:
+            raise SendRefused("lang_required", "Give a language as a locale, e.g. en_US.")
+        params = {"lang": lang}
+    else:
+        raise SendRefused("unknown_action", f"Unknown action {kind!r}.")
+    pending = SessionAction.objects.filter(
+        session=session,
+        kind=kind,
+        state__in=[SessionAction.State.PENDING, SessionAction.State.RUNNING],
+    ).first()
+    if pending is not None and pending.params == params:
+        return pending  # a double click asks once
+    action = SessionAction.objects.create(
+        session=session,
+        kind=kind,
+        params=params,
+        requested_by=by if getattr(by, "pk", None) else None,
+    )
+    transaction.on_commit(lambda: _enqueue(action.pk))
+    return action
+
+
+def _enqueue(action_id: int, countdown: float = 0) -> None:
+    from inbox.tasks import session_action_perform
+
+    try:
+        session_action_perform.apply_async(args=(action_id,), countdown=countdown, retry=False)
+    except Exception as exc:
+        logger.warning("could not enqueue session action %s: %s (the reaper will)", action_id, exc)
+
+
+def session_action_perform(action_id: int) -> str:
+    """Carry out one pending action at the platform, then locally."""
+    claimed = SessionAction.objects.filter(pk=action_id, state=SessionAction.State.PENDING).update(
+        state=SessionAction.State.RUNNING, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return "not claimable"
+    action = SessionAction.objects.select_related(
+        "session__account", "session__contact", "requested_by"
+    ).get(pk=action_id)
+    session = action.session
+    account = session.account
+    provider = get_provider(account.kind)
+    config = account.config()
+    try:
+        if action.kind == SessionAction.Kind.ROUTE:
+            events = provider.session_route(
+                config,
+                session.external_id,
+                queue=action.params["queue"],
+                agent=action.params.get("agent", ""),
+                team=action.params.get("team", ""),
+                skills=tuple(action.params.get("skills") or ()),
+                params=action.params.get("params") or {},
+            )
+        elif action.kind == SessionAction.Kind.RESOLVE:
+            events = provider.session_resolve(config, session.external_id)
+        elif action.kind == SessionAction.Kind.CLOSE:
+            events = provider.session_close(config, session.external_id)
+        else:
+            identity = session.identity
+            if identity is None:
+                raise http.RejectedError("the session has no platform contact")
+            provider.contact_set_language(config, identity.external_id, action.params["lang"])
+            events = []
+    except http.TransientError as exc:
+        if action.attempts < MAX_ATTEMPTS:
+            SessionAction.objects.filter(pk=action.pk).update(
+                state=SessionAction.State.PENDING, error=f"Retrying: {exc}"
+            )
+            _enqueue(action.pk, backoff_seconds(action.attempts))
+            return "retry"
+        return _failed(action, f"The platform was unavailable ({exc}).")
+    except http.AuthError as exc:
+        account_health_record(account, error=f"The platform refused our credentials: {exc}")
+        return _failed(
+            action, "The platform refused the account's credentials; an admin must fix them."
+        )
+    except (http.RejectedError, NotImplementedError) as exc:
+        return _failed(action, f"The platform refused: {_reason(exc)}")
+    now = timezone.now()
+    with transaction.atomic():
+        for event in events:
+            session_event_apply(account, event, session=session, at=now)
+        _apply_locally(action, now)
+        SessionAction.objects.filter(pk=action.pk).update(
+            state=SessionAction.State.DONE, error="", finished_at=now
+        )
+    return "done"
+
+
+def _reason(exc: Exception) -> str:
+    from integrations.xms.client import describe_errors
+
+    body = getattr(exc, "body", None)
+    return describe_errors(body) if isinstance(body, dict) else str(exc)
+
+
+def _failed(action: SessionAction, reason: str) -> str:
+    now = timezone.now()
+    SessionAction.objects.filter(pk=action.pk).update(
+        state=SessionAction.State.FAILED, error=reason, finished_at=now
+    )
+    timeline_add(
+        action.session.account,
+        session=action.session,
+        kind=TimelineEntry.Kind.EVENT,
+        summary=f"{action.get_kind_display()} failed: {reason}"[:500],
+        occurred_at=now,
+        data={"action": action.pk, "failed": True},
+        dedupe_key=f"action-failed:{action.pk}",
+    )
+    return "failed"
+
+
+def _apply_locally(action: SessionAction, now: Any) -> None:
+    session = Session.objects.select_for_update().get(pk=action.session_id)
+    by = f" by {action.requested_by}" if action.requested_by else ""
+    if action.kind == SessionAction.Kind.ROUTE:
+        params = action.params
+        session.platform_queue = params["queue"]
+        session.platform_agent = params.get("agent") or session.platform_agent
+        session.save(update_fields=["platform_queue", "platform_agent", "updated_at"])
+        detail = ", ".join(
+            f"{k} {v}"
+            for k, v in (("agent", params.get("agent")), ("team", params.get("team")))
+            if v
+        )
+        skills = f" with skills {', '.join(params['skills'])}" if params.get("skills") else ""
+        summary = f"Routed to queue {params['queue']}{f' ({detail})' if detail else ''}{skills}{by}"
+        kind = TimelineEntry.Kind.ROUTED
+    elif action.kind == SessionAction.Kind.RESOLVE:
+        if session.status != Session.Status.CLOSED:
+            session.status = Session.Status.RESOLVED
+            session.resolved_at = now
+            session.save(update_fields=["status", "resolved_at", "updated_at"])
+        summary, kind = f"Resolved{by}", TimelineEntry.Kind.RESOLVED
+    elif action.kind == SessionAction.Kind.CLOSE:
+        session.status = Session.Status.CLOSED
+        session.closed_at = now
+        session.save(update_fields=["status", "closed_at", "updated_at"])
+        summary, kind = f"Closed{by}", TimelineEntry.Kind.CLOSED
+    else:
+        contact = session.contact
+        contact.language = action.params["lang"]
+        contact.save(update_fields=["language", "updated_at"])
+        summary, kind = f"Language set to {action.params['lang']}{by}", TimelineEntry.Kind.EVENT
+    timeline_add(
+        session.account,
+        session=session,
+        kind=kind,
+        summary=summary,
+        occurred_at=now,
+        data={"action": action.pk, **action.params},
+        dedupe_key=f"action-done:{action.pk}",
+    )
+
+
+def session_actions_reap() -> int:
+    """Enqueue actions left pending or running (a lost task, a killed worker)."""
+    stale = timezone.now() - timedelta(minutes=5)
+    ids = list(
+        SessionAction.objects.filter(
+            state__in=[SessionAction.State.PENDING, SessionAction.State.RUNNING],
+            created_at__lt=stale,
+        ).values_list("pk", flat=True)[:500]
+    )
+    SessionAction.objects.filter(pk__in=ids, state=SessionAction.State.RUNNING).update(
+        state=SessionAction.State.PENDING
+    )
+    for action_id in ids:
+        _enqueue(action_id)
+    return len(ids)
+
+
+def session_assign(
+    session: Session, *, assignee: Any = None, team: Team | None = None, by: Any = None
+) -> Session:
+    """Assign a session to an agent and/or team inside Switchboard (no platform call)."""
+    changed = []
+    if session.assignee_id != (assignee.pk if assignee else None):
+        session.assignee = assignee
+        changed.append("assignee")
+    if team is not None and session.team_id != team.pk:
+        session.team = team
+        changed.append("team")
+    if not changed:
+        return session
+    session.save(update_fields=[*changed, "updated_at"])
+    who = str(assignee) if assignee else "nobody"
+    parts = [f"Assigned to {who}"] if "assignee" in changed else []
+    if "team" in changed and team is not None:
+        parts.append(f"team {team}")
+    timeline_add(
+        session.account,
+        session=session,
+        kind=TimelineEntry.Kind.ASSIGNED,
+        summary=", ".join(parts) + (f" by {by}" if by else ""),
+        occurred_at=timezone.now(),
+        data={"assignee": assignee.pk if assignee else None, "team": team.pk if team else None},
+    )
+    return session

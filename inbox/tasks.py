@@ -1,0 +1,51 @@
+"""Celery tasks of the inbox: thin wrappers that call a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from inbox.services import history, outbound, session_actions
+from integrations.http import HttpError
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, retry_jitter=True, max_retries=5)
+def message_deliver(message_id: int) -> str:
+    """Deliver one queued outbound message (see `outbound.message_deliver`)."""
+    try:
+        return outbound.message_deliver(message_id)
+    except outbound.DeliveryDeferred as deferred:
+        message_deliver.apply_async(args=(message_id,), countdown=deferred.countdown)
+        return f"deferred {deferred.countdown}s: {deferred.reason}"
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)
+def message_reconcile(message_id: int) -> str:
+    """Settle a send the platform never confirmed (see `outbound.message_reconcile`)."""
+    return outbound.message_reconcile(message_id)
+
+
+@shared_task
+def messages_reap() -> dict[str, int]:
+    """Recover outbound messages no worker will finish."""
+    return outbound.messages_reap().__dict__
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)
+def session_action_perform(action_id: int) -> str:
+    """Carry out a route/resolve/close/language action at the platform."""
+    return session_actions.session_action_perform(action_id)
+
+
+@shared_task
+def session_actions_reap() -> int:
+    """Enqueue session actions whose task was lost."""
+    return session_actions.session_actions_reap()
+
+
+@shared_task(
+    autoretry_for=(HttpError, OperationalError), retry_backoff=5, retry_jitter=True, max_retries=4
+)
+def session_history_import(session_id: int) -> int:
+    """Import a session's earlier messages from the platform."""
+    return history.session_history_import(session_id)
