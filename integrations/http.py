@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from django.conf import settings
 
 logger = logging.getLogger("integrations.http")
 
-DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 SECRET_HEADERS = frozenset({"x-api-key", "x-api-id", "authorization", "x-verify-token"})
 
 _session = requests.Session()
@@ -74,9 +74,10 @@ def request(
     headers: Mapping[str, str] | None = None,
     json: Any = None,
     params: Mapping[str, Any] | None = None,
-    timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    timeout: tuple[float, float] | None = None,
 ) -> HttpResponse:
     """Make one HTTP call; return the 2xx response or raise a classified `HttpError`."""
+    timeout = timeout or (settings.PLATFORM_CONNECT_TIMEOUT, settings.PLATFORM_READ_TIMEOUT)
     all_headers = {"Accept": "application/json", **(headers or {})}
     started = time.monotonic()
     try:
