@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib import messages as admin_messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -18,8 +19,10 @@ from inbox.models import (
     MessageReceipt,
     MessageStatusChange,
     Session,
+    SessionAction,
     TimelineEntry,
 )
+from inbox.services.outbound import SendRefused, message_retry
 
 RECENT = 50
 
@@ -204,12 +207,40 @@ class StatusChangeInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "sent_at", "direction", "type", "short_content", "status", "session")
-    list_filter = ("direction", "type", "status", "account")
-    search_fields = ("body", "external_id", "external_id_ext")
+    list_display = (
+        "id",
+        "sent_at",
+        "direction",
+        "type",
+        "short_content",
+        "status",
+        "error_title",
+        "session",
+    )
+    list_filter = ("direction", "type", "status", "outcome_unknown", "account")
+    search_fields = ("body", "external_id", "external_id_ext", "idempotency_key")
     list_select_related = ("session",)
     inlines = [StatusChangeInline]
     show_full_result_count = False
+    actions = ["retry"]
+
+    @admin.action(description="Retry selected failed messages")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        done, refused = 0, []
+        for message in queryset.filter(
+            direction=Message.Direction.OUTBOUND, status=Message.Status.FAILED
+        ):
+            try:
+                message_retry(message, by=request.user)
+                done += 1
+            except SendRefused as exc:
+                refused.append(f"#{message.pk}: {exc.reason}")
+        self.message_user(request, f"Retrying {done} message(s).", admin_messages.SUCCESS)
+        for line in refused[:10]:
+            self.message_user(request, line, admin_messages.WARNING)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
     @admin.display(description="Content")
     def short_content(self, obj: Message) -> str:
@@ -225,3 +256,10 @@ class MessageReceiptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MessageReceipt]:
         return super().get_queryset(request).select_related("message")
+
+
+@admin.register(SessionAction)
+class SessionActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "kind", "session", "state", "error", "requested_by", "attempts")
+    list_filter = ("kind", "state")
+    list_select_related = ("session", "requested_by")

@@ -14,9 +14,18 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from integrations.http import HttpError
-from integrations.models import Channel, ProviderAccount, WebhookEvent, new_verify_token
+from integrations.models import (
+    Channel,
+    ProviderAccount,
+    SyncRun,
+    Template,
+    TemplateApproval,
+    WebhookEvent,
+    new_verify_token,
+)
 from integrations.services.accounts import account_webhook_register
 from integrations.services.channels import channels_sync
+from integrations.services.templates import templates_sync
 from integrations.services.webhooks import webhook_events_replay
 
 
@@ -100,11 +109,12 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "last_error_at",
         "last_error",
         "recent_events",
+        "last_syncs",
         "created_at",
         "updated_at",
     )
     inlines = [ChannelInline]
-    actions = ["register_webhook", "sync_channels", "regenerate_verify_token"]
+    actions = ["register_webhook", "sync_channels", "sync_templates", "regenerate_verify_token"]
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         main = ("kind", "name", "base_url", "api_key", "api_id", "options", "is_active")
@@ -118,7 +128,15 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             ),
             (
                 "Health",
-                {"fields": ("health", "last_success_at", "last_error_at", "last_error")},
+                {
+                    "fields": (
+                        "health",
+                        "last_success_at",
+                        "last_error_at",
+                        "last_error",
+                        "last_syncs",
+                    )
+                },
             ),
             ("Recent callbacks", {"fields": ("recent_events",)}),
             ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
@@ -194,6 +212,33 @@ class ProviderAccountAdmin(admin.ModelAdmin):
                     f"{account}: callbacks now go to {account.webhook_url}",
                     messages.SUCCESS,
                 )
+
+    @admin.display(description="Last syncs")
+    def last_syncs(self, obj: ProviderAccount) -> SafeString:
+        rows = []
+        for kind, label in SyncRun.Kind.choices:
+            run = SyncRun.objects.filter(account=obj, kind=kind).first()
+            if run is None:
+                rows.append((label, "never", "", ""))
+                continue
+            link = reverse("admin:integrations_syncrun_change", args=[run.pk])
+            when = run.started_at.strftime("%Y-%m-%d %H:%M:%S")
+            rows.append((label, when, run.summary(), link))
+        return format_html(
+            "<table><tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                '<tr><th>{}</th><td>{}</td><td><a href="{}">{}</a></td></tr>',
+                ((label, when, link or "#", summary or "—") for label, when, summary, link in rows),
+            ),
+        )
+
+    @admin.action(description="Sync templates from the platform now")
+    def sync_templates(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        for account in queryset:
+            run = templates_sync(account, trigger="admin")
+            level = messages.ERROR if run.state == SyncRun.State.FAILED else messages.SUCCESS
+            self.message_user(request, f"{account}: templates {run.summary()}.", level)
 
     @admin.action(description="Sync channels from the platform")
     def sync_channels(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
@@ -301,3 +346,85 @@ class WebhookEventAdmin(admin.ModelAdmin):
             f" ({skipped} skipped: only failed or ignored events are replayed)" if skipped else ""
         )
         self.message_user(request, f"Replaying {count} event(s){note}.", messages.SUCCESS)
+
+
+class TemplateApprovalInline(admin.TabularInline):
+    model = TemplateApproval
+    extra = 0
+    fields = ("channel", "status", "platform_template_id", "updated_at")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Template)
+class TemplateAdmin(admin.ModelAdmin):
+    list_display = ("code", "lang", "account", "category", "is_active", "approved_on", "synced_at")
+    list_filter = ("is_active", "account", "lang", "category")
+    search_fields = ("code", "name", "title", "text")
+    inlines = [TemplateApprovalInline]
+    list_select_related = ("account",)
+    readonly_fields = (
+        "account",
+        "external_id",
+        "code",
+        "lang",
+        "name",
+        "title",
+        "category",
+        "header",
+        "body",
+        "footer",
+        "text",
+        "buttons",
+        "placeholders",
+        "attachments",
+        "is_active",
+        "first_seen_at",
+        "synced_at",
+        "removed_at",
+        "raw",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Template]:
+        return super().get_queryset(request).prefetch_related("approvals__channel")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Approved on")
+    def approved_on(self, obj: Template) -> str:
+        states = [f"{a.channel}: {a.status.lower()}" for a in obj.approvals.all()]
+        return "; ".join(states) or "—"
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "account", "kind", "state", "progress", "summary", "trigger")
+    list_filter = ("kind", "state", "account")
+    list_select_related = ("account",)
+    readonly_fields = (
+        "account",
+        "kind",
+        "state",
+        "trigger",
+        "started_at",
+        "finished_at",
+        "total",
+        "processed",
+        "created",
+        "updated",
+        "deactivated",
+        "error",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
