@@ -14,10 +14,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     data = response.data
-    codes = getattr(exc, "get_codes", lambda: None)()
     if isinstance(data, dict) and set(data) == {"detail"}:
-        code = codes.get("detail") if isinstance(codes, dict) else codes
-        response.data = {"error": str(code or "error"), "detail": str(data["detail"])}
+        # DRF turns Django's Http404 and PermissionDenied into ErrorDetails with a code.
+        code = getattr(data["detail"], "code", None) or "error"
+        response.data = {"error": str(code), "detail": str(data["detail"])}
     else:
         response.data = {"error": "invalid", "detail": "The request is not valid.", "fields": data}
     return response

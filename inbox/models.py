@@ -239,10 +239,12 @@ class Message(models.Model):
     class Meta:
         ordering = ["sent_at", "id"]
         constraints = [
+            # Inbound and outbound ids are kept apart: a platform could reuse an id across
+            # directions, and a receipt only ever concerns an outbound message.
             models.UniqueConstraint(
-                fields=["account", "external_id"],
+                fields=["account", "direction", "external_id"],
                 condition=~Q(external_id=""),
-                name="message_account_external_id_unique",
+                name="message_account_direction_external_id_unique",
             ),
             models.UniqueConstraint(
                 fields=["account", "idempotency_key"],

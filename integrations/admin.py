@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -21,7 +22,6 @@ from integrations.models import (
     Template,
     TemplateApproval,
     WebhookEvent,
-    new_verify_token,
 )
 from integrations.services.accounts import account_webhook_register
 from integrations.services.channels import channels_sync
@@ -255,12 +255,11 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[ProviderAccount]
     ) -> None:
         for account in queryset:
-            account.verify_token = new_verify_token()
-            account.save(update_fields=["verify_token", "updated_at"])
+            account.rotate_verify_token()
         self.message_user(
             request,
-            f"New verify token for {queryset.count()} account(s). Callbacks with the old token "
-            "now get 401 until the platform is updated.",
+            f"New verify token for {queryset.count()} account(s). Give it to the platform: the "
+            f"old one keeps working for {settings.WEBHOOK_TOKEN_GRACE_HOURS} hours.",
             messages.WARNING,
         )
 

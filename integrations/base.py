@@ -99,6 +99,10 @@ class PayloadError(ProviderError):
     """A platform body does not have the shape the provider expects; retrying will not help."""
 
 
+class ApplyDeferred(ProviderError):
+    """A callback cannot be applied yet (it overtook what it refers to); try again later."""
+
+
 class ProviderNotFound(ProviderError):
     """No provider is registered for this kind."""
 
@@ -251,6 +255,8 @@ class Callback:
     warnings: list[str] = field(default_factory=list)
     # Set when the callback is a contact-profile request the platform expects an answer to.
     wants_contact_reply: bool = False
+    # Who the platform says it is delivering for (XMS `meta`: appId, domain), to check.
+    tenant: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -390,6 +396,9 @@ class Provider(abc.ABC):
     ingest: ClassVar[str] = "webhook"
     # Extra sub-paths under an account's callback URL that the platform may post to.
     callback_subpaths: ClassVar[tuple[str, ...]] = ()
+    # Error codes by which the platform says a free-form message fell outside the window
+    # (only a template can go out): the inbox offers "send as template" instead of "retry".
+    window_error_codes: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def parse_callback(self, body: JSON) -> Callback:

@@ -81,8 +81,15 @@ def request(
     all_headers = {"Accept": "application/json", **(headers or {})}
     started = time.monotonic()
     try:
+        # Never follow redirects: requests would carry x-api-key to wherever they point.
         response = _session.request(
-            method, url, headers=all_headers, json=json, params=params, timeout=timeout
+            method,
+            url,
+            headers=all_headers,
+            json=json,
+            params=params,
+            timeout=timeout,
+            allow_redirects=False,
         )
     except requests.ConnectTimeout as exc:
         raise TransientError(f"{method} {url}: could not connect in time") from exc
@@ -110,6 +117,23 @@ def request(
         redact(all_headers),
     )
     status = response.status_code
+    if isinstance(body, dict):
+        # Quote these to the platform's support (spec §1.5 rule 4).
+        logger.info(
+            "%s %s -> %s traceid=%s messageKey=%s message=%s",
+            method,
+            url,
+            status,
+            body.get("traceid"),
+            body.get("messageKey"),
+            str(body.get("message") or "")[:200],
+        )
+    if 300 <= status < 400:
+        raise RejectedError(
+            f"{method} {url}: HTTP {status} redirect to {response.headers.get('location', '?')} "
+            "(not followed; check the account's base URL)",
+            status=status,
+        )
     if 200 <= status < 300:
         return HttpResponse(status=status, json=body, text=response.text, elapsed_ms=elapsed_ms)
     detail = f"{method} {url}: HTTP {status}"

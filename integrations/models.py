@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from integrations.base import AccountConfig, Medium
 from integrations.fields import EncryptedTextField
@@ -41,6 +43,10 @@ class ProviderAccount(models.Model):
         default=new_verify_token,
         help_text="The platform sends this in `x-verify-token` on every callback.",
     )
+    # After a rotation the old token is still accepted for WEBHOOK_TOKEN_GRACE_HOURS, so
+    # callbacks already on their way are not lost while the platform is updated.
+    previous_verify_token = EncryptedTextField(blank=True, editable=False)
+    verify_token_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     options = models.JSONField(
         default=dict, blank=True, help_text="Platform-specific settings (JSON object)."
     )
@@ -62,6 +68,33 @@ class ProviderAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    def rotate_verify_token(self) -> None:
+        """Give the account a new token, keeping the old one valid for a grace period."""
+        self.previous_verify_token = self.verify_token
+        self.verify_token = new_verify_token()
+        self.verify_token_rotated_at = timezone.now()
+        self.save(
+            update_fields=[
+                "verify_token",
+                "previous_verify_token",
+                "verify_token_rotated_at",
+                "updated_at",
+            ]
+        )
+
+    def accepted_verify_tokens(self) -> list[str]:
+        """Return the tokens a callback may carry now (the current one, and the previous one
+        during its grace period)."""
+        tokens = [self.verify_token or ""]
+        grace = timedelta(hours=settings.WEBHOOK_TOKEN_GRACE_HOURS)
+        if (
+            self.previous_verify_token
+            and self.verify_token_rotated_at is not None
+            and timezone.now() - self.verify_token_rotated_at < grace
+        ):
+            tokens.append(self.previous_verify_token)
+        return tokens
 
     @property
     def is_healthy(self) -> bool:

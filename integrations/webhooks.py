@@ -94,7 +94,12 @@ class CallbackTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 f"The {TOKEN_HEADER} header is missing.", code="missing_token"
             )
-        if not hmac.compare_digest(token.encode(), (account.verify_token or "").encode()):
+        # Every accepted token is compared, in constant time, whatever matches first.
+        matches = [
+            hmac.compare_digest(token.encode(), accepted.encode())
+            for accepted in account.accepted_verify_tokens()
+        ]
+        if not any(matches):
             raise exceptions.AuthenticationFailed(
                 f"The {TOKEN_HEADER} header does not match this account's token.",
                 code="wrong_token",
@@ -113,7 +118,14 @@ def _account_from_url(kind: str, account_id: str) -> ProviderAccount:
         raise exceptions.NotFound("No such webhook.", code="unknown_account") from None
     account = (
         ProviderAccount.objects.filter(pk=key, kind=kind, is_active=True)
-        .only("id", "kind", "verify_token", "is_active")
+        .only(
+            "id",
+            "kind",
+            "verify_token",
+            "previous_verify_token",
+            "verify_token_rotated_at",
+            "is_active",
+        )
         .first()
     )
     if account is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,35 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def load_fixture(provider: str, name: str) -> dict[str, Any]:
     """Return a platform example body from tests/fixtures/<provider>/<name>.json."""
     return json.loads((FIXTURES / provider / f"{name}.json").read_text())
+
+
+_LOCAL_HOSTS = ("localhost", "127.", "::1", "::ffff:127.")
+_real_getaddrinfo = socket.getaddrinfo
+_real_connect = socket.socket.connect
+
+
+def _is_local(host: object) -> bool:
+    return isinstance(host, str) and (host == "" or host.startswith(_LOCAL_HOSTS))
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if host is not None and not _is_local(host):
+        raise OSError(
+            f"tests must not reach the network (looked up {host!r}); stub it with `responses`"
+        )
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if isinstance(address, tuple) and not _is_local(address[0]):
+        raise OSError(f"tests must not reach the network (connected to {address!r})")
+    return _real_connect(self, address)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Only loopback is allowed: PostgreSQL, Redis and the processes the e2e tests start.
+    socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 
 
 def pytest_report_header() -> str:

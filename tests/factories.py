@@ -106,3 +106,42 @@ class OutboundMessageFactory(factory.django.DjangoModelFactory):
     body = "Hello from support"
     status = Message.Status.SENDING
     sent_at = factory.LazyFunction(timezone.now)
+
+
+class InboundMessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Message
+
+    account = factory.SelfAttribute("session.account")
+    session = factory.SubFactory(SessionFactory)
+    direction = Message.Direction.INBOUND
+    type = "text"
+    body = factory.Sequence(lambda n: f"Customer message {n}")
+    status = Message.Status.RECEIVED
+    external_id = factory.Sequence(lambda n: f"inbound-{n}")
+    sent_at = factory.LazyFunction(timezone.now)
+
+
+class TemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.Template"
+
+    account = factory.SubFactory(ProviderAccountFactory)
+    external_id = factory.Sequence(lambda n: f"tmpl-{n:06d}")
+    code = factory.Sequence(lambda n: f"TEMPLATE_{n}")
+    lang = "en_US"
+    text = "Hi {{name}}"
+    placeholders = factory.LazyFunction(
+        lambda: [{"name": "name", "label": "Name", "sample": "Anna", "source": ""}]
+    )
+
+
+class TemplateApprovalFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.TemplateApproval"
+
+    template = factory.SubFactory(TemplateFactory)
+    channel = factory.SubFactory(
+        ChannelFactory, account=factory.SelfAttribute("..template.account")
+    )
+    status = "APPROVED"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from inbox.models import (
     Contact,
@@ -404,9 +405,34 @@ def test_routed_and_assigned_events_sharing_a_placeholder_event_id_both_apply(
     assert {"routed", "assigned"} <= kinds
 
 
-def test_an_event_without_contact_for_an_unknown_session_fails_softly_for_replay(
-    account, post_callback
+def test_an_event_that_overtakes_its_session_is_applied_once_the_session_exists(
+    account, post_callback, settings
 ):
+    from integrations.services.webhooks import webhook_events_sweep
+
+    body = xms("inbound-event-session-routed")
+    del body["events"][0]["contact"]
+    post_callback(account, body)
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.PENDING
+    assert event.error.startswith("Deferred: event SESSION_ROUTED")
+    assert not Session.objects.exists()
+
+    post_callback(account, xms("inbound-message-text"))
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        enqueued_at=timezone.now() - timedelta(seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS + 1)
+    )
+    webhook_events_sweep()
+
+    event.refresh_from_db()
+    assert event.state == WebhookEvent.State.PROCESSED
+    assert Session.objects.get().platform_queue == "external_bot"
+
+
+def test_an_event_whose_session_never_appears_is_given_up_with_the_reason(
+    account, post_callback, settings
+):
+    settings.WEBHOOK_MAX_ATTEMPTS = 1
     body = xms("inbound-event-session-routed")
     del body["events"][0]["contact"]
 
@@ -414,8 +440,7 @@ def test_an_event_without_contact_for_an_unknown_session_fails_softly_for_replay
 
     event = WebhookEvent.objects.get()
     assert event.state == WebhookEvent.State.IGNORED
-    assert "unknown" in event.error
-    assert not Session.objects.exists()
+    assert "not known yet; gave up after 1 attempts" in event.error
 
 
 # --- Actions ------------------------------------------------------------------------------------
@@ -529,16 +554,93 @@ def test_the_same_receipt_twice_is_one_receipt(account, post_callback):
     assert message.status_changes.count() == 1
 
 
-def test_a_receipt_matches_the_channel_message_id_too(account, post_callback):
+def test_a_receipt_matches_the_channel_message_id_too_and_teaches_us_the_service_id(
+    account, post_callback
+):
     message = outbound(account, external_id="gBEGkYiEB1VXAglK1ZEqA1YKPrU")
-    body = xms("inbound-status-delivered")
-    body["statuses"][0].update(id="service-id-1", messageIdExt="gBEGkYiEB1VXAglK1ZEqA1YKPrU")
+    delivered = xms("inbound-status-delivered")
+    delivered["statuses"][0].update(id="service-id-1", messageIdExt="gBEGkYiEB1VXAglK1ZEqA1YKPrU")
+    read = xms("inbound-status-read")
+    read["statuses"][0].update(id="service-id-1", messageIdExt="")
 
-    post_callback(account, body)
+    post_callback(account, delivered)
+    post_callback(account, read)
 
     message.refresh_from_db()
-    assert message.status == Message.Status.DELIVERED
-    assert message.external_id_ext == "gBEGkYiEB1VXAglK1ZEqA1YKPrU"
+    assert message.external_id_ext == "service-id-1"
+    assert message.status == Message.Status.READ
+
+
+def test_a_receipt_that_raced_the_send_answer_is_applied_by_the_reaper(account, post_callback):
+    from inbox.services.outbound import messages_reap
+
+    post_callback(account, xms("inbound-status-read"))
+    message = outbound(account, external_id="1234567")  # stored without applying waiting receipts
+
+    assert messages_reap().orphan_receipts == 1
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.READ
+
+
+def test_a_late_message_of_an_old_session_neither_reopens_it_nor_closes_the_new_one(
+    account, post_callback
+):
+    first = xms("inbound-message-text")
+    first["messages"][0].update(id="old-1", timestamp=1700000000000)
+    second = copy.deepcopy(first)
+    second["messages"][0].update(id="new-1", timestamp=1700000600000)
+    second["messages"][0]["session"]["sessionId"] = "next-session"
+    late = copy.deepcopy(first)
+    late["messages"][0].update(id="old-2", timestamp=1700000300000)
+
+    post_callback(account, first)
+    post_callback(account, second)
+    post_callback(account, late)
+
+    old, new = Session.objects.order_by("opened_at")
+    assert (old.status, new.status) == (Session.Status.CLOSED, Session.Status.OPEN)
+    assert old.unread_count == 1
+    assert Message.objects.get(external_id="old-2").session == old
+
+
+def test_the_first_message_of_an_older_session_arriving_last_leaves_only_the_newest_open(
+    account, post_callback
+):
+    newer = xms("inbound-message-text")
+    newer["messages"][0].update(id="n1", timestamp=1700000600000)
+    newer["messages"][0]["session"]["sessionId"] = "newer"
+    older = xms("inbound-message-text")
+    older["messages"][0].update(id="o1", timestamp=1700000000000)
+    older["messages"][0]["session"]["sessionId"] = "older"
+
+    post_callback(account, newer)
+    post_callback(account, older)
+
+    statuses = dict(Session.objects.values_list("external_id", "status"))
+    assert statuses == {"newer": "open", "older": "closed"}
+
+
+def test_an_older_message_does_not_undo_a_newer_assignment(account, post_callback):
+    newer = xms("inbound-message-text")
+    newer["messages"][0].update(id="n1", timestamp=1700000600000)
+    newer["messages"][0]["session"]["assignedToAgent"] = "agent-B"
+    older = xms("inbound-message-text")
+    older["messages"][0].update(id="o1", timestamp=1700000000000)
+    older["messages"][0]["session"]["assignedToAgent"] = "agent-A"
+
+    post_callback(account, newer)
+    post_callback(account, older)
+
+    assert Session.objects.get().platform_agent == "agent-B"
+
+
+def test_an_inbound_message_with_an_outbound_messages_id_is_still_kept(account, post_callback):
+    outbound(account, external_id="1234567")
+
+    post_callback(account, xms("inbound-message-text"))
+
+    assert Message.objects.filter(external_id="1234567").count() == 2
 
 
 def test_a_receipt_before_its_message_exists_is_applied_when_the_message_appears(

@@ -335,6 +335,7 @@ def test_history_import_adds_what_we_missed_without_duplicates(session, account,
 
 
 def test_a_new_session_schedules_its_history_import(account, post_callback, settings, monkeypatch):
+    settings.IMPORT_SESSION_HISTORY = True
     calls: list[int] = []
     monkeypatch.setattr(
         "inbox.tasks.session_history_import.apply_async",
@@ -344,3 +345,18 @@ def test_a_new_session_schedules_its_history_import(account, post_callback, sett
     post_callback(account, load_fixture("xms", "inbound-message-text"))
 
     assert calls == [Session.objects.get().pk]
+
+
+def test_no_history_import_is_scheduled_when_it_is_turned_off(
+    account, post_callback, settings, monkeypatch
+):
+    settings.IMPORT_SESSION_HISTORY = False
+    calls: list[int] = []
+    monkeypatch.setattr(
+        "inbox.tasks.session_history_import.apply_async",
+        lambda args, **kwargs: calls.append(args[0]),
+    )
+
+    post_callback(account, load_fixture("xms", "inbound-message-text"))
+
+    assert calls == []

@@ -242,3 +242,22 @@ def test_contact_info_for_a_contact_without_business_id_returns_our_own_id(accou
     reply = post_callback(account, body).json()
 
     assert reply["profileId"] == str(Contact.objects.get().uid)
+
+
+def test_after_a_token_rotation_the_old_token_works_for_the_grace_period_only(
+    account, post_callback, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old = account.verify_token
+    account.rotate_verify_token()
+
+    assert post_callback(account, TEXT, token=old).status_code == 200
+    assert post_callback(account, TEXT, token=account.verify_token).status_code == 200
+    account.verify_token_rotated_at = timezone.now() - timedelta(
+        hours=settings.WEBHOOK_TOKEN_GRACE_HOURS + 1
+    )
+    account.save()
+    assert post_callback(account, TEXT, token=old).status_code == 401

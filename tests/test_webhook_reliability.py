@@ -163,15 +163,75 @@ def test_a_fresh_claim_is_not_stolen_by_a_second_task(account):
 def test_a_processing_error_marks_the_event_failed_with_the_reason_and_keeps_the_body(
     account, post_callback
 ):
-    body = dict(TEXT, messages="not-a-list")
+    with mock.patch("inbox.services.inbound.identity_upsert", side_effect=ValueError("no way")):
+        post_callback(account, TEXT)
+
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.FAILED
+    assert "ValueError: no way" in event.error
+    assert json.loads(event.body) == TEXT
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_malformed_item_is_skipped_with_a_warning_and_the_rest_still_lands(
+    account, post_callback
+):
+    body = json.loads(json.dumps(TEXT))
+    body["statuses"] = [{"id": "x", "status": "READ", "errors": ["oops"]}]
+    body["events"] = "not-a-list"
 
     post_callback(account, body)
 
     event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.PROCESSED
+    assert Message.objects.count() == 1
+    assert any("statuses[0]: skipped" in w for w in event.warnings)
+    assert any("events: skipped: should be an array" in w for w in event.warnings)
+
+
+@pytest.mark.django_db
+def test_a_callback_of_nothing_but_malformed_items_is_ignored_with_the_reasons(
+    account, post_callback
+):
+    post_callback(account, {"messages": [{"id": "1", "type": "text", "text": "not an object"}]})
+
+    event = WebhookEvent.objects.get()
+    assert event.state == WebhookEvent.State.IGNORED
+    assert "messages[0]" in event.error
+
+
+@pytest.mark.django_db
+def test_nul_characters_are_stripped_rather_than_failing_on_postgresql(account, post_callback):
+    body = json.loads(json.dumps(TEXT))
+    body["messages"][0]["text"]["body"] = "nul\u0000here".encode().decode("unicode_escape")
+    body["contacts"][0]["profile"]["name"] = "Jo\u0000hn".encode().decode("unicode_escape")
+
+    post_callback(account, body)
+
+    assert WebhookEvent.objects.get().state == WebhookEvent.State.PROCESSED
+    assert Message.objects.get().body == "nulhere"
+    assert Contact.objects.get().identities.get().profile_name == "John"
+
+
+@pytest.mark.django_db
+def test_an_event_whose_body_kills_the_worker_every_time_is_given_up(account, settings):
+    stale = timezone.now() - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS + 5)
+    event = WebhookEvent.objects.create(
+        account=account,
+        received_at=stale,
+        body=json.dumps(TEXT),
+        enqueued_at=stale,
+        state=WebhookEvent.State.PROCESSING,
+        claimed_at=stale,
+        attempts=settings.WEBHOOK_MAX_ATTEMPTS,
+    )
+
+    assert webhook_event_process(event.pk) is None
+
+    event.refresh_from_db()
     assert event.state == WebhookEvent.State.FAILED
-    assert "messages should be an array" in event.error
-    assert json.loads(event.body) == body
-    assert not Message.objects.exists()
+    assert "gave up" in event.error
 
 
 @pytest.mark.django_db
@@ -361,7 +421,17 @@ def test_a_callback_is_enqueued_only_after_its_row_is_committed(account):
     seen: list[bool] = []
 
     def check(*args: object, **kwargs: object) -> None:
-        seen.append(WebhookEvent.objects.filter(pk=kwargs["args"][0]).exists())  # type: ignore[index]
+        event_id = kwargs["args"][0]  # type: ignore[index]
+
+        def look() -> None:
+            try:
+                seen.append(WebhookEvent.objects.filter(pk=event_id).exists())
+            finally:
+                connections.close_all()
+
+        other = threading.Thread(target=look)
+        other.start()
+        other.join()
 
     with (
         mock.patch("integrations.tasks.webhook_event_process.apply_async", side_effect=check),
@@ -369,4 +439,39 @@ def test_a_callback_is_enqueued_only_after_its_row_is_committed(account):
     ):
         webhooks.webhook_event_receive(account, body=json.dumps(TEXT), headers={})
         assert seen == []
+    # Checked from the enqueue callback on a connection of its own: the row was committed.
     assert seen == [True]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_messages_without_a_session_id_share_one_session(account):
+    bodies = []
+    for i in range(6):
+        body = json.loads(json.dumps(TEXT))
+        body["messages"][0]["id"] = f"no-session-{i}"
+        del body["messages"][0]["session"]
+        bodies.append(body)
+
+    assert _post_concurrently(account, bodies) == [200] * 6
+
+    assert Message.objects.count() == 6
+    assert Session.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_new_sessions_for_one_customer_leave_only_the_newest_open(account):
+    bodies = []
+    for i in range(5):
+        body = json.loads(json.dumps(TEXT))
+        body["messages"][0].update(id=f"m{i}", timestamp=1700000000000 + i * 60_000)
+        body["messages"][0]["session"]["sessionId"] = f"session-{i}"
+        bodies.append(body)
+
+    assert _post_concurrently(account, bodies) == [200] * 5
+
+    open_sessions = list(
+        Session.objects.exclude(status=Session.Status.CLOSED).values_list("external_id", flat=True)
+    )
+    assert open_sessions == ["session-4"]

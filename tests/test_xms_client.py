@@ -38,12 +38,15 @@ def test_registering_the_webhook_posts_our_callback_url_with_both_api_headers(ac
         ],
     )
 
+    body["data"].update(id="61ec7d9c2ce85742b201c5ab", webhook=account.webhook_url)
+    responses.replace(responses.POST, f"{BASE}/config/webhook", json=body)
+
     answer = account_webhook_register(account)
 
-    assert answer["webhook"] == "string"
+    assert answer["webhook"] == account.webhook_url
     account.refresh_from_db()
     assert account.last_success_at is not None
-    assert account.options["app_id"] == "string"
+    assert account.options["app_id"] == "61ec7d9c2ce85742b201c5ab"
     sent = json.loads(responses.calls[0].request.body)
     assert sent == {"url": account.webhook_url}
 
@@ -160,3 +163,15 @@ def test_secret_headers_are_redacted_for_logs():
         "X-Api-Id": "***",
         "Accept": "a",
     }
+
+
+@responses.activate
+def test_a_redirect_is_not_followed_so_the_api_key_never_leaves_for_another_host(account):
+    responses.get(
+        f"{BASE}/config/channels", status=302, headers={"location": "https://evil.example/"}
+    )
+
+    with pytest.raises(http.RejectedError, match="redirect"):
+        XmsClient(account.config()).list_channels()
+
+    assert len(responses.calls) == 1

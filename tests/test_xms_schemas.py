@@ -133,9 +133,20 @@ def test_an_event_with_an_unknown_code_is_dispatched_on_its_sub_object():
     assert event.kind is SessionEventKind.ASSIGNED
 
 
-def test_a_non_array_where_an_array_belongs_is_a_payload_error():
-    with pytest.raises(PayloadError, match="statuses should be an array"):
-        schemas.parse_callback({"statuses": {"id": 1}})
+def test_a_non_array_where_an_array_belongs_is_skipped_with_a_warning():
+    callback = schemas.parse_callback({"statuses": {"id": 1}})
+
+    assert callback.is_empty()
+    assert callback.warnings == ["statuses: skipped: should be an array, got dict"]
+
+
+@pytest.mark.parametrize("code", ["SESSION_CLOSE_WARNING", "ROUTER_HEARTBEAT", "UNASSIGNED_COUNT"])
+def test_an_unknown_event_code_is_never_classified_by_its_wording(code):
+    body = load_fixture("xms", "inbound-event-session-routed")
+    body["events"][0]["eventCode"] = code
+    del body["events"][0]["sessionRouted"]
+
+    assert schemas.parse_callback(body).events[0].kind is SessionEventKind.OTHER
 
 
 def test_the_contact_reply_uses_mobile_and_omits_what_we_do_not_know():

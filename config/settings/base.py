@@ -67,6 +67,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "integrations",
     "inbox",
@@ -210,8 +214,15 @@ CELERY_BEAT_SCHEDULE = {
 
 # Webhooks.
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)
-# A pending event whose task has not run this long is enqueued again by the sweep.
-WEBHOOK_REENQUEUE_AFTER_SECONDS = env_int("WEBHOOK_REENQUEUE_AFTER_SECONDS", 120)
+# After a verify token is regenerated, the old one is still accepted this long.
+WEBHOOK_TOKEN_GRACE_HOURS = env_float("WEBHOOK_TOKEN_GRACE_HOURS", 24.0)
+# A pending event whose task has not run this long is enqueued again by the sweep (its task
+# was lost, e.g. with a broker restart). Events the broker refused are enqueued at once.
+WEBHOOK_REENQUEUE_AFTER_SECONDS = env_int("WEBHOOK_REENQUEUE_AFTER_SECONDS", 900)
+# A callback that overtook what it refers to (an event before its session) is retried after
+# this long, up to WEBHOOK_MAX_ATTEMPTS times in all.
+WEBHOOK_DEFER_SECONDS = env_int("WEBHOOK_DEFER_SECONDS", 30)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10)
 # A claimed event whose worker died is reclaimed after this long.
 WEBHOOK_STALE_CLAIM_SECONDS = env_int("WEBHOOK_STALE_CLAIM_SECONDS", 300)
 
@@ -223,8 +234,12 @@ MESSAGING_WINDOW_HOURS: dict[str, float] = json.loads(
 )
 # Per-channel send rate, shared by all workers through Redis when REDIS_URL is set (0: no limit).
 SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
-# How often a send is attempted before the message is marked failed.
+# How often a send is attempted before the message is marked failed, and the first backoff.
 SEND_MAX_ATTEMPTS = env_int("SEND_MAX_ATTEMPTS", 6)
+SEND_BACKOFF_BASE_SECONDS = env_float("SEND_BACKOFF_BASE_SECONDS", 2.0)
+# Seconds to connect to a platform and to wait for its answer.
+PLATFORM_CONNECT_TIMEOUT = env_float("PLATFORM_CONNECT_TIMEOUT", 5.0)
+PLATFORM_READ_TIMEOUT = env_float("PLATFORM_READ_TIMEOUT", 30.0)
 # A send claimed this long ago with no outcome is treated as cut short (worker killed).
 SEND_STALE_SECONDS = env_int("SEND_STALE_SECONDS", 120)
 # When the platform did not answer a send, wait this long before asking its session history.
@@ -235,13 +250,46 @@ TEMPLATE_SYNC_INTERVAL_SECONDS = env_int("TEMPLATE_SYNC_INTERVAL_SECONDS", 15 * 
 CHANNEL_SYNC_INTERVAL_SECONDS = env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)
 
 REST_FRAMEWORK = {
+    # Token first: an integrator without credentials gets 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Switchboard API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "The integrator API of Switchboard: read sessions and messages, send messages "
+        "(idempotent with an `Idempotency-Key` header), assign, route, resolve and close "
+        "sessions. Authenticate with `Authorization: Token <key>`. Errors are JSON: "
+        '`{"error": <code>, "detail": <text>}`.'
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["inbox.api.schema.api_endpoints_only"],
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "inbox.models.Session.Status",
+        "MessageStatusEnum": "inbox.models.Message.Status",
+        "MessageTypeEnum": "inbox.api.schema.message_type_choices",
+        "SessionActionStateEnum": "inbox.models.SessionAction.State",
+        "SendableTypeEnum": "inbox.api.schema.SENDABLE_TYPE_CHOICES",
+        "ButtonTypeEnum": "inbox.api.schema.BUTTON_TYPE_CHOICES",
+    },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)

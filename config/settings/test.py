@@ -14,6 +14,8 @@ os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "kEL0sDxGSVDjRZ2zGhGYyOp-X9ncxX9B
 from config.settings.base import *  # noqa: F403
 from config.settings.base import DATABASES
 
+# Tests that want the history import turn it on; the rest must not call a platform.
+IMPORT_SESSION_HISTORY = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

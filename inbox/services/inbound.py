@@ -19,11 +19,13 @@ from inbox.services.messages import receipt_record
 from inbox.services.sessions import (
     session_event_apply,
     session_for_inbound,
+    session_has_newer,
     session_latest_for_contact,
 )
 from inbox.services.timeline import timeline_add
 from integrations.base import (
     Action,
+    ApplyDeferred,
     Callback,
     ContactProfile,
     InboundMessage,
@@ -131,7 +133,9 @@ def _message_apply(
     fallback: Channel | None,
 ) -> tuple[Message, bool]:
     existing = (
-        Message.objects.filter(account=account, external_id=message.external_id)
+        Message.objects.filter(
+            account=account, direction=Message.Direction.INBOUND, external_id=message.external_id
+        )
         .select_related("session")
         .first()
     )
@@ -157,10 +161,10 @@ def _message_apply(
     with transaction.atomic():
         row, created = Message.objects.get_or_create(
             account=account,
+            direction=Message.Direction.INBOUND,
             external_id=message.external_id,
             defaults={
                 "session": session,
-                "direction": Message.Direction.INBOUND,
                 "type": message.type.value,
                 "raw_type": message.raw_type[:40],
                 "body": message.body,
@@ -203,19 +207,23 @@ def _session_note_inbound(session: Session, message: Message, *, at: datetime) -
     """Bump the session for a new customer message: activity, window, unread, reopen."""
     locked = Session.objects.select_for_update().get(pk=session.pk)
     is_customer_message = message.type != MessageType.SYSTEM
+    # A resolved session continues when the customer writes (§6.6); a closed one only if no
+    # later session replaced it (a late message of an old session stays there, closed).
+    reopened = is_customer_message and (
+        locked.status == Session.Status.RESOLVED
+        or (locked.status == Session.Status.CLOSED and not session_has_newer(locked))
+    )
+    stays_closed = locked.status == Session.Status.CLOSED and not reopened
     updates: dict[str, object] = {
         "last_activity_at": Greatest(F("last_activity_at"), at),
     }
     if is_customer_message:
-        updates["unread_count"] = F("unread_count") + 1
+        if not stays_closed:
+            updates["unread_count"] = F("unread_count") + 1
         if locked.last_inbound_at is None or locked.last_inbound_at < at:
             updates["last_inbound_at"] = at
     if locked.last_message_id is None or locked.last_activity_at <= at:
         updates["last_message"] = message
-    reopened = is_customer_message and locked.status in (
-        Session.Status.RESOLVED,
-        Session.Status.CLOSED,
-    )
     if reopened:
         updates["status"] = Session.Status.OPEN
     Session.objects.filter(pk=locked.pk).update(**updates)
@@ -236,11 +244,11 @@ def _event_apply(
     session = Session.objects.filter(account=account, external_id=event.session_external_id).first()
     if session is None:
         if event.contact is None:
-            result.warnings.append(
-                f"event {event.code or event.kind}: session {event.session_external_id} is "
-                "unknown and the event names no contact; replay it once the session exists"
+            # It may have overtaken the message that opens the session (§4.0): try later.
+            raise ApplyDeferred(
+                f"event {event.code or event.kind.value} is for session "
+                f"{event.session_external_id}, which is not known yet"
             )
-            return False
         channel = channel_resolve(account, lane=event.contact.lane, medium=event.contact.medium)
         identity = identity_upsert(account, event.contact, channel=channel)
         session = session_for_inbound(

@@ -7,7 +7,7 @@ Moves are conditional UPDATEs, so two workers applying receipts at once cannot r
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -130,12 +130,21 @@ def receipt_apply(receipt: MessageReceipt, message: Message) -> None:
         error_code=receipt.error_code,
         error_title=receipt.error_title,
     )
-    if receipt.external_id_ext and not message.external_id_ext:
-        Message.objects.filter(pk=message.pk, external_id_ext="").update(
-            external_id_ext=receipt.external_id_ext
-        )
-        message.external_id_ext = receipt.external_id_ext
     MessageReceipt.objects.filter(pk=receipt.pk).update(message=message, applied_at=timezone.now())
+    # §5.12: remember the receipt's other id (whichever is not the one we already have), so
+    # later receipts and history that carry only that one match too.
+    other = next(
+        (
+            i
+            for i in (receipt.external_id, receipt.external_id_ext)
+            if i and i != message.external_id
+        ),
+        "",
+    )
+    if other and not message.external_id_ext:
+        Message.objects.filter(pk=message.pk, external_id_ext="").update(external_id_ext=other)
+        message.external_id_ext = other
+        message_receipts_apply_pending(message)
 
 
 def message_receipts_apply_pending(message: Message) -> int:
@@ -165,3 +174,21 @@ def message_external_ids_set(
     message.external_id_ext = external_id_ext or message.external_id_ext
     message.save(update_fields=["external_id", "external_id_ext"])
     return message_receipts_apply_pending(message)
+
+
+def receipts_apply_orphans(*, max_age: timedelta = timedelta(hours=1), limit: int = 1000) -> int:
+    """Apply receipts that found no message because they raced the send's answer (§4.12)."""
+    since = timezone.now() - max_age
+    applied = 0
+    orphans = (
+        MessageReceipt.objects.select_related("account")
+        .filter(message__isnull=True, created_at__gte=since)
+        .order_by("occurred_at", "id")[:limit]
+    )
+    for receipt in orphans:
+        account = receipt.account
+        message = _outbound_message_for(account, receipt.external_id, receipt.external_id_ext)
+        if message is not None:
+            receipt_apply(receipt, message)
+            applied += 1
+    return applied

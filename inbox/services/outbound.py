@@ -37,7 +37,11 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
-from inbox.services.messages import message_external_ids_set, message_status_advance
+from inbox.services.messages import (
+    message_external_ids_set,
+    message_status_advance,
+    receipts_apply_orphans,
+)
 from inbox.services.timeline import timeline_add
 from integrations import http, ratelimit
 from integrations.base import (
@@ -124,10 +128,27 @@ def window_hours(medium: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def window_at(
+    medium: str, last_inbound_at: datetime | None, *, now: datetime | None = None
+) -> Window:
+    """Return the window a customer's last message on a channel of this medium leaves open."""
+    hours = window_hours(medium)
+    if hours is None:
+        return Window(applies=False, is_open=True)
+    if last_inbound_at is None:
+        return Window(applies=True, is_open=False)
+    closes_at = last_inbound_at + timedelta(hours=hours)
+    return Window(
+        applies=True,
+        is_open=(now or timezone.now()) < closes_at,
+        closes_at=closes_at,
+        last_inbound_at=last_inbound_at,
+    )
+
+
 def session_window(session: Session, *, now: datetime | None = None) -> Window:
     """Return the window of the session's contact on its channel (across its sessions)."""
-    hours = window_hours(session.channel.medium)
-    if hours is None:
+    if window_hours(session.channel.medium) is None:
         return Window(applies=False, is_open=True)
     last = session.last_inbound_at
     other = (
@@ -137,15 +158,7 @@ def session_window(session: Session, *, now: datetime | None = None) -> Window:
     )
     if other is not None and (last is None or other > last):
         last = other
-    if last is None:
-        return Window(applies=True, is_open=False)
-    closes_at = last + timedelta(hours=hours)
-    return Window(
-        applies=True,
-        is_open=(now or timezone.now()) < closes_at,
-        closes_at=closes_at,
-        last_inbound_at=last,
-    )
+    return window_at(session.channel.medium, last, now=now)
 
 
 # --- Creating a message ---------------------------------------------------------------------------
@@ -621,7 +634,7 @@ def _platform_type(message: Message) -> str:
 class ReapResult:
     stale_claims: int = 0
     requeued: int = 0
-    reconciled: int = 0
+    orphan_receipts: int = 0
 
 
 def messages_reap() -> ReapResult:
@@ -631,6 +644,7 @@ def messages_reap() -> ReapResult:
       not have reached the platform, so it is reconciled like a timeout.
     - `queued` and due for over a minute with nothing running it: its task was lost (broker
       restart, enqueue refused); enqueue it again.
+    - receipts that arrived while their send's answer was still being stored.
     """
     now = timezone.now()
     result = ReapResult()
@@ -651,6 +665,7 @@ def messages_reap() -> ReapResult:
         )
         _enqueue_delivery(message_id)
         result.requeued += 1
+    result.orphan_receipts = receipts_apply_orphans()
     return result
 
 
@@ -661,8 +676,9 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
     """Send a failed message again (a new set of attempts)."""
     if message.direction != Message.Direction.OUTBOUND or message.status != Message.Status.FAILED:
         raise SendRefused("not_failed", "Only a failed outbound message can be retried.")
-    if message.error_code == "470" or (
-        message.type != MessageType.TEMPLATE and not session_window(message.session).is_open
+    refused_for_window = message.error_code in get_provider(message.account.kind).window_error_codes
+    if message.type != MessageType.TEMPLATE and (
+        refused_for_window or not session_window(message.session).is_open
     ):
         raise SendRefused(
             "window_closed",

@@ -29,8 +29,11 @@ def session_for_inbound(
     """Return the session an inbound message belongs to, opening it if it is new.
 
     A new platform session id for a contact on a channel proves the previous session there
-    ended (spec §4.16), so older open sessions of that pair are closed.
+    ended (spec §4.16), so older open sessions of that pair are closed, and a late message of
+    an older session never reopens it. The identity row is locked for the transaction, so two
+    callbacks for one customer on one channel settle their sessions one after the other.
     """
+    ContactIdentity.objects.select_for_update().filter(pk=identity.pk).values_list("pk").first()
     if ref is None:
         session = (
             Session.objects.filter(channel=channel, contact=identity.contact)
@@ -91,7 +94,7 @@ def _session_open(
             occurred_at=at,
             dedupe_key=f"opened:{session.pk}",
         )
-        _close_superseded(session, at=at)
+        _settle_supersession(session, at=at)
     return session
 
 
@@ -104,26 +107,55 @@ def _history_import_later(session_id: int) -> None:
         logger.warning("could not enqueue the history import of session %s: %s", session_id, exc)
 
 
-def _close_superseded(session: Session, *, at: datetime) -> None:
-    older = (
-        Session.objects.filter(channel=session.channel_id, contact=session.contact_id)
+def session_has_newer(session: Session) -> bool:
+    """Say whether the same customer has a later session on the same channel."""
+    return (
+        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
         .exclude(pk=session.pk)
-        .exclude(status=Session.Status.CLOSED)
-        .filter(opened_at__lte=at)
+        .filter(opened_at__gt=session.opened_at)
+        .exists()
     )
-    for old in older.select_for_update():
-        Session.objects.filter(pk=old.pk).update(status=Session.Status.CLOSED, closed_at=at)
-        timeline_add(
-            session.account,
-            session=old,
-            kind=TimelineEntry.Kind.CLOSED,
-            summary=f"Closed: the customer's next message started session {session.external_id}",
-            occurred_at=at,
-            dedupe_key=f"superseded:{old.pk}",
-        )
+
+
+def _settle_supersession(session: Session, *, at: datetime) -> None:
+    """Close whichever sessions of this customer on this channel a newer one replaced."""
+    pair = Session.objects.filter(channel=session.channel_id, contact=session.contact_id).exclude(
+        pk=session.pk
+    )
+    newer = pair.filter(opened_at__gt=at).order_by("opened_at").first()
+    if newer is not None:
+        # This session's first message arrived after a later session had started: it is
+        # already over.
+        _close_as_superseded(session, by=newer, at=at)
+        return
+    for old in (
+        pair.exclude(status=Session.Status.CLOSED).filter(opened_at__lte=at).select_for_update()
+    ):
+        _close_as_superseded(old, by=session, at=at)
+
+
+def _close_as_superseded(old: Session, *, by: Session, at: datetime) -> None:
+    Session.objects.filter(pk=old.pk).update(status=Session.Status.CLOSED, closed_at=at)
+    old.status = Session.Status.CLOSED
+    timeline_add(
+        old.account,
+        session=old,
+        kind=TimelineEntry.Kind.CLOSED,
+        summary=f"Closed: the customer's messages continue in session {by.external_id or by.pk}",
+        occurred_at=at,
+        dedupe_key=f"superseded:{old.pk}",
+    )
 
 
 def _session_follow_ref(session: Session, ref: SessionRef, *, at: datetime, source: str) -> None:
+    # Only the newest customer message speaks for the session's current routing: a late,
+    # older message must not undo what newer messages or events set.
+    locked = Session.objects.select_for_update().get(pk=session.pk)
+    if locked.last_inbound_at is not None and at < locked.last_inbound_at:
+        return
+    session.routing_id = locked.routing_id
+    session.platform_agent = locked.platform_agent
+    session.platform_dept = locked.platform_dept
     changed: list[str] = []
     if ref.routing_id and ref.routing_id != session.routing_id:
         session.routing_id = ref.routing_id
@@ -188,17 +220,19 @@ def session_event_apply(
     session = Session.objects.select_for_update().get(pk=session.pk)
     changed: set[str] = set()
 
-    def put(field: str, value: str) -> None:
-        if value and getattr(session, field) != value:
+    def put(field: str, value: str, *, empty_means_none: bool = False) -> None:
+        if (value or empty_means_none) and getattr(session, field) != value:
             setattr(session, field, value)
             changed.add(field)
 
     snapshot = event.snapshot
     if snapshot is not None:
-        put("platform_agent", snapshot.agent)
-        put("platform_dept", snapshot.dept)
+        # The snapshot is the session's state after the event (§4.15): an empty owner means
+        # nobody owns it now.
+        put("platform_agent", snapshot.agent, empty_means_none=True)
+        put("platform_dept", snapshot.dept, empty_means_none=True)
         put("platform_queue", snapshot.queue)
-        put("platform_bot", snapshot.bot)
+        put("platform_bot", snapshot.bot, empty_means_none=True)
         put("platform_mode", snapshot.mode)
         put("routing_id", snapshot.routing_id)
         put("ticket_hash", snapshot.ticket_hash)

@@ -21,9 +21,10 @@ from django.db import OperationalError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from integrations.base import JSON, PayloadError
+from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.registry import get_provider
+from integrations.xms.schemas import without_nul
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,17 @@ def webhook_events_enqueue(event_ids: Iterable[int]) -> int:
 
 def _claim(event_id: int, now: datetime) -> bool:
     stale = now - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS)
+    # A body that kills its worker every time is given up instead of looping forever.
+    WebhookEvent.objects.filter(
+        pk=event_id,
+        state=WebhookEvent.State.PROCESSING,
+        claimed_at__lt=stale,
+        attempts__gte=settings.WEBHOOK_MAX_ATTEMPTS,
+    ).update(
+        state=WebhookEvent.State.FAILED,
+        error="Processing never finished (the worker died each time); gave up. Replay to retry.",
+        processed_at=now,
+    )
     claimed = (
         WebhookEvent.objects.filter(pk=event_id)
         .filter(
@@ -109,25 +121,35 @@ def webhook_event_process(event_id: int) -> str | None:
     """Apply one stored callback to the inbox, exactly once; return the resulting state.
 
     Returns None when the event was not claimable (already processed, or being processed).
-    A database outage puts the event back to pending and re-raises so the task retries; any
-    other error marks it failed with the reason, keeping the raw body for a replay.
+    A database outage puts the event back to pending and re-raises so the task retries; a
+    callback that overtook what it refers to is deferred (pending, retried by the sweep);
+    any other error marks it failed with the reason, keeping the raw body for a replay. After
+    WEBHOOK_MAX_ATTEMPTS claims an event is given up, so one poisonous body cannot loop.
     """
     from inbox.services.inbound import callback_apply
 
     now = timezone.now()
     if not _claim(event_id, now):
         return None
-    event = WebhookEvent.objects.select_related("account").get(pk=event_id)
-    provider = get_provider(event.account.kind)
     try:
+        event = (
+            WebhookEvent.objects.select_related("account")
+            .defer("account__api_key", "account__api_id", "account__verify_token")
+            .get(pk=event_id)
+        )
+        provider = get_provider(event.account.kind)
         with transaction.atomic():
             try:
-                body = json.loads(event.body)
+                body = without_nul(json.loads(event.body))
             except ValueError as exc:
                 raise PayloadError(f"stored body is not valid JSON: {exc}") from exc
             callback = provider.parse_callback(body)
             result = callback_apply(event.account, callback, received_at=event.received_at)
-            warnings = [*callback.warnings, *result.warnings]
+            warnings = [
+                *callback.warnings,
+                *_tenant_warnings(event.account, callback),
+                *result.warnings,
+            ]
             state = WebhookEvent.State.PROCESSED if result.applied else WebhookEvent.State.IGNORED
             WebhookEvent.objects.filter(pk=event_id).update(
                 state=state,
@@ -139,6 +161,8 @@ def webhook_event_process(event_id: int) -> str | None:
     except OperationalError:
         WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
         raise
+    except ApplyDeferred as exc:
+        return _defer(event_id, str(exc))
     except Exception as exc:
         logger.exception("webhook event %s failed", event_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -149,6 +173,36 @@ def webhook_event_process(event_id: int) -> str | None:
         )
         return WebhookEvent.State.FAILED
     return state
+
+
+def _tenant_warnings(account: ProviderAccount, callback: Callback) -> list[str]:
+    """Warn when a callback says it is for another app or domain (XMS `meta`, spec §1.3)."""
+    options = account.options or {}
+    warnings = []
+    for key, option in (("appId", "app_id"), ("domain", "domain")):
+        expected, given = str(options.get(option) or ""), callback.tenant.get(key, "")
+        if expected and given and expected != given:
+            warnings.append(f"meta.{key} is {given!r}, but this account expects {expected!r}")
+    return warnings
+
+
+def _defer(event_id: int, reason: str) -> str:
+    event = WebhookEvent.objects.only("attempts").get(pk=event_id)
+    if event.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        WebhookEvent.objects.filter(pk=event_id).update(
+            state=WebhookEvent.State.IGNORED,
+            error=f"{reason}; gave up after {event.attempts} attempts (replay it once it can apply)",
+            processed_at=timezone.now(),
+        )
+        return WebhookEvent.State.IGNORED
+    # Pending again; the sweep picks it up after WEBHOOK_DEFER_SECONDS.
+    retry_at = timezone.now() - timedelta(
+        seconds=settings.WEBHOOK_REENQUEUE_AFTER_SECONDS - settings.WEBHOOK_DEFER_SECONDS
+    )
+    WebhookEvent.objects.filter(pk=event_id).update(
+        state=WebhookEvent.State.PENDING, enqueued_at=retry_at, error=f"Deferred: {reason}"
+    )
+    return WebhookEvent.State.PENDING
 
 
 def webhook_events_sweep(*, limit: int = 5000) -> int:

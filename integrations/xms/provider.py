@@ -30,6 +30,8 @@ class XmsProvider(Provider):
     ingest = "webhook"
     # §4.0: the platform may post to the registered URL as-is or with these paths appended.
     callback_subpaths = ("api/v1/message/receive", "api/v1/contact/info", "api/v1/action/event")
+    # WhatsApp's 470, passed through in FAILD receipts (spec §4.12).
+    window_error_codes = frozenset({"470"})
 
     def parse_callback(self, body: JSON) -> Callback:
         """Dispatch on the body's shape (§4.0)."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from integrations.base import (
     JSON,
@@ -94,8 +94,19 @@ def as_str(value: Any, where: str = "") -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) >= 1e6 else repr(value)
     if isinstance(value, str):
-        return value.strip()
+        return value.replace("\x00", "").strip()
     raise PayloadError(f"{where or 'field'} should be a string, got {type(value).__name__}")
+
+
+def without_nul(value: Any) -> Any:
+    """Return a JSON value with NUL characters removed (PostgreSQL text cannot hold them)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
 
 
 def as_dict(value: Any, where: str) -> JSON:
@@ -350,17 +361,21 @@ def parse_receipt(item: Any, where: str, warnings: list[str]) -> Receipt | None:
 # --- Session events (§4.15-4.16) ----------------------------------------------------------------
 
 
+# SESSION_ROUTED is documented; the others are our reading of the sub-object names (§4.15-4.16).
+KNOWN_EVENT_CODES: dict[str, SessionEventKind] = {
+    "SESSION_ROUTED": SessionEventKind.ROUTED,
+    "SESSION_ASSIGNED": SessionEventKind.ASSIGNED,
+    "SESSION_RESOLVED": SessionEventKind.RESOLVED,
+    "SESSION_CLOSED": SessionEventKind.CLOSED,
+}
+
+
 def _event_kind(code: str, data: JSON, snapshot: SessionSnapshot | None) -> SessionEventKind:
-    upper = code.upper()
-    if upper == "SESSION_ROUTED" or "ROUT" in upper:
-        return SessionEventKind.ROUTED
-    if "ASSIGN" in upper:
-        return SessionEventKind.ASSIGNED
-    if "RESOLV" in upper:
-        return SessionEventKind.RESOLVED
-    if "CLOS" in upper:
-        return SessionEventKind.CLOSED
-    # §7 item 25: unknown codes are dispatched on which sub-object is filled.
+    known = KNOWN_EVENT_CODES.get(code.upper())
+    if known is not None:
+        return known
+    # §7 item 25: unknown codes are dispatched on which sub-object is filled, never on a
+    # guess from the code's wording.
     if isinstance(data.get("sessionRouted"), dict) and data["sessionRouted"]:
         return SessionEventKind.ROUTED
     if isinstance(data.get("sessionAssigned"), dict) and data["sessionAssigned"]:
@@ -422,7 +437,7 @@ def parse_event(item: Any, where: str, warnings: list[str]) -> SessionEvent | No
     # the documented examples reuse one placeholder eventId for different events.
     without_trace = {k: v for k, v in data.items() if k != "trace"}
     dedupe_key = f"{event_id}:{code}:{routing_id}" if event_id else f"h:{body_hash(without_trace)}"
-    if code and code.upper() not in {"SESSION_ROUTED", "SESSION_ASSIGNED"}:
+    if code and code.upper() not in KNOWN_EVENT_CODES:
         warnings.append(f"{where}: event code {code!r} is undocumented; applied by its content")
     return SessionEvent(
         kind=_event_kind(code, data, snapshot),
@@ -447,6 +462,29 @@ def parse_event(item: Any, where: str, warnings: list[str]) -> SessionEvent | No
 # --- The whole callback (§4.0 dispatch) ---------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
+def _items(body: JSON, name: str, warnings: list[str]) -> list[Any]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        warnings.append(f"{name}: skipped: should be an array, got {type(value).__name__}")
+        return []
+    return value
+
+
+def _tolerant(
+    parse: Callable[[Any, str, list[str]], T | None], item: Any, where: str, warnings: list[str]
+) -> T | None:
+    try:
+        return parse(item, where, warnings)
+    except PayloadError as exc:
+        warnings.append(f"{where}: skipped: {exc}")
+        return None
+
+
 def parse_callback(body: JSON) -> Callback:
     """Dispatch a callback body on its shape, never on its path or its `type` (§4.0)."""
     if not isinstance(body, dict):
@@ -461,28 +499,41 @@ def parse_callback(body: JSON) -> Callback:
         return callback
 
     if keys & set(WRAPPER_ARRAYS):  # InBoundWrapper, 2022 or 2023
-        for i, item in enumerate(as_list(body.get("contacts"), "contacts")):
-            contact = parse_contact(item, f"contacts[{i}]", warnings)
+        meta = body.get("meta")
+        if isinstance(meta, dict):
+            callback.tenant = {
+                k: as_str(meta.get(k), f"meta.{k}")
+                for k in ("appId", "domain")
+                if isinstance(meta.get(k), str | int)
+            }
+        # §4.11: one malformed item never sinks the rest of the callback; it is skipped and
+        # named in the event's warnings.
+        for i, item in enumerate(_items(body, "contacts", warnings)):
+            contact = _tolerant(parse_contact, item, f"contacts[{i}]", warnings)
             if contact is not None:
                 callback.contacts.append(contact)
-        for i, item in enumerate(as_list(body.get("messages"), "messages")):
-            callback.messages.append(parse_message(item, f"messages[{i}]", warnings))
-        for i, item in enumerate(as_list(body.get("statuses"), "statuses")):
-            receipt = parse_receipt(item, f"statuses[{i}]", warnings)
+        for i, item in enumerate(_items(body, "messages", warnings)):
+            message = _tolerant(parse_message, item, f"messages[{i}]", warnings)
+            if message is not None:
+                callback.messages.append(message)
+        for i, item in enumerate(_items(body, "statuses", warnings)):
+            receipt = _tolerant(parse_receipt, item, f"statuses[{i}]", warnings)
             if receipt is not None:
                 callback.receipts.append(receipt)
-        for i, item in enumerate(as_list(body.get("events"), "events")):
-            event = parse_event(item, f"events[{i}]", warnings)
+        for i, item in enumerate(_items(body, "events", warnings)):
+            event = _tolerant(parse_event, item, f"events[{i}]", warnings)
             if event is not None:
                 callback.events.append(event)
         wrapper_hash = body_hash(body)
-        for i, item in enumerate(as_list(body.get("actions"), "actions")):
-            data = as_dict(item, f"actions[{i}]")
-            code = as_str(data.get("actionCode"), f"actions[{i}].actionCode")
+        for i, item in enumerate(_items(body, "actions", warnings)):
+            if not isinstance(item, dict):
+                warnings.append(f"actions[{i}]: skipped: an action must be an object")
+                continue
+            code = as_str(item.get("actionCode"), f"actions[{i}].actionCode")
             if not code:
                 warnings.append(f"actions[{i}]: action without actionCode skipped")
                 continue
-            callback.actions.append(Action(code=code, dedupe_key=f"h:{wrapper_hash}:{i}", raw=data))
+            callback.actions.append(Action(code=code, dedupe_key=f"h:{wrapper_hash}:{i}", raw=item))
         return callback
 
     if "contactId" in keys and ("profile" in keys or "lane" in keys):  # contact/info (§4.13)

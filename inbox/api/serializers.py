@@ -1,0 +1,409 @@
+"""The API's JSON shapes: what goes out (read serializers) and what comes in (input serializers).
+
+Serializers here only describe data. Reading goes through `inbox.selectors`, changing state
+through the services; nothing here decides whether a message may be sent or a session assigned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import Team, User
+from inbox.api.schema import BUTTON_TYPE_CHOICES, SENDABLE_TYPE_CHOICES
+from inbox.models import ContactIdentity, Message, Session, SessionAction, TimelineEntry
+from inbox.selectors import (
+    message_preview_text,
+    session_actions_unfinished,
+    session_timeline_recent,
+    session_window_from_row,
+)
+from inbox.services.outbound import window_hours
+from integrations.models import Channel, Template, TemplateApproval
+
+# --- Small references -------------------------------------------------------------------------
+
+
+class UserRefSerializer(serializers.Serializer[User]):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(source="__str__", read_only=True)
+
+
+class TeamRefSerializer(serializers.Serializer[Team]):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+class ChannelRefSerializer(serializers.ModelSerializer[Channel]):
+    class Meta:
+        model = Channel
+        fields = ["id", "name", "medium"]
+        read_only_fields = fields
+
+
+class ContactRefSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    phone = serializers.CharField(read_only=True)
+
+
+class WindowSerializer(serializers.Serializer[Any]):
+    """Whether a free-form message can be sent now (outside it, only an approved template)."""
+
+    applies = serializers.BooleanField(
+        read_only=True, help_text="False when the channel's medium has no messaging window."
+    )
+    open = serializers.BooleanField(source="is_open", read_only=True)
+    closes_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class MessagePreviewSerializer(serializers.ModelSerializer[Message]):
+    preview = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = ["id", "direction", "type", "preview", "sent_at", "status"]
+        read_only_fields = fields
+
+    def get_preview(self, message: Message) -> str:
+        return message_preview_text(message)
+
+
+# --- Sessions ---------------------------------------------------------------------------------
+
+
+class SessionSerializer(serializers.ModelSerializer[Session]):
+    channel = ChannelRefSerializer(read_only=True)
+    contact = ContactRefSerializer(read_only=True)
+    assignee = UserRefSerializer(read_only=True, allow_null=True)
+    team = TeamRefSerializer(read_only=True, allow_null=True)
+    window = serializers.SerializerMethodField()
+    last_message = MessagePreviewSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "external_id",
+            "status",
+            "channel",
+            "contact",
+            "assignee",
+            "team",
+            "platform_queue",
+            "platform_agent",
+            "unread_count",
+            "last_activity_at",
+            "last_inbound_at",
+            "window",
+            "last_message",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(WindowSerializer)
+    def get_window(self, session: Session) -> dict[str, Any]:
+        return WindowSerializer(session_window_from_row(session)).data
+
+
+class IdentitySerializer(serializers.ModelSerializer[ContactIdentity]):
+    class Meta:
+        model = ContactIdentity
+        fields = ["id", "medium", "external_id", "address", "profile_name", "channel"]
+        read_only_fields = fields
+
+
+class ContactDetailSerializer(ContactRefSerializer):
+    email = serializers.CharField(read_only=True)
+    language = serializers.CharField(read_only=True)
+    identities = IdentitySerializer(many=True, read_only=True)
+
+
+class TimelineEntrySerializer(serializers.ModelSerializer[TimelineEntry]):
+    actor = UserRefSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = TimelineEntry
+        fields = ["id", "kind", "summary", "data", "actor", "occurred_at"]
+        read_only_fields = fields
+
+
+class SessionActionSerializer(serializers.ModelSerializer[SessionAction]):
+    params = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = SessionAction
+        fields = [
+            "id",
+            "session",
+            "kind",
+            "state",
+            "error",
+            "params",
+            "attempts",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class SessionDetailSerializer(SessionSerializer):
+    contact = ContactDetailSerializer(read_only=True)
+    timeline = serializers.SerializerMethodField(help_text="The last 50 entries, oldest first.")
+    actions = serializers.SerializerMethodField(
+        help_text="Actions still pending or running, and those that failed, newest first."
+    )
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "timeline", "actions"]
+
+    @extend_schema_field(TimelineEntrySerializer(many=True))
+    def get_timeline(self, session: Session) -> Any:
+        return TimelineEntrySerializer(session_timeline_recent(session), many=True).data
+
+    @extend_schema_field(SessionActionSerializer(many=True))
+    def get_actions(self, session: Session) -> Any:
+        return SessionActionSerializer(session_actions_unfinished(session), many=True).data
+
+
+# --- Messages ---------------------------------------------------------------------------------
+
+
+class MediaSerializer(serializers.Serializer[Any]):
+    url = serializers.CharField(source="media_url", read_only=True)
+    mime_type = serializers.CharField(source="media_mime_type", read_only=True)
+    filename = serializers.CharField(source="media_filename", read_only=True)
+    size = serializers.IntegerField(source="media_size", read_only=True, allow_null=True)
+
+
+class LocationSerializer(serializers.Serializer[Any]):
+    latitude = serializers.FloatField(read_only=True)
+    longitude = serializers.FloatField(read_only=True)
+    name = serializers.CharField(source="location_name", read_only=True)
+    address = serializers.CharField(source="location_address", read_only=True)
+    url = serializers.CharField(source="location_url", read_only=True)
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(source="error_code", read_only=True)
+    title = serializers.CharField(source="error_title", read_only=True)
+
+
+class TemplateRefSerializer(serializers.Serializer[Template]):
+    id = serializers.IntegerField(read_only=True)
+    code = serializers.CharField(read_only=True)
+    lang = serializers.CharField(read_only=True)
+
+
+class MessageSerializer(serializers.ModelSerializer[Message]):
+    media = serializers.SerializerMethodField()
+    location = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField(help_text="Why the message failed (failed only).")
+    template = TemplateRefSerializer(read_only=True, allow_null=True)
+    author = UserRefSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "direction",
+            "type",
+            "body",
+            "caption",
+            "media",
+            "location",
+            "status",
+            "error",
+            "external_id",
+            "template",
+            "author",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "failed_at",
+            "replaces",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(MediaSerializer(allow_null=True))
+    def get_media(self, message: Message) -> dict[str, Any] | None:
+        return MediaSerializer(message).data if message.media_url else None
+
+    @extend_schema_field(LocationSerializer(allow_null=True))
+    def get_location(self, message: Message) -> dict[str, Any] | None:
+        if message.latitude is None or message.longitude is None:
+            return None
+        return LocationSerializer(message).data
+
+    @extend_schema_field(ErrorDetailSerializer(allow_null=True))
+    def get_error(self, message: Message) -> dict[str, Any] | None:
+        if message.status != Message.Status.FAILED:
+            return None
+        return ErrorDetailSerializer(message).data
+
+
+class ButtonSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=BUTTON_TYPE_CHOICES, default="QUICK_REPLY")
+    label = serializers.CharField(max_length=100)  # type: ignore[assignment]
+    code = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    url = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
+    phone = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+
+
+class MessageSendSerializer(serializers.Serializer[Any]):
+    """A message to the session's customer; which fields matter depends on `type`."""
+
+    type = serializers.ChoiceField(
+        choices=SENDABLE_TYPE_CHOICES,
+        required=False,
+        help_text='Defaults to "template" when template_id is given, else "text".',
+    )
+    body = serializers.CharField(
+        required=False, default="", allow_blank=True, trim_whitespace=False
+    )
+    media_url = serializers.CharField(
+        max_length=2000, required=False, default="", allow_blank=True, help_text="http(s) URL."
+    )
+    media_filename = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True
+    )
+    media_mime_type = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True
+    )
+    caption = serializers.CharField(required=False, default="", allow_blank=True)
+    latitude = serializers.FloatField(required=False, allow_null=True, default=None)
+    longitude = serializers.FloatField(required=False, allow_null=True, default=None)
+    location_name = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True
+    )
+    location_address = serializers.CharField(
+        max_length=500, required=False, default="", allow_blank=True
+    )
+    contact_cards = serializers.ListField(
+        child=serializers.DictField(), required=False, default=list
+    )
+    buttons = ButtonSerializer(many=True, required=False, default=list)
+    template_id = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="A template's id (/templates/)."
+    )
+    template_data = serializers.DictField(
+        required=False, default=dict, help_text="Placeholder name -> value."
+    )
+    idempotency_key = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Same as the Idempotency-Key header (the header wins).",
+    )
+
+
+class ResendAsTemplateSerializer(serializers.Serializer[Any]):
+    template_id = serializers.IntegerField()
+    template_data = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(
+        max_length=100, required=False, default="", allow_blank=True
+    )
+
+
+# --- Session requests -------------------------------------------------------------------------
+
+
+class AssignSerializer(serializers.Serializer[Any]):
+    assignee = serializers.PrimaryKeyRelatedField(
+        queryset=User.objects.filter(is_active=True),
+        allow_null=True,
+        required=False,
+        help_text="A user id, or null to unassign; leave it out to keep the assignee.",
+    )
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.all(),
+        allow_null=True,
+        required=False,
+        help_text="A team id; null or left out keeps the team.",
+    )
+
+
+class RouteSerializer(serializers.Serializer[Any]):
+    queue = serializers.CharField(max_length=255)
+    agent = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    team = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    skills = serializers.ListField(
+        child=serializers.CharField(max_length=120), required=False, default=list
+    )
+    params = serializers.DictField(required=False, default=dict)
+
+
+# --- Templates and channels -------------------------------------------------------------------
+
+
+class TemplateApprovalSerializer(serializers.ModelSerializer[TemplateApproval]):
+    approved = serializers.BooleanField(source="is_approved", read_only=True)
+
+    class Meta:
+        model = TemplateApproval
+        fields = ["channel", "status", "approved"]
+        read_only_fields = fields
+
+
+class TemplateSerializer(serializers.ModelSerializer[Template]):
+    approvals = TemplateApprovalSerializer(
+        source="visible_approvals",
+        many=True,
+        read_only=True,
+        help_text="Its state on each channel you can see.",
+    )
+    buttons = serializers.ListField(child=serializers.DictField(), read_only=True)
+    placeholders = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="[{name, label, sample, source}]: template_data needs a value for each name.",
+    )
+
+    class Meta:
+        model = Template
+        fields = [
+            "id",
+            "code",
+            "lang",
+            "name",
+            "title",
+            "category",
+            "header",
+            "body",
+            "footer",
+            "text",
+            "buttons",
+            "placeholders",
+            "approvals",
+        ]
+        read_only_fields = fields
+
+
+class ChannelSerializer(serializers.ModelSerializer[Channel]):
+    window_hours = serializers.SerializerMethodField(
+        help_text="Hours after the customer's last message that free-form sends are allowed."
+    )
+
+    class Meta:
+        model = Channel
+        fields = ["id", "name", "medium", "lane", "is_active", "account", "window_hours"]
+        read_only_fields = fields
+
+    def get_window_hours(self, channel: Channel) -> float | None:
+        return window_hours(channel.medium)
+
+
+# --- Errors (for the schema; config.api.exception_handler renders them) ----------------------
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    error = serializers.CharField(help_text="A code for programs, e.g. window_closed.")
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+
+
+class ValidationErrorSerializer(ErrorSerializer):
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.JSONField(), help_text="Field name -> list of problems."
+    )
