@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+import requests
 from django.db import connection
 
 from integrations.models import ProviderAccount
@@ -42,7 +43,16 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
         redis.Redis.from_url(E2E_REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError:
         pytest.skip(f"end-to-end tests need Redis at {E2E_REDIS_URL}")
-    with Stack(database_url=_database_url(), redis_url=E2E_REDIS_URL) as running:
+    fast_retries = {
+        # Seconds, not minutes: the fault tests go through many retries.
+        "SEND_BACKOFF_BASE_SECONDS": "0.2",
+        "SEND_MAX_ATTEMPTS": "20",
+        "PLATFORM_READ_TIMEOUT": "1.5",
+        "SEND_RECONCILE_AFTER_SECONDS": "1",
+    }
+    with Stack(
+        database_url=_database_url(), redis_url=E2E_REDIS_URL, extra_env=fast_retries
+    ) as running:
         yield running
 
 
@@ -58,8 +68,41 @@ def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> Provider
         verify_token=stack.verify_token,
     )
     account_webhook_register(account)
-    stack.sandbox("POST", "faults", {"duplicate_rate": 0, "reorder_rate": 0, "drop_rate": 0})
+    stack.sandbox(
+        "POST",
+        "faults",
+        {
+            "duplicate_rate": 0,
+            "reorder_rate": 0,
+            "drop_rate": 0,
+            "error_rate": 0,
+            "timeout_rate": 0,
+            "latency_ms": 0,
+        },
+    )
     return account
+
+
+@pytest.fixture
+def api(stack: Stack, transactional_db: None) -> Any:
+    """A client of the running web server's REST API, signed in as a supervisor."""
+    from rest_framework.authtoken.models import Token
+
+    from accounts.models import User
+
+    user = User.objects.create_superuser("e2e-admin", password="not-used-0123")
+    token = Token.objects.create(user=user)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {token.key}"
+
+    class Api:
+        def get(self, path: str, **kwargs: Any) -> requests.Response:
+            return session.get(f"{stack.web_url}/api/v1/{path}", timeout=10, **kwargs)
+
+        def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+            return session.post(f"{stack.web_url}/api/v1/{path}", json=body, timeout=10, **kwargs)
+
+    return Api()
 
 
 @pytest.hookimpl(hookwrapper=True)
