@@ -23,7 +23,7 @@ from integrations.models import (
     TemplateApproval,
     WebhookEvent,
 )
-from integrations.services.accounts import account_webhook_register
+from integrations.services.accounts import account_credentials_test, account_webhook_register
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
 from integrations.services.webhooks import webhook_events_replay
@@ -114,7 +114,13 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "updated_at",
     )
     inlines = [ChannelInline]
-    actions = ["register_webhook", "sync_channels", "sync_templates", "regenerate_verify_token"]
+    actions = [
+        "test_credentials",
+        "register_webhook",
+        "sync_channels",
+        "sync_templates",
+        "regenerate_verify_token",
+    ]
 
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         main = ("kind", "name", "base_url", "api_key", "api_id", "options", "is_active")
@@ -198,6 +204,16 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             "<th>Error</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    @admin.action(description="Test the credentials")
+    def test_credentials(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        for account in queryset:
+            try:
+                outcome = account_credentials_test(account)
+            except (HttpError, NotImplementedError) as exc:
+                self.message_user(request, f"{account}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: {outcome}.", messages.SUCCESS)
 
     @admin.action(description="Register the callback URL at the platform")
     def register_webhook(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:

@@ -175,3 +175,26 @@ def test_a_redirect_is_not_followed_so_the_api_key_never_leaves_for_another_host
         XmsClient(account.config()).list_channels()
 
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_the_credential_test_reports_success_and_records_health(account):
+    from integrations.services.accounts import account_credentials_test
+
+    responses.get(f"{BASE}/config/channels", json=load_fixture("xms", "response-config-channels"))
+
+    assert "lists 1 channel(s)" in account_credentials_test(account)
+    account.refresh_from_db()
+    assert account.last_success_at is not None
+
+
+@responses.activate
+def test_the_credential_test_reports_a_refused_key(account):
+    from integrations.services.accounts import account_credentials_test
+
+    responses.get(f"{BASE}/config/channels", status=403)
+
+    with pytest.raises(http.AuthError):
+        account_credentials_test(account)
+    account.refresh_from_db()
+    assert "Credential test failed" in account.last_error

@@ -46,3 +46,18 @@ def account_webhook_register(account: ProviderAccount) -> JSON:
     account_health_record(account)
     logger.info("registered %s as the callback URL of %s", account.webhook_url, account)
     return answer
+
+
+def account_credentials_test(account: ProviderAccount) -> str:
+    """Make a harmless authenticated call (list channels) and say how it went.
+
+    Records the outcome on the account's health; raises the classified `HttpError` on failure.
+    """
+    provider = get_provider(account.kind)
+    try:
+        channels = provider.list_channels(account.config())
+    except HttpError as exc:
+        account_health_record(account, error=f"Credential test failed: {exc}")
+        raise
+    account_health_record(account)
+    return f"the platform accepted the credentials and lists {len(channels)} channel(s)"
