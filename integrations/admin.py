@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -169,9 +170,12 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         if obj.last_success_at is None and obj.last_error_at is None:
             return mark_safe('<span title="No calls yet">—</span>')
         if obj.is_healthy:
-            return mark_safe('<span style="color: var(--message-success-bg, green)">✔ OK</span>')
+            return format_html(
+                '<img src="{}" alt="" width="13" height="13"> OK', static("admin/img/icon-yes.svg")
+            )
         return format_html(
-            '<strong style="color: var(--error-fg, #ba2121)" title="{}">✖ failing</strong>',
+            '<img src="{}" alt="" width="13" height="13"> <strong title="{}">Failing</strong>',
+            static("admin/img/icon-no.svg"),
             obj.last_error[:300],
         )
 

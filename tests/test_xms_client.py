@@ -10,7 +10,7 @@ import responses
 from responses import matchers
 
 from integrations import http
-from integrations.models import Channel
+from integrations.models import Channel, SyncRun
 from integrations.services.accounts import account_webhook_register
 from integrations.services.channels import channels_sync
 from integrations.xms.client import EnvelopeError, XmsClient
@@ -124,6 +124,8 @@ def test_channel_sync_asks_for_sandbox_channels_in_both_spellings_and_upserts(ac
     )
     assert not channel.is_active  # new channels wait for an admin
     assert not channel.discovered
+    run = SyncRun.objects.get()
+    assert (run.kind, run.state, run.created) == ("channels", "succeeded", 1)
 
 
 @responses.activate

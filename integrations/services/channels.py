@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from integrations.base import ChannelInfo, Medium
 from integrations.http import HttpError
-from integrations.models import Channel, ProviderAccount
+from integrations.models import Channel, ProviderAccount, SyncRun
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
 
@@ -79,7 +81,7 @@ class ChannelSyncResult:
         return f"{self.created} new, {self.updated} updated, {self.unchanged} unchanged"
 
 
-def channels_sync(account: ProviderAccount) -> ChannelSyncResult:
+def channels_sync(account: ProviderAccount, *, trigger: str = "command") -> ChannelSyncResult:
     """Create or update the account's channels from the platform's list.
 
     New channels arrive inactive unless the account's options say `activate_new_channels`, so
@@ -87,10 +89,14 @@ def channels_sync(account: ProviderAccount) -> ChannelSyncResult:
     its active flag and takes the platform's name.
     """
     provider = get_provider(account.kind)
+    run = SyncRun.objects.create(account=account, kind=SyncRun.Kind.CHANNELS, trigger=trigger)
     try:
         listed = provider.list_channels(account.config())
     except HttpError as exc:
         account_health_record(account, error=f"Channel sync failed: {exc}")
+        SyncRun.objects.filter(pk=run.pk).update(
+            state=SyncRun.State.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
         raise
     activate = bool((account.options or {}).get("activate_new_channels", False))
     result = ChannelSyncResult()
@@ -116,6 +122,14 @@ def channels_sync(account: ProviderAccount) -> ChannelSyncResult:
         else:
             result.unchanged += 1
     account_health_record(account)
+    SyncRun.objects.filter(pk=run.pk).update(
+        state=SyncRun.State.SUCCEEDED,
+        finished_at=timezone.now(),
+        total=len(listed),
+        processed=len(listed),
+        created=result.created,
+        updated=result.updated,
+    )
     return result
 
 

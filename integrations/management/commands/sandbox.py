@@ -161,6 +161,7 @@ class Command(BaseCommand):
         from integrations.http import HttpError
         from integrations.services.accounts import account_webhook_register
         from integrations.services.channels import channels_sync
+        from integrations.services.templates import templates_sync
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -173,6 +174,7 @@ class Command(BaseCommand):
             try:
                 account_webhook_register(account)
                 channels_sync(account)
+                templates_sync(account, trigger="sandbox")
             except HttpError as exc:
                 logger.warning("registering the webhook failed (%s); retrying", exc)
                 time.sleep(min(2**attempt, 5))
