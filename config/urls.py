@@ -10,6 +10,8 @@ from django.views.defaults import page_not_found
 from django.views.defaults import server_error as defaults_server_error
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from inbox import live_views
+
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -46,6 +48,7 @@ urlpatterns = [
     path("", include("integrations.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("live/events/", live_views.events, name="live-events"),
     path("api/v1/", include("inbox.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -16,6 +16,9 @@ from config.settings.base import DATABASES
 
 # Tests that want the history import turn it on; the rest must not call a platform.
 IMPORT_SESSION_HISTORY = False
+# Tests process callbacks through the (eager) task queue only; a second thread would not see
+# the test's transaction.
+WEBHOOK_PROCESS_IN_WEB = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from inbox import live
 from inbox.models import Message, Session, TimelineEntry
 from inbox.services.messages import message_receipts_apply_pending
 from inbox.services.timeline import timeline_add
@@ -69,6 +70,7 @@ def session_history_import(session_id: int) -> int:
             Q(last_inbound_at__isnull=True) | Q(last_inbound_at__lt=latest_inbound)
         ).update(last_inbound_at=latest_inbound)
     if imported:
+        live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
         timeline_add(
             session.account,
             session=session,

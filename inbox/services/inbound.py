@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
+from inbox import live
 from inbox.models import ContactIdentity, Message, Session, TimelineEntry
 from inbox.services.contacts import identity_upsert
 from inbox.services.messages import receipt_record
@@ -189,6 +190,12 @@ def _message_apply(
         )
     if created:
         _session_note_inbound(session, row, at=at)
+        live.publish(
+            live.MESSAGE_CREATED,
+            session_id=session.pk,
+            channel_id=session.channel_id,
+            message_id=row.pk,
+        )
     return row, created
 
 

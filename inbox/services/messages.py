@@ -13,7 +13,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from inbox.models import Message, MessageReceipt, MessageStatusChange
+from inbox import live
+from inbox.models import Message, MessageReceipt, MessageStatusChange, Session
 from integrations.base import DeliveryStatus, Receipt
 from integrations.models import ProviderAccount
 
@@ -81,7 +82,26 @@ def message_status_advance(
     if moved:
         for field, value in updates.items():
             setattr(message, field, value)
+    _publish_update(message)
     return moved
+
+
+def _publish_update(message: Message) -> None:
+    cached = message._state.fields_cache.get("session")
+    channel_id = (
+        cached.channel_id
+        if cached is not None
+        else Session.objects.filter(pk=message.session_id)
+        .values_list("channel_id", flat=True)
+        .first()
+    )
+    if channel_id is not None:
+        live.publish(
+            live.MESSAGE_UPDATED,
+            session_id=message.session_id,
+            channel_id=channel_id,
+            message_id=message.pk,
+        )
 
 
 def receipt_record(
@@ -116,6 +136,7 @@ def _outbound_message_for(
     ids = {i for i in (external_id, external_id_ext) if i}
     return (
         Message.objects.filter(account=account, direction=Message.Direction.OUTBOUND)
+        .select_related("session")
         .filter(Q(external_id__in=ids) | Q(external_id_ext__in=ids))
         .first()
     )

@@ -36,6 +36,7 @@ from django.db.models import F, Max, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
 from inbox.services.messages import (
     message_external_ids_set,
@@ -321,6 +322,12 @@ def message_send(
     Session.objects.filter(pk=session.pk).update(
         last_activity_at=Greatest(F("last_activity_at"), now), last_message=message, unread_count=0
     )
+    live.publish(
+        live.MESSAGE_CREATED,
+        session_id=session.pk,
+        channel_id=session.channel_id,
+        message_id=message.pk,
+    )
     transaction.on_commit(lambda: _enqueue_delivery(message.pk))
     return message, True
 
@@ -489,7 +496,17 @@ def _requeue(message: Message, *, at: datetime, undo_attempt: bool = False, note
         updates["attempts"] = F("attempts") - 1
     if note:
         updates["error_title"] = note
-    Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(**updates)
+    if Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(**updates):
+        _publish_message_update(message)
+
+
+def _publish_message_update(message: Message) -> None:
+    live.publish(
+        live.MESSAGE_UPDATED,
+        session_id=message.session_id,
+        channel_id=message.session.channel_id,
+        message_id=message.pk,
+    )
 
 
 def _transient(message: Message, exc: http.HttpError) -> str:
@@ -535,6 +552,7 @@ def message_fail(message: Message, *, code: str, title: str) -> None:
         outcome_unknown=False,
         claimed_at=None,
     )
+    _publish_message_update(message)
     try:
         with transaction.atomic():
             MessageStatusChange.objects.create(

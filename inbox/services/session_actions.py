@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Team
+from inbox import live
 from inbox.models import Session, SessionAction, TimelineEntry
 from inbox.services.outbound import SendRefused, backoff_seconds
 from inbox.services.sessions import session_event_apply
@@ -160,6 +161,9 @@ def _reason(exc: Exception) -> str:
 
 def _failed(action: SessionAction, reason: str) -> str:
     now = timezone.now()
+    live.publish(
+        live.SESSION_UPDATED, session_id=action.session_id, channel_id=action.session.channel_id
+    )
     SessionAction.objects.filter(pk=action.pk).update(
         state=SessionAction.State.FAILED, error=reason, finished_at=now
     )
@@ -177,6 +181,7 @@ def _failed(action: SessionAction, reason: str) -> str:
 
 def _apply_locally(action: SessionAction, now: Any) -> None:
     session = Session.objects.select_for_update().get(pk=action.session_id)
+    live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
     by = f" by {action.requested_by}" if action.requested_by else ""
     if action.kind == SessionAction.Kind.ROUTE:
         params = action.params
@@ -249,6 +254,7 @@ def session_assign(
     if not changed:
         return session
     session.save(update_fields=[*changed, "updated_at"])
+    live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
     who = str(assignee) if assignee else "nobody"
     parts = [f"Assigned to {who}"] if "assignee" in changed else []
     if "team" in changed and team is not None:

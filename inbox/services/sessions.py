@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import AgentProfile
+from inbox import live
 from inbox.models import ContactIdentity, Session, TimelineEntry
 from inbox.services.timeline import timeline_add
 from integrations.base import SessionEvent, SessionEventKind, SessionRef
@@ -80,6 +81,7 @@ def _session_open(
                 account=account, external_id=ref.external_id, defaults=defaults
             )
     if created:
+        live.publish(live.SESSION_CREATED, session_id=session.pk, channel_id=session.channel_id)
         _assignee_from_platform(session, session.platform_agent)
         if ref is not None and settings.IMPORT_SESSION_HISTORY:
             # Earlier messages of a session first seen mid-way (spec §6.7); a few seconds
@@ -172,6 +174,7 @@ def _session_follow_ref(session: Session, ref: SessionRef, *, at: datetime, sour
     if changed:
         session.save(update_fields=[*changed, "updated_at"])
     if assignment_changed:
+        live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
         _assignee_from_platform(session, ref.assigned_agent)
         timeline_add(
             session.account,
@@ -258,6 +261,7 @@ def session_event_apply(
         session.save(update_fields=[*sorted(changed), "updated_at"])
     if "platform_agent" in changed:
         _assignee_from_platform(session, session.platform_agent)
+    live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
     return True
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import traceback
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -63,8 +65,53 @@ def webhook_event_receive(
     )
     if enqueue:
         event_id = event.pk
-        transaction.on_commit(lambda: webhook_events_enqueue([event_id]))
+        transaction.on_commit(lambda: _dispatch(event_id))
     return event
+
+
+def _dispatch(event_id: int) -> None:
+    webhook_events_enqueue([event_id])
+    process_in_web_soon(event_id)
+
+
+_inline_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook-inline")
+_inline_lock = threading.Lock()
+_inline_backlog = 0
+
+
+def process_in_web_soon(event_id: int) -> bool:
+    """Process a stored event in this web process too, right after answering the platform.
+
+    The fast path keeps the inbox live when the Celery worker is down or busy: whichever of
+    this thread and the worker claims the event first processes it, the other finds nothing to
+    claim. Bounded: past WEBHOOK_INLINE_BACKLOG waiting events, bursts are left to the workers.
+    """
+    global _inline_backlog
+    if not settings.WEBHOOK_PROCESS_IN_WEB:
+        return False
+    with _inline_lock:
+        if _inline_backlog >= settings.WEBHOOK_INLINE_BACKLOG:
+            return False
+        _inline_backlog += 1
+    _inline_pool.submit(_process_inline, event_id)
+    return True
+
+
+def _process_inline(event_id: int) -> None:
+    global _inline_backlog
+    try:
+        webhook_event_process(event_id)
+    except Exception:
+        logger.exception(
+            "in-process handling of webhook event %s failed; a worker will retry", event_id
+        )
+        WebhookEvent.objects.filter(pk=event_id, state=WebhookEvent.State.PROCESSING).update(
+            state=WebhookEvent.State.PENDING
+        )
+    finally:
+        with _inline_lock:
+            _inline_backlog -= 1
+        connections.close_all()
 
 
 def webhook_events_enqueue(event_ids: Iterable[int]) -> int:

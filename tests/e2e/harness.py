@@ -194,57 +194,42 @@ class Stack:
 
     def start(self) -> Stack:
         self._manage("collectstatic", "--noinput", "-v0")
-        self._spawn(
-            "web",
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.web_port),
-                "--workers",
-                str(self.web_workers),
-                "--no-access-log",
-            ],
-        )
-        self._spawn(
-            "worker",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                self.queue,
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(self.worker_concurrency),
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"{self.queue}@%h",
-            ],
-        )
+        web = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
+        web += ["--port", str(self.web_port), "--workers", str(self.web_workers), "--no-access-log"]
+        self._spawn("web", web)
         self.start_sandbox()
         try:
+            self.start_worker()
             wait_for(
                 lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, what="web server"
-            )
-            wait_for(
-                lambda: "ready." in self.processes["worker"].log.read_text(errors="replace"),
-                what="celery worker",
-                timeout=40,
             )
         except TimeoutError:
             self.stop()
             raise
         return self
+
+    def start_worker(self) -> None:
+        """Start the Celery worker and wait until it takes tasks."""
+        log = (self.log_dir or self.var_dir) / "worker.log"
+        offset = log.stat().st_size if log.exists() else 0
+        args = [PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", self.queue]
+        args += ["--loglevel", "INFO", "--concurrency", str(self.worker_concurrency)]
+        args += ["--without-mingle", "--without-gossip", "--hostname", f"{self.queue}@%h"]
+        self._spawn("worker", args)
+
+        def ready() -> bool:
+            with log.open("rb") as handle:
+                handle.seek(offset)
+                return b"ready." in handle.read()
+
+        wait_for(ready, what="celery worker", timeout=40)
+
+    def stop_worker(self) -> None:
+        """Stop the Celery worker (and its pool), as when it crashes or is redeployed."""
+        worker = self.processes.pop("worker", None)
+        if worker is not None:
+            _kill_group(worker)
+            _running.discard(worker)
 
     def start_sandbox(self, args: Sequence[str] | None = None) -> None:
         """(Re)start the sandbox, with other arguments if given."""

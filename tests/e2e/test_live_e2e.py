@@ -1,0 +1,99 @@
+"""Live updates reach an open browser stream through the real processes, worker or not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+
+from accounts.models import User
+from inbox.models import Message
+from tests.e2e.harness import wait_for
+
+
+def signed_in_cookie(user: User) -> dict[str, str]:
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return {settings.SESSION_COOKIE_NAME: store.session_key or ""}
+
+
+def sse_events(response: requests.Response) -> Iterator[dict[str, Any]]:
+    event: dict[str, Any] = {}
+    for raw in response.iter_lines(decode_unicode=True):
+        if raw == "":
+            if "data" in event:
+                yield event
+            event = {}
+        elif raw.startswith("id: "):
+            event["id"] = raw[4:]
+        elif raw.startswith("event: "):
+            event["type"] = raw[7:]
+        elif raw.startswith("data: "):
+            event["data"] = json.loads(raw[6:])
+
+
+def test_with_the_worker_stopped_a_customer_message_still_reaches_the_open_stream(
+    stack, e2e_account
+):
+    agent = User.objects.create_superuser("live-agent", password="not-used-0123")
+    stream = requests.get(
+        f"{stack.web_url}/live/events/", cookies=signed_in_cookie(agent), stream=True, timeout=15
+    )
+    assert stream.status_code == 200, stream.text
+    stack.stop_worker()
+    try:
+        sent = stack.sandbox("POST", "inbound", {"customer": "joao", "type": "text", "text": "Oi!"})
+        message_event = next(e for e in sse_events(stream) if e.get("type") == "message.created")
+    finally:
+        stream.close()
+        stack.start_worker()
+
+    message = wait_for(lambda: Message.objects.filter(external_id=sent["id"]).first())
+    assert message_event["data"]["message"] == message.pk
+    assert message_event["data"]["session"] == message.session_id
+    assert message.body == "Oi!"
+
+
+def test_a_reconnecting_stream_resumes_from_its_last_event_id(stack, e2e_account):
+    agent = User.objects.create_superuser("live-agent-2", password="not-used-0123")
+    cookies = signed_in_cookie(agent)
+    first = requests.get(f"{stack.web_url}/live/events/", cookies=cookies, stream=True, timeout=15)
+    stack.sandbox("POST", "inbound", {"customer": "mei", "type": "text", "text": "one"})
+    seen = next(e for e in sse_events(first) if e.get("type") == "message.created")
+    first.close()
+
+    # While nobody listens, two more messages arrive.
+    later = [
+        stack.sandbox("POST", "inbound", {"customer": "mei", "type": "text", "text": t})
+        for t in ("two", "three")
+    ]
+    wait_for(lambda: Message.objects.filter(external_id=later[-1]["id"]).exists())
+    again = requests.get(
+        f"{stack.web_url}/live/events/",
+        cookies=cookies,
+        stream=True,
+        timeout=15,
+        headers={"Last-Event-ID": seen["id"]},
+    )
+    caught_up = []
+    for event in sse_events(again):
+        if event.get("type") == "message.created":
+            caught_up.append(event["data"]["message"])
+        if len(caught_up) == 2:
+            break
+    again.close()
+
+    expected = list(
+        Message.objects.filter(external_id__in=[m["id"] for m in later])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert caught_up == expected

@@ -1,0 +1,187 @@
+"""Live updates are published on commit and reach only the agents who may see them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.test import AsyncClient
+
+from inbox import live
+from tests.conftest import load_fixture
+from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
+
+LIVE_REDIS = "redis://127.0.0.1:6379/13"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(LIVE_REDIS, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _redis_up(), reason=f"needs Redis at {LIVE_REDIS}")
+
+
+@pytest.fixture
+def stream(settings: Any) -> Iterator[redis.Redis]:
+    settings.REDIS_URL = LIVE_REDIS
+    live._client.cache_clear()
+    client = redis.Redis.from_url(LIVE_REDIS)
+    client.delete(live.STREAM)
+    yield client
+    client.delete(live.STREAM)
+    live._client.cache_clear()
+
+
+def events_in(client: redis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(fields[b"e"]) for _, fields in client.xrange(live.STREAM)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_is_published_only_when_its_transaction_commits(stream):
+    with transaction.atomic():
+        live.publish(live.SESSION_UPDATED, session_id=1, channel_id=2)
+        assert events_in(stream) == []
+
+    assert events_in(stream) == [
+        {"type": "session.updated", "session": 1, "channel": 2, "message": None}
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_change_publishes_nothing_and_does_not_stop_later_ones(stream):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        live.publish(live.MESSAGE_CREATED, session_id=1, channel_id=2, message_id=3)
+        raise RuntimeError
+    assert events_in(stream) == []
+
+    with transaction.atomic():
+        live.publish(live.MESSAGE_CREATED, session_id=1, channel_id=2, message_id=4)
+
+    assert [e["message"] for e in events_in(stream)] == [4]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inbound_callback_publishes_the_new_session_and_message(stream, account, api_client):
+    body = load_fixture("xms", "inbound-message-text")
+    api_client.post(
+        account.webhook_path, body, format="json", HTTP_X_VERIFY_TOKEN=account.verify_token
+    )
+
+    kinds = [e["type"] for e in events_in(stream)]
+    assert "session.created" in kinds
+    assert "message.created" in kinds
+
+
+def test_without_redis_nothing_is_published_and_pages_poll(settings):
+    settings.REDIS_URL = ""
+    live._client.cache_clear()
+    try:
+        assert not live.enabled()
+        live.publish(live.SESSION_UPDATED, session_id=1, channel_id=2)  # no error, no effect
+    finally:
+        live._client.cache_clear()
+
+
+async def _read_sse(
+    client: AsyncClient, path: str, want: int, headers: dict[str, str] | None = None
+) -> list[str]:
+    response = await client.get(path, headers=headers or {})
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "text/event-stream"
+    blocks: list[str] = []
+    buffer = ""
+    iterator = response.streaming_content.__aiter__()
+    while len([b for b in blocks if b.startswith("id:")]) < want:
+        chunk = await asyncio.wait_for(iterator.__anext__(), timeout=5)
+        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            blocks.append(block)
+    await response.aclose() if hasattr(response, "aclose") else None
+    return [b for b in blocks if b.startswith("id:")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconnecting_browser_gets_every_event_it_missed_from_last_event_id(stream):
+    user = UserFactory(is_superuser=True, is_staff=True)
+    live.send([live.Event("session.updated", 1, 10)])
+    first_id = live.latest_id()
+    live.send([live.Event("message.created", 1, 10, 5), live.Event("message.updated", 1, 10, 5)])
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    blocks = asyncio.run(_read_sse(client, "/live/events/", 2, {"Last-Event-ID": first_id}))
+
+    assert [b.splitlines()[1] for b in blocks] == [
+        "event: message.created",
+        "event: message.updated",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_only_receives_events_of_channels_their_teams_serve(stream):
+    agent = UserFactory()
+    mine, other = ChannelFactory(), ChannelFactory()
+    team = TeamFactory()
+    team.members.add(agent)
+    team.channels.add(mine)
+    start = live.latest_id()
+    live.send(
+        [live.Event("session.updated", 1, other.pk), live.Event("session.updated", 2, mine.pk)]
+    )
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(agent))
+
+    blocks = asyncio.run(_read_sse(client, f"/live/events/?last={start}", 1))
+
+    assert f'"session": 2, "channel": {mine.pk}' in blocks[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_event_stream_needs_a_signed_in_user(stream):
+    response = asyncio.run(AsyncClient().get("/live/events/"))
+
+    assert response.status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_redis_the_event_stream_says_to_poll(settings):
+    settings.REDIS_URL = ""
+    live._client.cache_clear()
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+    try:
+        response = asyncio.run(client.get("/live/events/"))
+    finally:
+        live._client.cache_clear()
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "live_unavailable"
+
+
+@pytest.mark.django_db
+def test_a_session_event_is_published_on_the_sessions_channel(
+    stream, django_capture_on_commit_callbacks
+):
+    from inbox.services.session_actions import session_assign
+
+    session = SessionFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        session_assign(session, assignee=UserFactory())
+
+    assert events_in(stream)[-1] == {
+        "type": "session.updated",
+        "session": session.pk,
+        "channel": session.channel_id,
+        "message": None,
+    }
