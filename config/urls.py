@@ -11,6 +11,7 @@ from django.views.defaults import server_error as defaults_server_error
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from inbox import live_views
+from inbox.views.uploads import upload_serve
 
 
 @require_GET
@@ -53,4 +54,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Files agents attach, fetched by the platforms by their unguessable path (no sign-in).
+    path("media/uploads/<path:path>", upload_serve, name="upload-serve"),
+    # The agent pages; the root URL is the inbox.
+    path("", include("inbox.urls")),
 ]

@@ -6,15 +6,17 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib import messages as admin_messages
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from inbox.models import (
+    CannedReply,
     Contact,
     ContactIdentity,
+    Label,
     Message,
     MessageReceipt,
     MessageStatusChange,
@@ -263,3 +265,27 @@ class SessionActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "session", "state", "error", "requested_by", "attempts")
     list_filter = ("kind", "state")
     list_select_related = ("session", "requested_by")
+
+
+@admin.register(CannedReply)
+class CannedReplyAdmin(admin.ModelAdmin):
+    list_display = ("shortcut", "title", "team", "updated_at")
+    list_filter = ("team",)
+    search_fields = ("shortcut", "title", "body")
+    list_select_related = ("team",)
+    fields = ("title", "shortcut", "body", "team")
+    prepopulated_fields = {"shortcut": ("title",)}
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    list_display = ("name", "color", "session_count")
+    search_fields = ("name",)
+    fields = ("name", "color")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Label]:
+        return super().get_queryset(request).annotate(session_total=Count("sessions"))
+
+    @admin.display(description="Sessions", ordering="session_total")
+    def session_count(self, obj: Label) -> int:
+        return int(getattr(obj, "session_total", 0))

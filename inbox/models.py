@@ -131,6 +131,8 @@ class Session(models.Model):
     unread_count = models.PositiveIntegerField(default=0)
     resolved_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Agents' own tags; the contact panel shows the labels of all the contact's sessions.
+    labels = models.ManyToManyField("inbox.Label", related_name="sessions", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -429,3 +431,88 @@ class SessionAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.session_id}: {self.get_state_display()}"
+
+
+class Note(models.Model):
+    """A private note agents leave on a session; it is never sent to the customer."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    body = models.TextField()
+    # The composer's key: a note submitted twice is stored once.
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["session", "created_at"], name="note_session_time")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="note_session_idempotency_key_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Note #{self.pk} on session {self.session_id}"
+
+
+class CannedReply(models.Model):
+    """A saved answer agents insert into the composer by typing "/" and its shortcut.
+
+    Placeholders `{{contact.name}}`, `{{contact.first_name}}` and `{{agent.name}}` are filled in
+    when it is inserted.
+    """
+
+    title = models.CharField(max_length=120)
+    shortcut = models.SlugField(
+        max_length=60, unique=True, help_text='Typed after "/" in the composer, e.g. "refund".'
+    )
+    body = models.TextField()
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="canned_replies",
+        help_text="Only this team's members see it; blank: everyone.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["shortcut"]
+        verbose_name_plural = "canned replies"
+
+    def __str__(self) -> str:
+        return f"/{self.shortcut} {self.title}"
+
+
+class Label(models.Model):
+    """A tag agents put on sessions ("billing", "vip"), shown in the list and the thread."""
+
+    class Color(models.TextChoices):
+        # Named colours rather than free hex values: each has a tested pair of shades that
+        # keeps label text readable (4.5:1) in the light and the dark theme.
+        GREY = "grey", "Grey"
+        RED = "red", "Red"
+        ORANGE = "orange", "Orange"
+        YELLOW = "yellow", "Yellow"
+        GREEN = "green", "Green"
+        TEAL = "teal", "Teal"
+        BLUE = "blue", "Blue"
+        PURPLE = "purple", "Purple"
+        PINK = "pink", "Pink"
+
+    name = models.CharField(max_length=60, unique=True)
+    color = models.CharField(max_length=20, choices=Color.choices, default=Color.GREY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Case, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.conf import settings
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.utils import timezone
 
 from accounts.models import AgentProfile, Team, User
-from inbox.models import ContactIdentity, Message, Session, SessionAction, TimelineEntry
+from inbox.models import (
+    CannedReply,
+    ContactIdentity,
+    Label,
+    Message,
+    Note,
+    Session,
+    SessionAction,
+    TimelineEntry,
+)
 from inbox.services.outbound import Window, window_at
 from integrations.base import ContactView, MessageType
 from integrations.models import Channel, ProviderAccount, Template, TemplateApproval
@@ -257,3 +285,373 @@ def templates_approved_on(templates: QuerySet[Template], channel: Channel) -> Qu
 def template_get_for_account(account_id: UUID, template_id: int) -> Template | None:
     """Return one of an account's templates by id (active or not: the send decides)."""
     return Template.objects.filter(account_id=account_id, pk=template_id).first()
+
+
+# --- Agent pages ------------------------------------------------------------------------------
+#
+# The inbox list needs three queries whatever the number of sessions: the counts of every view
+# (one aggregate with conditional counts), the page of rows (everything a row shows is joined
+# or annotated), and the labels of that page (one prefetch).
+
+INBOX_VIEWS: dict[str, str] = {
+    "mine": "Mine",
+    "unassigned": "Unassigned",
+    "teams": "My teams",
+    "all": "All",
+}
+STATUS_FILTERS: dict[str, str] = {
+    "active": "Open & pending",
+    "open": "Open",
+    "pending": "Pending",
+    "resolved": "Resolved",
+    "closed": "Closed",
+    "any": "Any status",
+}
+SORTS: dict[str, str] = {
+    "activity": "Last activity",
+    "waiting": "Longest waiting",
+    "window": "Window closing soonest",
+}
+
+
+@dataclass(frozen=True)
+class SessionListFilters:
+    """What an agent narrowed the inbox list to (the view apart)."""
+
+    view: str = "all"
+    status: str = "active"
+    channel: int | None = None
+    medium: str = ""
+    team: int | None = None
+    label: int | None = None
+    q: str = ""
+    sort: str = "activity"
+
+
+def _user_team_ids(user: User) -> QuerySet[Any]:
+    return Team.members.through.objects.filter(user_id=user.pk).values("team_id")
+
+
+def sessions_filtered(
+    sessions: QuerySet[Session], filters: SessionListFilters
+) -> QuerySet[Session]:
+    """Apply every list filter except the view (status, channel, medium, team, label, text)."""
+    if filters.status == "active":
+        sessions = sessions.filter(status__in=[Session.Status.OPEN, Session.Status.PENDING])
+    elif filters.status in Session.Status.values:
+        sessions = sessions.filter(status=filters.status)
+    if filters.channel is not None:
+        sessions = sessions.filter(channel_id=filters.channel)
+    if filters.medium:
+        sessions = sessions.filter(channel__medium=filters.medium)
+    if filters.team is not None:
+        sessions = sessions.filter(team_id=filters.team)
+    if filters.label is not None:
+        sessions = sessions.filter(labels__id=filters.label)
+    return sessions_matching(sessions, filters.q)
+
+
+def _view_q(view: str, user: User) -> Q:
+    if view == "mine":
+        return Q(assignee_id=user.pk)
+    if view == "unassigned":
+        return Q(assignee__isnull=True)
+    if view == "teams":
+        return Q(team_id__in=_user_team_ids(user))
+    return Q()
+
+
+def session_view_counts(user: User, filters: SessionListFilters) -> dict[str, int]:
+    """Return how many sessions each view holds under the other filters, in one query."""
+    sessions = sessions_filtered(sessions_visible_to(user), filters)
+    counts = sessions.aggregate(
+        **{
+            view: Count("pk", filter=_view_q(view, user)) if view != "all" else Count("pk")
+            for view in INBOX_VIEWS
+        }
+    )
+    return {view: int(counts[view] or 0) for view in INBOX_VIEWS}
+
+
+def sessions_window_closing_first(
+    sessions: QuerySet[Session], *, now: datetime | None = None
+) -> QuerySet[Session]:
+    """Order sessions whose messaging window is open by when it closes, soonest first.
+
+    Needs the `contact_last_inbound_at` annotation of `session_list_for_user`. Sessions whose
+    window is closed, or whose medium has none, follow by last activity.
+    """
+    now = now or timezone.now()
+    whens = [
+        When(
+            channel__medium=medium,
+            contact_last_inbound_at__gt=now - timedelta(hours=float(hours)),
+            then=ExpressionWrapper(
+                F("contact_last_inbound_at") + timedelta(hours=float(hours)),
+                output_field=DateTimeField(),
+            ),
+        )
+        for medium, hours in settings.MESSAGING_WINDOW_HOURS.items()
+    ]
+    if not whens:
+        return sessions.order_by("-last_activity_at", "-id")
+    closes = Case(*whens, default=Value(None), output_field=DateTimeField())
+    return sessions.annotate(window_closes_at=closes).order_by(
+        F("window_closes_at").asc(nulls_last=True), "-last_activity_at", "-id"
+    )
+
+
+def session_list_page(
+    user: User,
+    filters: SessionListFilters,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+    keep: int | None = None,
+) -> list[Session]:
+    """Return one page of the inbox list: rows with all they show, labels prefetched.
+
+    `keep` is the session the agent has open: it stays in the list, in its place, even when it
+    no longer matches the filters (just resolved, assigned away), until they open another.
+    """
+    sessions = sessions_filtered(session_list_for_user(user), filters).filter(
+        _view_q(filters.view, user)
+    )
+    if keep is not None:
+        matching = sessions.values("pk")
+        sessions = session_list_for_user(user).filter(Q(pk__in=matching) | Q(pk=keep))
+    if filters.sort == "waiting":
+        sessions = sessions_waiting_first(sessions)
+    elif filters.sort == "window":
+        sessions = sessions_window_closing_first(sessions)
+    else:
+        sessions = sessions.order_by("-last_activity_at", "-id")
+    labels = Prefetch("labels", queryset=Label.objects.order_by("name"))
+    return list(sessions.prefetch_related(labels)[offset : offset + limit])
+
+
+def session_get_for_page(user: User, session_id: int) -> Session | None:
+    """Return a visible session with what the conversation pane shows, or None."""
+    return (
+        session_detail_for_user(user)
+        .select_related("identity", "account")
+        .prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
+        .filter(pk=session_id)
+        .first()
+    )
+
+
+# --- The thread -------------------------------------------------------------------------------
+
+THREAD_PAGE_SIZE = 40
+
+
+@dataclass(frozen=True)
+class ThreadItem:
+    """One line of a thread: a message, a private note or a timeline entry."""
+
+    kind: str  # "message", "note" or "event"
+    at: datetime
+    obj: Any
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, int]:
+        return (self.at, _KIND_ORDER[self.kind], self.obj.pk)
+
+
+_KIND_ORDER = {"event": 0, "message": 1, "note": 2}
+
+
+@dataclass(frozen=True)
+class ThreadPage:
+    """A page of a thread, oldest first; `older_than` is the message to page back from."""
+
+    items: list[ThreadItem]
+    older_than: int | None
+
+
+def _thread_messages(session: Session) -> QuerySet[Message]:
+    return (
+        Message.objects.filter(session=session)
+        .select_related("author", "template")
+        .prefetch_related("replaced_by")
+        .defer("raw")
+    )
+
+
+def _notes_and_events(
+    session: Session, *, since: datetime | None, until: datetime | None
+) -> list[ThreadItem]:
+    notes = Note.objects.filter(session=session).select_related("author")
+    events = TimelineEntry.objects.filter(session=session).select_related("actor")
+    if since is not None:
+        notes = notes.filter(created_at__gte=since)
+        events = events.filter(occurred_at__gte=since)
+    if until is not None:
+        notes = notes.filter(created_at__lt=until)
+        events = events.filter(occurred_at__lt=until)
+    return [ThreadItem("note", n.created_at, n) for n in notes] + [
+        ThreadItem("event", e.occurred_at, e) for e in events
+    ]
+
+
+def thread_page(
+    session: Session, *, before: Message | None = None, limit: int = THREAD_PAGE_SIZE
+) -> ThreadPage:
+    """Return the latest `limit` messages (before `before`), with the notes and timeline
+    entries of the same stretch of time, in conversation order.
+
+    Keyset pagination on (sent_at, id): pages neither skip nor repeat messages when new ones
+    arrive. Notes and timeline entries belong to the page whose time range holds them.
+    """
+    messages = _thread_messages(session)
+    if before is not None:
+        messages = messages.filter(
+            Q(sent_at__lt=before.sent_at) | Q(sent_at=before.sent_at, id__lt=before.pk)
+        )
+    rows = list(messages.order_by("-sent_at", "-id")[: limit + 1])
+    has_older = len(rows) > limit
+    rows = rows[:limit]
+    oldest = rows[-1] if rows else None
+    since = oldest.sent_at if (has_older and oldest is not None) else None
+    until = before.sent_at if before is not None else None
+    items = [ThreadItem("message", m.sent_at, m) for m in rows]
+    items += _notes_and_events(session, since=since, until=until)
+    items.sort(key=lambda item: item.sort_key)
+    return ThreadPage(items=items, older_than=oldest.pk if has_older and oldest else None)
+
+
+def thread_items_after(
+    session: Session, *, message_id: int, note_id: int, event_id: int
+) -> list[ThreadItem]:
+    """Return the thread items newer (by id) than the ones a page already shows."""
+    messages = _thread_messages(session).filter(pk__gt=message_id).order_by("id")[:200]
+    notes = Note.objects.filter(session=session, pk__gt=note_id).select_related("author")
+    events = TimelineEntry.objects.filter(session=session, pk__gt=event_id).select_related("actor")
+    items = [ThreadItem("message", m.sent_at, m) for m in messages]
+    items += [ThreadItem("note", n.created_at, n) for n in notes[:200]]
+    items += [ThreadItem("event", e.occurred_at, e) for e in events[:200]]
+    items.sort(key=lambda item: item.sort_key)
+    return items
+
+
+def thread_messages_changed(session: Session, shown: dict[int, str]) -> list[Message]:
+    """Return the session's messages among `shown` ({id: status}) whose status differs now."""
+    if not shown:
+        return []
+    rows = _thread_messages(session).filter(pk__in=list(shown)[:500])
+    return [m for m in rows if shown.get(m.pk) != m.status]
+
+
+# --- Around a conversation --------------------------------------------------------------------
+
+
+def contact_sessions_other(user: User, session: Session, limit: int = 10) -> list[Session]:
+    """Return the contact's other sessions this user may see, newest first."""
+    return list(
+        sessions_visible_to(user)
+        .filter(contact_id=session.contact_id)
+        .exclude(pk=session.pk)
+        .select_related("channel")
+        .order_by("-last_activity_at", "-id")[:limit]
+    )
+
+
+def contact_labels(session: Session) -> list[Label]:
+    """Return the labels on any of the session's contact's sessions."""
+    return list(Label.objects.filter(sessions__contact_id=session.contact_id).distinct())
+
+
+def labels_all() -> QuerySet[Label]:
+    """Return every label, by name."""
+    return Label.objects.order_by("name")
+
+
+def canned_replies_for_user(user: User) -> QuerySet[CannedReply]:
+    """Return the canned replies a user may insert: everyone's and their teams'."""
+    replies = CannedReply.objects.select_related("team").order_by("shortcut")
+    if user_sees_everything(user):
+        return replies
+    return replies.filter(Q(team__isnull=True) | Q(team_id__in=_user_team_ids(user)))
+
+
+def teams_assignable_by(user: User) -> QuerySet[Team]:
+    """Return the teams a user may put a session in (supervisors: all; agents: their own)."""
+    if user_sees_everything(user):
+        return Team.objects.order_by("name")
+    return Team.objects.filter(members=user).order_by("name")
+
+
+def users_serving_session(session: Session) -> QuerySet[User]:
+    """Return the active users who can see a session (and so can be assigned to it)."""
+    return (
+        User.objects.filter(is_active=True)
+        .filter(
+            Q(is_superuser=True)
+            | Q(is_staff=True)
+            | Q(agent_profile__role=AgentProfile.Role.SUPERVISOR)
+            | Q(
+                pk__in=Team.members.through.objects.filter(
+                    team__channels=session.channel_id
+                ).values("user_id")
+            )
+        )
+        .order_by("display_name", "first_name", "username")
+    )
+
+
+def platform_queues_known(limit: int = 50) -> list[str]:
+    """Return the platform queues sessions have been in (suggestions for routing)."""
+    return list(
+        Session.objects.exclude(platform_queue="")
+        .order_by("platform_queue")
+        .values_list("platform_queue", flat=True)
+        .distinct()[:limit]
+    )
+
+
+def skills_known() -> list[str]:
+    """Return the skills agents have (suggestions for routing)."""
+    skills: set[str] = set()
+    for values in AgentProfile.objects.exclude(skills=[]).values_list("skills", flat=True):
+        if isinstance(values, list):
+            skills.update(str(v) for v in values if v)
+    return sorted(skills)
+
+
+def templates_for_session(user: User, session: Session) -> list[Template]:
+    """Return the templates the user may send in this session (approved on its channel)."""
+    return list(
+        templates_approved_on(template_list_for_user(user), session.channel).order_by(
+            "lang", "code", "id"
+        )
+    )
+
+
+# --- Changes, for pages that poll -------------------------------------------------------------
+
+
+def session_list_stamp(user: User) -> str:
+    """Return a short string that changes whenever anything a list row shows changes."""
+    row = sessions_visible_to(user).aggregate(
+        n=Count("pk"),
+        updated=Max("updated_at"),
+        activity=Max("last_activity_at"),
+        unread=Sum("unread_count"),
+        last=Max("last_message_id"),
+    )
+    return "|".join(str(row[k]) for k in ("n", "updated", "activity", "unread", "last"))
+
+
+def session_thread_stamp(session: Session) -> str:
+    """Return a short string that changes whenever anything the thread shows changes."""
+    statuses = [s for s, _ in Message.Status.choices]
+    row = Message.objects.filter(session=session).aggregate(
+        last=Max("pk"),
+        **{s: Count("pk", filter=Q(status=s)) for s in statuses},
+    )
+    notes = Note.objects.filter(session=session).aggregate(last=Max("pk"))["last"]
+    events = TimelineEntry.objects.filter(session=session).aggregate(last=Max("pk"))["last"]
+    head = Session.objects.filter(pk=session.pk).values_list("updated_at", "unread_count").first()
+    parts = [row["last"], *(row[s] for s in statuses), notes, events, head]
+    return "|".join(str(p) for p in parts)

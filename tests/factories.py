@@ -145,3 +145,29 @@ class TemplateApprovalFactory(factory.django.DjangoModelFactory):
         ChannelFactory, account=factory.SelfAttribute("..template.account")
     )
     status = "APPROVED"
+
+
+class LabelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "inbox.Label"
+
+    name = factory.Sequence(lambda n: f"label-{n}")
+    color = "blue"
+
+
+class CannedReplyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "inbox.CannedReply"
+
+    title = factory.Sequence(lambda n: f"Canned reply {n}")
+    shortcut = factory.Sequence(lambda n: f"reply-{n}")
+    body = "Hello {{contact.first_name}}, thanks for writing to us."
+
+
+class NoteFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "inbox.Note"
+
+    session = factory.SubFactory(SessionFactory)
+    author = factory.SubFactory(UserFactory)
+    body = factory.Sequence(lambda n: f"Private note {n}")

@@ -1,0 +1,60 @@
+"""Session changes that stay inside Switchboard: reopening and marking read.
+
+The platform has no call to reopen a session (a resolved one continues by itself when the
+customer writes again), so reopening only changes our copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from inbox import live
+from inbox.models import Session, TimelineEntry
+from inbox.services.outbound import SendRefused
+from inbox.services.timeline import timeline_add
+
+
+def session_reopen(session: Session, *, by: Any = None) -> Session:
+    """Reopen a resolved or closed session here (no platform call exists for it).
+
+    Raises `SendRefused` when the session is not resolved or closed. Writes "Reopened by …" on
+    the timeline and publishes a live event.
+    """
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        if locked.status not in (Session.Status.RESOLVED, Session.Status.CLOSED):
+            raise SendRefused(
+                "not_reopenable", "Only a resolved or closed session can be reopened."
+            )
+        was = locked.get_status_display().lower()
+        locked.status = Session.Status.OPEN
+        locked.save(update_fields=["status", "updated_at"])
+        timeline_add(
+            locked.account,
+            session=locked,
+            kind=TimelineEntry.Kind.REOPENED,
+            summary=f"Reopened (was {was})" + (f" by {by}" if by else ""),
+            occurred_at=timezone.now(),
+        )
+        live.publish(live.SESSION_UPDATED, session_id=locked.pk, channel_id=locked.channel_id)
+    session.status = locked.status
+    return session
+
+
+def session_mark_read(session: Session, *, by: Any = None) -> bool:
+    """Set the session's unread count to zero; return whether it had unread messages.
+
+    A conditional UPDATE: opening a read session writes nothing and publishes nothing.
+    """
+    changed = bool(
+        Session.objects.filter(pk=session.pk, unread_count__gt=0).update(
+            unread_count=0, updated_at=timezone.now()
+        )
+    )
+    if changed:
+        session.unread_count = 0
+        live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
+    return changed

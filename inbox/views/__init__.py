@@ -1,0 +1,1 @@
+"""The agent pages: sign-in, the three-pane inbox, and what its forms post to."""

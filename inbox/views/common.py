@@ -1,0 +1,218 @@
+"""What every agent page shares: the signed-in user, visible sessions, list filters, answers.
+
+A session outside the user's reach is a 404 wherever it is asked for (page, partial, action),
+so ids cannot be probed. Pages work without JavaScript; htmx requests get partials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+
+from accounts.models import User
+from inbox.models import Session
+from inbox.selectors import (
+    INBOX_VIEWS,
+    SORTS,
+    STATUS_FILTERS,
+    SessionListFilters,
+    session_get_for_page,
+    sessions_visible_to,
+)
+from inbox.services.outbound import Window
+from integrations.base import Medium
+
+PAGE_SIZE = 50
+SOON = timedelta(hours=2)
+
+
+def request_user(request: HttpRequest) -> User:
+    """Return the signed-in user (the views require one)."""
+    user = request.user
+    if not isinstance(user, User):
+        raise Http404
+    return user
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    """Say whether htmx made the request (and not a history restore, which wants a page)."""
+    return (
+        request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+def vary_on_htmx(response: HttpResponse) -> HttpResponse:
+    """Keep caches from serving a partial for a page or the other way round."""
+    patch_vary_headers(response, ("HX-Request", "HX-Target"))
+    return response
+
+
+def session_for_page(request: HttpRequest, session_id: int) -> Session:
+    """Return a visible session with what the conversation shows, or raise 404."""
+    session = session_get_for_page(request_user(request), session_id)
+    if session is None:
+        raise Http404("No such session.")
+    return session
+
+
+def session_for_action(request: HttpRequest, session_id: int) -> Session:
+    """Return a visible session for a service call, or raise 404."""
+    session = (
+        sessions_visible_to(request_user(request))
+        .select_related("account", "channel", "contact", "identity")
+        .filter(pk=session_id)
+        .first()
+    )
+    if session is None:
+        raise Http404("No such session.")
+    return session
+
+
+# --- The list's filters, from and to the query string -----------------------------------------
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def filters_from(request: HttpRequest) -> SessionListFilters:
+    """Read the list filters from the query string; unknown values fall back to defaults."""
+    get = request.GET
+    default = SessionListFilters()
+    view = get.get("view", default.view)
+    status = get.get("status", default.status)
+    sort = get.get("sort", default.sort)
+    medium = get.get("medium", "")
+    return SessionListFilters(
+        view=view if view in INBOX_VIEWS else default.view,
+        status=status if status in STATUS_FILTERS else default.status,
+        channel=_int_or_none(get.get("channel")),
+        medium=medium if medium in {m.value for m in Medium} else "",
+        team=_int_or_none(get.get("team")),
+        label=_int_or_none(get.get("label")),
+        q=get.get("q", "").strip()[:200],
+        sort=sort if sort in SORTS else default.sort,
+    )
+
+
+def filters_query(filters: SessionListFilters, **changes: Any) -> str:
+    """Return the query string for these filters (defaults left out), with `changes` applied."""
+    page = changes.pop("page", None)
+    filters = replace(filters, **changes)
+    default = SessionListFilters()
+    pairs: list[tuple[str, Any]] = []
+    for name in ("view", "status", "channel", "medium", "team", "label", "q", "sort"):
+        value = getattr(filters, name)
+        if value not in (None, "") and value != getattr(default, name):
+            pairs.append((name, value))
+    if page and page > 1:
+        pairs.append(("page", page))
+    return urlencode(pairs)
+
+
+def page_number(request: HttpRequest) -> int:
+    """Return the list page asked for (1 when missing or wrong)."""
+    return _int_or_none(request.GET.get("page")) or 1
+
+
+def page_count(total: int) -> int:
+    """Return how many list pages `total` sessions fill."""
+    return max(1, math.ceil(total / PAGE_SIZE))
+
+
+def session_url(session_id: int, query: str = "") -> str:
+    """Return a session's page URL, keeping the list's filters."""
+    url = reverse("inbox:session", args=[session_id])
+    return f"{url}?{query}" if query else url
+
+
+def back_to_session(request: HttpRequest, session: Session) -> HttpResponseRedirect:
+    """Redirect to the session's page with the list's filters kept (post/redirect/get)."""
+    return HttpResponseRedirect(session_url(session.pk, filters_query(filters_from(request))))
+
+
+# --- The 24-hour window, as pages show it -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """The messaging window as a badge: none, open, soon (under 2 h) or closed."""
+
+    state: str
+    closes_at: datetime | None = None
+    text: str = ""
+    short: str = ""
+    reason: str = ""
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state == "closed"
+
+
+def duration_text(delta: timedelta) -> str:
+    """Return "3 h 12 min", "45 min" or "under a minute"."""
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 1:
+        return "under a minute"
+    hours, minutes = divmod(minutes, 60)
+    if hours and minutes:
+        return f"{hours} h {minutes} min"
+    return f"{hours} h" if hours else f"{minutes} min"
+
+
+def window_view(window: Window, *, now: datetime | None = None) -> WindowView:
+    """Return how a page shows a session's window."""
+    if not window.applies:
+        return WindowView("none")
+    if not window.is_open or window.closes_at is None:
+        return WindowView(
+            "closed", text="Template only", short="Template only", reason=window.reason
+        )
+    left = window.closes_at - (now or timezone.now())
+    state = "soon" if left < SOON else "open"
+    return WindowView(
+        state,
+        closes_at=window.closes_at,
+        text=f"Window closes in {duration_text(left)}",
+        short=f"{duration_text(left)} left",
+    )
+
+
+# --- Answers ----------------------------------------------------------------------------------
+
+
+def flash(
+    request: HttpRequest,
+    session: Session,
+    text: str,
+    *,
+    level: int = messages.SUCCESS,
+    status: int = 200,
+) -> HttpResponse:
+    """Answer an action: a flash line for htmx (and refresh events), else a redirect."""
+    if is_htmx(request):
+        response = render(
+            request,
+            "inbox/_flash.html",
+            {"text": text, "level": "error" if level >= messages.ERROR else "success"},
+            status=status,
+        )
+        response["HX-Trigger"] = "sb:changed"
+        return response
+    messages.add_message(request, level, text)
+    return back_to_session(request, session)
