@@ -4,7 +4,7 @@ Services call `publish(...)` inside their transaction; the event is written afte
 Redis stream (`XADD`, capped), never through the task queue, so live updates keep flowing when
 the Celery worker is down. The SSE endpoint reads the stream from the client's `Last-Event-ID`,
 so a reconnecting browser catches up without gaps. Without Redis (the embedded default) nothing
-is published and pages fall back to polling `changes_since`.
+is published and pages fall back to polling (`live.js` fires `switchboard:poll`).
 
 An event is small: {"type", "session", "channel", "message"?}. Browsers fetch what they show.
 """

@@ -110,9 +110,11 @@ class Window:
             return ""
         if self.last_inbound_at is None:
             return "The customer has not written on this channel yet; only a template can open the conversation."
+        ago = (timezone.now() - self.last_inbound_at).total_seconds() / 3600
+        ago_text = f"{ago:.0f} hours" if ago >= 2 else f"{ago * 60:.0f} minutes"
         return (
-            f"The customer last wrote at {self.last_inbound_at:%Y-%m-%d %H:%M} UTC, more than "
-            f"{_window_hours_text(self)} ago; outside that window only an approved template can be sent."
+            f"The customer last wrote {ago_text} ago, more than {_window_hours_text(self)} ago; "
+            "outside that window only an approved template can be sent."
         )
 
 

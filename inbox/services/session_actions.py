@@ -143,9 +143,26 @@ def session_action_perform(action_id: int) -> str:
         return _failed(action, f"The platform refused: {_reason(exc)}")
     now = timezone.now()
     with transaction.atomic():
+        kind, summary = _apply_locally(action, now)
+        # The platform's own event for this action carries our line (one line, not two, and
+        # the webhook copy of the same event then finds it already applied).
+        described = False
         for event in events:
-            session_event_apply(account, event, session=session, at=now)
-        _apply_locally(action, now)
+            own = not described and event.kind.value == kind
+            session_event_apply(
+                account, event, session=session, at=now, summary=summary if own else ""
+            )
+            described = described or own
+        if not described:
+            timeline_add(
+                account,
+                session=session,
+                kind=kind,
+                summary=summary,
+                occurred_at=now,
+                data={"action": action.pk, **action.params},
+                dedupe_key=f"action-done:{action.pk}",
+            )
         SessionAction.objects.filter(pk=action.pk).update(
             state=SessionAction.State.DONE, error="", finished_at=now
         )
@@ -179,7 +196,8 @@ def _failed(action: SessionAction, reason: str) -> str:
     return "failed"
 
 
-def _apply_locally(action: SessionAction, now: Any) -> None:
+def _apply_locally(action: SessionAction, now: Any) -> tuple[str, str]:
+    """Change the session as the action says; return its timeline kind and line."""
     session = Session.objects.select_for_update().get(pk=action.session_id)
     live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
     by = f" by {action.requested_by}" if action.requested_by else ""
@@ -212,15 +230,7 @@ def _apply_locally(action: SessionAction, now: Any) -> None:
         contact.language = action.params["lang"]
         contact.save(update_fields=["language", "updated_at"])
         summary, kind = f"Language set to {action.params['lang']}{by}", TimelineEntry.Kind.EVENT
-    timeline_add(
-        session.account,
-        session=session,
-        kind=kind,
-        summary=summary,
-        occurred_at=now,
-        data={"action": action.pk, **action.params},
-        dedupe_key=f"action-done:{action.pk}",
-    )
+    return kind, summary
 
 
 def session_actions_reap() -> int:

@@ -205,14 +205,23 @@ def _assignee_from_platform(session: Session, agent_code: str) -> None:
 
 
 def session_event_apply(
-    account: ProviderAccount, event: SessionEvent, *, session: Session, at: datetime
+    account: ProviderAccount,
+    event: SessionEvent,
+    *,
+    session: Session,
+    at: datetime,
+    summary: str = "",
 ) -> bool:
-    """Apply a platform session event once; return False if it was already applied."""
+    """Apply a platform session event once; return False if it was already applied.
+
+    `summary` replaces the generated timeline line, e.g. "Resolved by Ann" when the event
+    answers an agent's own action (so the action and its event are one line, not two).
+    """
     entry = timeline_add(
         account,
         session=session,
         kind=event.kind.value,
-        summary=_event_summary(event),
+        summary=summary or _event_summary(event),
         occurred_at=event.occurred_at or at,
         data={"code": event.code, "raw": event.raw},
         dedupe_key=f"event:{session.external_id}:{event.dedupe_key}",

@@ -38,10 +38,10 @@ class Command(BaseCommand):
         AgentProfile.objects.get_or_create(
             user=user, defaults={"role": AgentProfile.Role.SUPERVISOR}
         )
-        port = settings.PUBLIC_BASE_URL
+        base = settings.PUBLIC_BASE_URL
         self.stdout.write(
             self.style.SUCCESS(
-                f"\n  Sign in at {port}/admin/ as  {username} / {password}\n"
-                f"  (password kept in {path})\n"
+                f"\n  Open the inbox at {base}/ and sign in as  {username} / {password}\n"
+                f"  (Django admin: {base}/admin/; the password is kept in {path})\n"
             )
         )

@@ -1,0 +1,219 @@
+"""Agents work the inbox in a real browser (Debian's Chromium driven by Playwright).
+
+Each test runs against the real processes (uvicorn, a Celery worker, the sandbox) and saves
+screenshots at 1440x900 and 390x844 under test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accounts.models import AgentProfile, Team, User
+from inbox.models import Message, Session
+from integrations.models import Channel
+from integrations.services.channels import channels_sync
+from integrations.services.templates import templates_sync
+from tests.e2e.harness import ROOT, Stack, wait_for
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+# Playwright's sync API keeps an event loop in this thread; the ORM calls these tests make
+# between browser steps are ordinary blocking calls (test code only).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+PASSWORD = "a-long-test-password-42"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    # Module scope: Playwright's sync API runs an event loop in this thread while it lives,
+    # which later tests calling asyncio.run() must not find.
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def world(stack: Stack, e2e_account: Any, settings: Any) -> dict[str, Any]:
+    """Channels and templates synced and active; an agent serving Customer Support and Sales."""
+    # The web process checks passwords with the production hashers, not the tests' fast one.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    channels_sync(e2e_account)
+    templates_sync(e2e_account)
+    Channel.objects.filter(account=e2e_account).update(is_active=True)
+    agent = User.objects.create_user("agent.ann", password=PASSWORD, display_name="Ann Agent")
+    AgentProfile.objects.create(user=agent, role=AgentProfile.Role.AGENT)
+    team = Team.objects.create(name="Front line", slug="front-line")
+    team.members.add(agent)
+    team.channels.add(
+        *Channel.objects.filter(account=e2e_account, name__in=["Customer Support", "Sales"])
+    )
+    return {"agent": agent, "team": team}
+
+
+@pytest.fixture
+def page(
+    chromium: Any, stack: Stack, world: dict[str, Any], request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A signed-in agent's page; screenshots at both sizes when the test ends."""
+    context = chromium.new_context(viewport=DESKTOP, base_url=stack.web_url)
+    agent_page = context.new_page()
+    agent_page.set_default_timeout(10_000)
+    live_log: list[str] = []
+    agent_page.on(
+        "response", lambda r: live_log.append(f"{r.status} {r.url}") if "/live/" in r.url else None
+    )
+    agent_page.on("console", lambda m: live_log.append(f"console {m.type}: {m.text}"))
+    response = agent_page.goto("/login/")
+    if agent_page.locator("input[name=username]").count() == 0:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        agent_page.screenshot(path=str(ARTIFACTS / "login-failed.png"))
+        status = response.status if response else "no response"
+        raise AssertionError(
+            f"no sign-in form at {agent_page.url} ({status}): {agent_page.content()[:2000]}"
+        )
+    agent_page.fill("input[name=username]", "agent.ann")
+    agent_page.fill("input[name=password]", PASSWORD)
+    agent_page.click("[data-testid=login-submit]")
+    try:
+        agent_page.wait_for_selector("[data-testid=session-list]")
+    except playwright_api.TimeoutError:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        agent_page.screenshot(path=str(ARTIFACTS / "after-sign-in-failed.png"))
+        raise
+    yield agent_page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^a-z0-9_]+", "-", request.node.name.lower())
+    (ARTIFACTS / f"{name}-live.log").write_text("\n".join(live_log))
+    for label, size in (("1440x900", DESKTOP), ("390x844", PHONE)):
+        agent_page.set_viewport_size(size)
+        agent_page.wait_for_timeout(200)
+        agent_page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"))
+    context.close()
+
+
+def customer_writes(stack: Stack, customer: str, **body: Any) -> dict[str, Any]:
+    return stack.sandbox("POST", "inbound", {"customer": customer, "type": "text", **body})
+
+
+def session_of(sent: dict[str, Any]) -> Session:
+    return wait_for(
+        lambda: Session.objects.filter(external_id=sent["sessionId"]).first(),
+        what="the session row",
+    )
+
+
+def open_session(page: Any, session: Session) -> None:
+    page.click(f"[data-testid=session-row][data-session-id='{session.pk}'] a")
+    page.wait_for_selector("[data-testid=thread]")
+
+
+def test_a_customer_message_appears_live_in_the_list_and_the_open_thread(page, stack):
+    first = customer_writes(stack, "lucas", text="Bonjour, ma commande ?")
+    session = session_of(first)
+    row = page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']")
+    row.wait_for()  # arrived without a reload
+    assert "Bonjour, ma commande" in row.inner_text()
+
+    open_session(page, session)
+    customer_writes(stack, "lucas", text="Vous êtes là ? 👋")
+
+    page.locator("[data-testid=thread-message]", has_text="Vous êtes là").wait_for()
+
+
+def test_an_agent_replies_and_the_ticks_go_to_read(page, stack):
+    session = session_of(customer_writes(stack, "priya", text="Is premium 5 users?"))
+    page.reload()
+    open_session(page, session)
+
+    page.fill("[data-testid=composer-text]", "Yes, premium includes five users 🙂")
+    page.click("[data-testid=composer-send]")
+
+    reply = page.locator(
+        "[data-testid=thread-message][data-direction=out]", has_text="premium includes five users"
+    )
+    reply.wait_for()
+    reply.locator("[data-testid=delivery-state][data-state=read]").wait_for(timeout=15_000)
+    sent = [s for s in stack.sandbox("GET", "state")["outbound"] if s["customer"] == "priya"]
+    assert [s["text"] for s in sent] == ["Yes, premium includes five users 🙂"]
+
+
+def test_outside_the_window_the_composer_offers_templates_and_one_goes_out(page, stack):
+    session = session_of(customer_writes(stack, "anna", text="Rücksendung?", hoursAgo=30))
+    page.reload()
+    open_session(page, session)
+
+    page.locator("[data-testid=composer-window-closed]").wait_for()
+    option = page.locator("[data-testid=template-select] option", has_text="WELCOME_BACK").first
+    page.select_option("[data-testid=template-select]", value=option.get_attribute("value"))
+    page.locator("[data-testid=template-field]").first.wait_for()
+    preview = page.locator("[data-testid=template-preview]")
+    assert "Anna" in preview.inner_text()  # prefilled from the contact
+    page.click("[data-testid=template-send]")
+
+    sent = page.locator("[data-testid=thread-message][data-type=template]")
+    sent.wait_for()
+    sent.locator("[data-testid=delivery-state][data-state=read]").wait_for(timeout=15_000)
+    assert Message.objects.filter(session=session, direction="out", type="template").count() == 1
+
+
+def test_route_resolve_and_reopen_show_in_the_thread_and_the_list(page, stack):
+    session = session_of(customer_writes(stack, "yossi", text="שלום"))
+    page.reload()
+    open_session(page, session)
+
+    page.click("[data-testid=action-route-menu]")
+    page.fill("[data-testid=route-queue]", "billing")
+    page.fill("[data-testid=route-skills]", "hebrew, billing")
+    page.click("[data-testid=action-route]")
+    page.locator("[data-testid=thread-event]", has_text="Routed to queue billing").wait_for(
+        timeout=15_000
+    )
+
+    page.click("[data-testid=action-resolve]")
+    page.locator("[data-testid=thread-event]", has_text="Resolved").wait_for(timeout=15_000)
+    # The open session stays in the list (marked resolved) until the agent moves on.
+    row = page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']")
+    wait_for(
+        lambda: row.count() == 1 and "Resolved" in row.inner_text(), what="resolved in the list"
+    )
+
+    page.click("[data-testid=action-reopen]")
+    page.locator("[data-testid=thread-event]", has_text="Reopened").wait_for()
+    session.refresh_from_db()
+    assert session.status == Session.Status.OPEN
+    platform = next(
+        s for s in stack.sandbox("GET", "state")["sessions"] if s["id"] == session.external_id
+    )
+    assert platform["queue"] == "billing"
+
+
+def test_an_agent_cannot_open_another_teams_session(page, stack):
+    telegram = session_of(customer_writes(stack, "mei", text="你好"))
+    page.reload()
+
+    assert page.locator(f"[data-testid=session-row][data-session-id='{telegram.pk}']").count() == 0
+    response = page.goto(f"/s/{telegram.pk}/")
+    assert response is not None and response.status == 404
+    assert "你好" not in page.content()
