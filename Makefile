@@ -27,7 +27,11 @@ run: export DJANGO_DEBUG ?= 1
 run: export SWITCHBOARD_PORT := $(PORT)
 run: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: export SANDBOX_PORT := $(SANDBOX_PORT)
+# A Redis answering on localhost makes the demo live (SSE) and its queue a real broker; without
+# one, make run keeps the embedded defaults (filesystem broker, pages poll every few seconds).
+run: export REDIS_URL ?= $(shell $(PYTHON) -c "import socket; socket.create_connection(('127.0.0.1', 6379), 0.3)" 2>/dev/null && echo redis://127.0.0.1:6379/5)
 run: $(STAMP) ## Migrate, create the demo admin, start web + worker + beat + platform sandbox (SANDBOX=0: no sandbox)
+	@echo "Live updates and tasks: $${REDIS_URL:-embedded (no Redis found on 127.0.0.1:6379; pages poll)}"
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_admin
 	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker beat)
