@@ -102,3 +102,19 @@ def post_callback(
             return api_client.generic("POST", url, data, content_type=content_type, **headers)
 
     yield post
+
+
+@pytest.fixture
+def xms_session(account: ProviderAccount) -> Any:
+    """A WhatsApp session with John Doe, ids as in the platform's documented examples."""
+    from tests.factories import ChannelFactory, ContactFactory, make_session
+
+    channel = ChannelFactory(account=account, external_id="wa360:918828218374", medium="whatsapp")
+    contact = ContactFactory(account=account, name="John Doe", phone="919988776655")
+    return make_session(
+        account,
+        channel,
+        contact=contact,
+        identity_external_id="wa919988776655_918828218374",
+        external_id="xsds34434",
+    )

@@ -171,3 +171,34 @@ class NoteFactory(factory.django.DjangoModelFactory):
     session = factory.SubFactory(SessionFactory)
     author = factory.SubFactory(UserFactory)
     body = factory.Sequence(lambda n: f"Private note {n}")
+
+
+def make_session(
+    account: ProviderAccount,
+    channel: Channel,
+    *,
+    inbound_ago: Any = None,
+    identity_external_id: str = "",
+    **kw: Any,
+) -> Session:
+    """Return a session with a platform contact identity, as the inbound flow leaves one."""
+    from datetime import timedelta
+
+    contact = kw.pop("contact", None) or ContactFactory(account=account)
+    identity_kw = {"external_id": identity_external_id} if identity_external_id else {}
+    identity = ContactIdentityFactory(
+        contact=contact,
+        channel=channel,
+        medium=channel.medium,
+        address=contact.phone,
+        **identity_kw,
+    )
+    ago = timedelta(minutes=5) if inbound_ago is None else inbound_ago
+    return SessionFactory(
+        account=account,
+        channel=channel,
+        contact=contact,
+        identity=identity,
+        last_inbound_at=timezone.now() - ago,
+        **kw,
+    )

@@ -24,15 +24,14 @@ from tests.factories import (
     AgentProfileFactory,
     ChannelFactory,
     ContactFactory,
-    ContactIdentityFactory,
     InboundMessageFactory,
     OutboundMessageFactory,
     ProviderAccountFactory,
-    SessionFactory,
     TeamFactory,
     TemplateApprovalFactory,
     TemplateFactory,
     UserFactory,
+    make_session,
 )
 
 pytestmark = pytest.mark.django_db
@@ -54,25 +53,6 @@ def client_for(user: User) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
-
-
-def make_session(
-    account: ProviderAccount, channel: Channel, *, inbound_ago: timedelta | None = None, **kw: Any
-) -> Session:
-    """Return a session with a platform contact identity, as the inbound flow leaves one."""
-    contact = kw.pop("contact", None) or ContactFactory(account=account)
-    identity = ContactIdentityFactory(
-        contact=contact, channel=channel, medium=channel.medium, address=contact.phone
-    )
-    ago = timedelta(minutes=5) if inbound_ago is None else inbound_ago
-    return SessionFactory(
-        account=account,
-        channel=channel,
-        contact=contact,
-        identity=identity,
-        last_inbound_at=timezone.now() - ago,
-        **kw,
-    )
 
 
 def sent_bodies() -> list[dict[str, Any]]:

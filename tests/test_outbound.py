@@ -11,13 +11,13 @@ import requests
 import responses
 from django.utils import timezone
 
-from inbox.models import ContactIdentity, Message, Session
+from inbox.models import Message, Session
 from inbox.services import outbound
 from inbox.services.outbound import Draft, SendRefused, message_send
 from integrations import ratelimit
 from integrations.models import Template, TemplateApproval
 from tests.conftest import load_fixture
-from tests.factories import ChannelFactory, ContactFactory, SessionFactory
+from tests.factories import SessionFactory
 
 pytestmark = pytest.mark.django_db
 SEND = "https://api.mehery.example/xms/api/v1/message/send"
@@ -35,25 +35,8 @@ def accepted(message_id: str = "gBEGkYiEB1VXAglK1ZEqA1YKPrU") -> dict[str, Any]:
 
 
 @pytest.fixture
-def session(account) -> Session:
-    channel = ChannelFactory(account=account, external_id="wa360:918828218374", medium="whatsapp")
-    contact = ContactFactory(account=account, name="John Doe", phone="919988776655")
-    identity = ContactIdentity.objects.create(
-        account=account,
-        contact=contact,
-        channel=channel,
-        medium="whatsapp",
-        external_id="wa919988776655_918828218374",
-        address="919988776655",
-    )
-    return SessionFactory(
-        account=account,
-        channel=channel,
-        contact=contact,
-        identity=identity,
-        external_id="xsds34434",
-        last_inbound_at=timezone.now() - timedelta(minutes=5),
-    )
+def session(xms_session: Session) -> Session:
+    return xms_session
 
 
 @pytest.fixture

@@ -31,16 +31,15 @@ from tests.factories import (
     CannedReplyFactory,
     ChannelFactory,
     ContactFactory,
-    ContactIdentityFactory,
     InboundMessageFactory,
     LabelFactory,
     NoteFactory,
     OutboundMessageFactory,
-    SessionFactory,
     TeamFactory,
     TemplateApprovalFactory,
     TemplateFactory,
     UserFactory,
+    make_session,
 )
 
 pytestmark = pytest.mark.django_db
@@ -51,25 +50,6 @@ ACCEPTED = {"data": {"id": "abc"}, "statusKey": "SUCCESS", "status": 200, "error
 SUCCESS_LIST = {"results": [], "status": 200, "statusKey": "SUCCESS", "message": "ok"}
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_ATTRIBUTE = '"><img src=x onerror=alert(1)>'
-
-
-def make_session(
-    account: ProviderAccount, channel: Channel, *, inbound_ago: timedelta | None = None, **kw: Any
-) -> Session:
-    """Return a session with a platform identity, as the inbound flow leaves one."""
-    contact = kw.pop("contact", None) or ContactFactory(account=account)
-    identity = ContactIdentityFactory(
-        contact=contact, channel=channel, medium=channel.medium, address=contact.phone
-    )
-    ago = timedelta(minutes=5) if inbound_ago is None else inbound_ago
-    return SessionFactory(
-        account=account,
-        channel=channel,
-        contact=contact,
-        identity=identity,
-        last_inbound_at=timezone.now() - ago,
-        **kw,
-    )
 
 
 def browser(user: User | None) -> Client:

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import requests
 import responses
-from django.utils import timezone
 
-from inbox.models import ContactIdentity, Message, Session, SessionAction, TimelineEntry
+from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.services.history import session_history_import
 from inbox.services.outbound import SendRefused
 from inbox.services.session_actions import session_action_request, session_assign
@@ -18,32 +17,15 @@ from integrations.models import Channel, SyncRun, Template, TemplateApproval
 from integrations.sandbox import catalog, envelopes
 from integrations.services.templates import templates_sync
 from tests.conftest import load_fixture
-from tests.factories import ChannelFactory, ContactFactory, SessionFactory, TeamFactory, UserFactory
+from tests.factories import ChannelFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 API = "https://api.mehery.example/xms/api/v1"
 
 
 @pytest.fixture
-def session(account) -> Session:
-    channel = ChannelFactory(account=account, external_id="wa360:918828218374", medium="whatsapp")
-    contact = ContactFactory(account=account, name="John Doe", phone="919988776655")
-    identity = ContactIdentity.objects.create(
-        account=account,
-        contact=contact,
-        channel=channel,
-        medium="whatsapp",
-        external_id="wa919988776655_918828218374",
-        address="919988776655",
-    )
-    return SessionFactory(
-        account=account,
-        channel=channel,
-        contact=contact,
-        identity=identity,
-        external_id="xsds34434",
-        last_inbound_at=timezone.now(),
-    )
+def session(xms_session: Session) -> Session:
+    return xms_session
 
 
 @pytest.fixture
