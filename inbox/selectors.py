@@ -430,11 +430,21 @@ def session_list_page(
     return list(sessions.prefetch_related(labels)[offset : offset + limit])
 
 
+ACCOUNT_SECRETS = (
+    "account__api_key",
+    "account__api_id",
+    "account__verify_token",
+    "account__previous_verify_token",
+)
+
+
 def session_get_for_page(user: User, session_id: int) -> Session | None:
     """Return a visible session with what the conversation pane shows, or None."""
     return (
         session_detail_for_user(user)
         .select_related("identity", "account")
+        # Pages never need the platform credentials; not loading them saves their decryption.
+        .defer(*ACCOUNT_SECRETS)
         .prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
         .filter(pk=session_id)
         .first()

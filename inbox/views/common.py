@@ -22,6 +22,7 @@ from django.utils.cache import patch_vary_headers
 from accounts.models import User
 from inbox.models import Session
 from inbox.selectors import (
+    ACCOUNT_SECRETS,
     INBOX_VIEWS,
     SORTS,
     STATUS_FILTERS,
@@ -71,6 +72,7 @@ def session_for_action(request: HttpRequest, session_id: int) -> Session:
     session = (
         sessions_visible_to(request_user(request))
         .select_related("account", "channel", "contact", "identity")
+        .defer(*ACCOUNT_SECRETS)
         .filter(pk=session_id)
         .first()
     )
