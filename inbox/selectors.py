@@ -567,9 +567,19 @@ def contact_sessions_other(user: User, session: Session, limit: int = 10) -> lis
     )
 
 
-def contact_labels(session: Session) -> list[Label]:
-    """Return the labels on any of the session's contact's sessions."""
-    return list(Label.objects.filter(sessions__contact_id=session.contact_id).distinct())
+def contact_labels(session: Session, user: User) -> list[Label]:
+    """Return the labels on the contact's sessions this user may see."""
+    sessions = sessions_visible_to(user).filter(contact_id=session.contact_id)
+    return list(Label.objects.filter(sessions__in=sessions).distinct().order_by("name"))
+
+
+def contact_identities_visible(user: User, session: Session) -> list[ContactIdentity]:
+    """Return the contact's identities on channels this user may see (prefetched on the row)."""
+    identities = list(session.contact.identities.all())
+    if user_sees_everything(user):
+        return identities
+    visible = set(channels_visible_to(user).values_list("pk", flat=True))
+    return [i for i in identities if i.channel_id in visible]
 
 
 def labels_all() -> QuerySet[Label]:

@@ -582,3 +582,21 @@ def test_a_rate_limited_send_waits_without_using_an_attempt(session, send, monke
 
     assert message.status == Message.Status.SENT
     assert message.attempts == 1
+
+
+def test_failing_a_message_never_overwrites_a_delivery_the_platform_confirmed(session):
+    message = Message.objects.create(
+        account=session.account,
+        session=session,
+        direction="out",
+        type="text",
+        body="Hi",
+        status=Message.Status.DELIVERED,
+        sent_at=timezone.now(),
+    )
+
+    outbound.message_fail(message, code="unknown_outcome", title="not sure")
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.DELIVERED
+    assert message.error_title == ""

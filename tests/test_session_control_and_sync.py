@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+from django.utils import timezone
 
 from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.services.history import session_history_import
@@ -345,3 +346,63 @@ def test_no_history_import_is_scheduled_when_it_is_turned_off(
     post_callback(account, load_fixture("xms", "inbound-message-text"))
 
     assert calls == []
+
+
+def test_an_unexpected_error_fails_the_action_with_its_reason_instead_of_looping(
+    session, act, monkeypatch
+):
+    monkeypatch.setattr(
+        "integrations.xms.provider.XmsProvider.session_resolve",
+        lambda *a, **k: (_ for _ in ()).throw(KeyError("surprise")),
+    )
+
+    action = act(session, "resolve")
+
+    assert action.state == SessionAction.State.FAILED
+    assert "KeyError" in action.error
+    session.refresh_from_db()
+    assert session.status == Session.Status.OPEN
+
+
+def test_the_reaper_fails_an_action_whose_worker_died_rather_than_calling_again(session):
+    from datetime import timedelta
+
+    from inbox.services.session_actions import session_actions_reap
+
+    action = SessionAction.objects.create(
+        session=session,
+        kind="close",
+        state=SessionAction.State.RUNNING,
+        attempts=1,
+        claimed_at=timezone.now() - timedelta(minutes=6),
+    )
+
+    session_actions_reap()
+
+    action.refresh_from_db()
+    assert action.state == SessionAction.State.FAILED
+    assert "worker stopped" in action.error
+
+
+@responses.activate
+def test_the_reaper_enqueues_an_overdue_pending_action_but_not_one_waiting_for_its_retry(
+    session, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from inbox.services.session_actions import session_actions_reap
+
+    responses.post(f"{API}/session/close", json=compact([]))
+    old = timezone.now() - timedelta(minutes=3)
+    lost = SessionAction.objects.create(session=session, kind="close")
+    waiting = SessionAction.objects.create(
+        session=session, kind="resolve", next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    SessionAction.objects.filter(pk__in=[lost.pk, waiting.pk]).update(created_at=old)
+
+    assert session_actions_reap() == 1
+
+    lost.refresh_from_db()
+    waiting.refresh_from_db()
+    assert lost.state == SessionAction.State.DONE
+    assert waiting.state == SessionAction.State.PENDING

@@ -541,11 +541,16 @@ def _rejection(exc: http.HttpError) -> tuple[str, str]:
     return code[:64], f"The platform refused the message: {text}"
 
 
+@transaction.atomic
 def message_fail(message: Message, *, code: str, title: str) -> None:
-    """Mark an outbound message failed with a reason people can act on."""
+    """Mark an outbound message failed with a reason people can act on.
+
+    Never over a message the platform has meanwhile confirmed (a receipt that landed while
+    this send was being settled wins).
+    """
     now = timezone.now()
-    Message.objects.filter(pk=message.pk).exclude(
-        status__in=[Message.Status.FAILED, Message.Status.DELETED]
+    Message.objects.filter(
+        pk=message.pk, status__in=[Message.Status.QUEUED, Message.Status.SENDING]
     ).update(
         status=Message.Status.FAILED,
         failed_at=now,
@@ -715,6 +720,7 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
         outcome_unknown=False,
     )
     if updated:
+        _publish_message_update(message)
         timeline_add(
             message.account,
             session=message.session,

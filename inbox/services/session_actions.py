@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Team
@@ -83,6 +83,10 @@ def session_action_request(
 
 
 def _enqueue(action_id: int, countdown: float = 0) -> None:
+    if countdown:
+        SessionAction.objects.filter(pk=action_id).update(
+            next_attempt_at=timezone.now() + timedelta(seconds=countdown)
+        )
     from inbox.tasks import session_action_perform
 
     try:
@@ -94,10 +98,24 @@ def _enqueue(action_id: int, countdown: float = 0) -> None:
 def session_action_perform(action_id: int) -> str:
     """Carry out one pending action at the platform, then locally."""
     claimed = SessionAction.objects.filter(pk=action_id, state=SessionAction.State.PENDING).update(
-        state=SessionAction.State.RUNNING, attempts=F("attempts") + 1
+        state=SessionAction.State.RUNNING,
+        attempts=F("attempts") + 1,
+        claimed_at=timezone.now(),
+        next_attempt_at=None,
     )
     if not claimed:
         return "not claimable"
+    try:
+        return _perform(action_id)
+    except Exception as exc:
+        # Anything unexpected ends the action with its reason instead of leaving it running for
+        # the reaper to repeat (which could call the platform again).
+        logger.exception("session action %s failed", action_id)
+        action = SessionAction.objects.select_related("session").get(pk=action_id)
+        return _failed(action, f"Unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _perform(action_id: int) -> str:
     action = SessionAction.objects.select_related(
         "session__account", "session__contact", "requested_by"
     ).get(pk=action_id)
@@ -176,6 +194,7 @@ def _reason(exc: Exception) -> str:
     return describe_errors(body) if isinstance(body, dict) else str(exc)
 
 
+@transaction.atomic
 def _failed(action: SessionAction, reason: str) -> str:
     now = timezone.now()
     live.publish(
@@ -234,22 +253,31 @@ def _apply_locally(action: SessionAction, now: Any) -> tuple[str, str]:
 
 
 def session_actions_reap() -> int:
-    """Enqueue actions left pending or running (a lost task, a killed worker)."""
-    stale = timezone.now() - timedelta(minutes=5)
-    ids = list(
-        SessionAction.objects.filter(
-            state__in=[SessionAction.State.PENDING, SessionAction.State.RUNNING],
-            created_at__lt=stale,
-        ).values_list("pk", flat=True)[:500]
+    """Recover actions no worker will finish, judged by when they were claimed or due.
+
+    Running for over 5 minutes: the worker died; it is failed with that reason (the platform
+    call may or may not have happened, so it is not repeated blindly). Pending and overdue by a
+    minute: its task was lost; it is enqueued again. Returns how many were enqueued.
+    """
+    now = timezone.now()
+    dead = SessionAction.objects.filter(
+        state=SessionAction.State.RUNNING, claimed_at__lt=now - timedelta(minutes=5)
+    ).select_related("session")
+    for action in dead[:500]:
+        _failed(action, "The worker stopped before the platform answered; check and try again.")
+    overdue = now - timedelta(minutes=1)
+    lost = list(
+        SessionAction.objects.filter(state=SessionAction.State.PENDING, created_at__lt=overdue)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=overdue))
+        .values_list("pk", flat=True)[:500]
     )
-    SessionAction.objects.filter(pk__in=ids, state=SessionAction.State.RUNNING).update(
-        state=SessionAction.State.PENDING
-    )
-    for action_id in ids:
+    for action_id in lost:
+        SessionAction.objects.filter(pk=action_id).update(next_attempt_at=now)
         _enqueue(action_id)
-    return len(ids)
+    return len(lost)
 
 
+@transaction.atomic
 def session_assign(
     session: Session, *, assignee: Any = None, team: Team | None = None, by: Any = None
 ) -> Session:

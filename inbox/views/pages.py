@@ -29,6 +29,7 @@ from inbox.selectors import (
     ThreadItem,
     canned_replies_for_user,
     channels_visible_to,
+    contact_identities_visible,
     contact_labels,
     contact_sessions_other,
     labels_all,
@@ -328,9 +329,9 @@ def panel_context(request: HttpRequest, session: Session) -> dict[str, Any]:
     user = request_user(request)
     return {
         "locales": LOCALES,
-        "identities": list(session.contact.identities.all()),
+        "identities": contact_identities_visible(user, session),
         "other_sessions": contact_sessions_other(user, session),
-        "contact_labels": contact_labels(session),
+        "contact_labels": contact_labels(session, user),
     }
 
 
@@ -348,6 +349,9 @@ def live_context() -> dict[str, Any]:
 def inbox_page(request: HttpRequest, session_id: int | None = None) -> HttpResponse:
     """Show the inbox: the list, and the conversation when one is open."""
     user = request_user(request)
+    # The stream position first: a change committed while this page is being read then still
+    # reaches it as an event, instead of falling between the page and the stream.
+    live_attributes = live_context()
     filters = filters_from(request)
     session = session_for_page(request, session_id) if session_id is not None else None
     if session is not None:
@@ -362,7 +366,7 @@ def inbox_page(request: HttpRequest, session_id: int | None = None) -> HttpRespo
     context: dict[str, Any] = {
         **list_context(request, filters, current=session.pk if session else None),
         **filter_options(request),
-        **live_context(),
+        **live_attributes,
         "session": session,
     }
     if session is not None:

@@ -93,7 +93,12 @@ def process_in_web_soon(event_id: int) -> bool:
         if _inline_backlog >= settings.WEBHOOK_INLINE_BACKLOG:
             return False
         _inline_backlog += 1
-    _inline_pool.submit(_process_inline, event_id)
+    try:
+        _inline_pool.submit(_process_inline, event_id)
+    except RuntimeError:  # the pool is shutting down with the process: the worker does it
+        with _inline_lock:
+            _inline_backlog -= 1
+        return False
     return True
 
 
@@ -102,12 +107,13 @@ def _process_inline(event_id: int) -> None:
     try:
         webhook_event_process(event_id)
     except Exception:
-        logger.exception(
-            "in-process handling of webhook event %s failed; a worker will retry", event_id
-        )
-        WebhookEvent.objects.filter(pk=event_id, state=WebhookEvent.State.PROCESSING).update(
-            state=WebhookEvent.State.PENDING
-        )
+        # (webhook_event_process has put a database failure's event back to pending.) Hand it
+        # to the workers now rather than waiting for the sweep.
+        logger.exception("in-process handling of webhook event %s failed; enqueued again", event_id)
+        try:
+            webhook_events_enqueue([event_id])
+        except Exception:
+            logger.exception("and enqueueing it failed; the sweep will pick it up")
     finally:
         with _inline_lock:
             _inline_backlog -= 1
