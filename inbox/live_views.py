@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 
 import redis
@@ -24,7 +25,19 @@ from inbox.selectors import channels_visible_to, user_sees_everything
 
 logger = logging.getLogger(__name__)
 KEEPALIVE_MS = 15_000
+# How often an open stream re-checks who is listening: a signed-out or deactivated user's
+# stream ends, and an agent added to a team starts getting that team's channels.
+RECHECK_SECONDS = 60
 _STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+def _still_allowed(request: HttpRequest, user_id: int) -> bool:
+    from accounts.models import User
+
+    key = request.session.session_key
+    if not key or not request.session.exists(key):
+        return False
+    return User.objects.filter(pk=user_id, is_active=True).exists()
 
 
 def _visible_channels(user: object) -> set[int] | None:
@@ -44,7 +57,7 @@ async def events(request: HttpRequest) -> HttpResponseBase:
             {"error": "live_unavailable", "detail": "Live updates need Redis; poll instead."},
             status=503,
         )
-    visible = await sync_to_async(_visible_channels)(user)
+    visible_at_start = await sync_to_async(_visible_channels)(user)
     start = request.headers.get("Last-Event-ID") or request.GET.get("last", "")
     if not _STREAM_ID.match(start):
         start = await sync_to_async(live.latest_id)()
@@ -54,9 +67,17 @@ async def events(request: HttpRequest) -> HttpResponseBase:
         if client is None:
             return
         last = start
+        visible = visible_at_start
+        checked = time.monotonic()
         yield "retry: 2000\n\n"
         try:
             while True:
+                if time.monotonic() - checked > RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    if not await sync_to_async(_still_allowed)(request, user.pk):
+                        yield "event: live.ended\ndata: {}\n\n"
+                        return
+                    visible = await sync_to_async(_visible_channels)(user)
                 try:
                     batch = await live.read(client, last, block_ms=KEEPALIVE_MS)
                 except redis.RedisError as exc:

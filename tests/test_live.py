@@ -185,3 +185,26 @@ def test_a_session_event_is_published_on_the_sessions_channel(
         "channel": session.channel_id,
         "message": None,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "RECHECK_SECONDS", 0)
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 50)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        await sync_to_async(client.logout)()
+        chunks = []
+        async for chunk in response.streaming_content:
+            chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
+        return chunks
+
+    chunks = asyncio.run(asyncio.wait_for(run(), timeout=10))
+
+    assert any("event: live.ended" in c for c in chunks)

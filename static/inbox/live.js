@@ -63,5 +63,8 @@
     });
   });
   source.addEventListener("live.error", function () { source.close(); dropped = true; poll(); });
+  // The server ended the stream because the user signed out (or lost access): reload, which
+  // shows the sign-in page or the inbox as the user may now see it.
+  source.addEventListener("live.ended", function () { source.close(); window.location.reload(); });
   window.addEventListener("beforeunload", function () { source.close(); });
 })();
