@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -19,26 +20,29 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
-    """Refuse webhook bodies over the limit before Django buffers them.
+    """Refuse request bodies over their route's limit before Django buffers them.
 
     Django reads a whole request body (to memory or a temporary file) before any view runs, so
-    the webhook parser's own limit alone would not stop a client streaming gigabytes. Here the
-    body is read up to the limit; past it the client gets 413 and nothing more is read.
+    a view's own limit alone would not stop a client streaming gigabytes. Here the body of a
+    limited route is read up to its limit; past it the client gets 413 and nothing more is read.
+    `rules` are (path regex, limit in bytes); the first match applies.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int, prefixes: tuple[str, ...] = ("/webhooks/",)):
+    def __init__(self, app: ASGIApp, *, rules: list[tuple[str, int]]):
         self.app = app
-        self.limit = limit
-        self.prefixes = prefixes
+        self.rules = [(re.compile(pattern), limit) for pattern, limit in rules]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+        limit = None
+        if scope["type"] == "http":
+            limit = next((n for rx, n in self.rules if rx.match(scope["path"])), None)
+        if limit is None:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode() or "0"
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+        if declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -48,8 +52,8 @@ class BodyLimit:
                 return
             body = message.get("body", b"")
             size += len(body)
-            if size > self.limit:
-                await self._too_large(send)
+            if size > limit:
+                await self._too_large(send, limit)
                 return
             chunks.append(body)
             if not message.get("more_body"):
@@ -65,11 +69,11 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         payload = json.dumps(
             {
                 "error": "payload_too_large",
-                "detail": f"The body is over the limit of {self.limit} bytes.",
+                "detail": f"The body is over the limit of {limit} bytes.",
             }
         ).encode()
         await send(
@@ -90,7 +94,16 @@ def _application() -> ASGIApp:
     from django.conf import settings
 
     django_app = get_asgi_application()
-    return BodyLimit(cast(ASGIApp, django_app), limit=settings.WEBHOOK_MAX_BODY_BYTES)
+    from inbox.services.uploads import UPLOAD_MAX_BYTES  # after setup: it imports models
+
+    return BodyLimit(
+        cast(ASGIApp, django_app),
+        rules=[
+            (r"^/webhooks/", settings.WEBHOOK_MAX_BODY_BYTES),
+            # A reply with an attachment: the file's limit plus room for the form fields.
+            (r"^/s/\d+/send/$", UPLOAD_MAX_BYTES + 64 * 1024),
+        ],
+    )
 
 
 application = _application()

@@ -40,7 +40,8 @@ def call(
         sent.append(message)
 
     scope = {"type": "http", "path": path, "headers": headers or []}
-    asyncio.run(BodyLimit(_app, limit=1000)(scope, receive, send))
+    rules = [(r"^/webhooks/", 1000), (r"^/s/\d+/send/$", 2000)]
+    asyncio.run(BodyLimit(_app, rules=rules)(scope, receive, send))
     return sent[0]["status"], sent[1]["body"], reads
 
 
@@ -71,3 +72,8 @@ def test_bodies_within_the_limit_reach_the_app_whole(path):
     status, body, _ = call(path, [b"a" * 400, b"a" * 400])
 
     assert (status, body) == (200, b"800")
+
+
+def test_the_reply_form_has_its_own_larger_limit():
+    assert call("/s/12/send/", [b"a" * 1500])[0] == 200
+    assert call("/s/12/send/", [b"a" * 1500, b"a" * 1500])[0] == 413
