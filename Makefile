@@ -19,6 +19,8 @@ $(STAMP): requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@rm -f $(VENV)/.installed-*
+	@test -f .env || printf '%s\n' "# Local development settings, written by make install (see .env.example)." \
+		"# The real environment wins over this file; never copy it to a server." "DJANGO_DEBUG=1" > .env
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies
