@@ -24,14 +24,28 @@ _session.headers["User-Agent"] = "Switchboard/0.1"
 
 
 class HttpError(Exception):
-    """A platform call failed; `retryable` says whether trying again may help."""
+    """A platform call failed; `retryable` says whether trying again may help.
+
+    `detail` is the reason in words people can act on and `code` the platform's own code, when
+    the provider's client could read them from the answer (otherwise the message and "").
+    """
 
     retryable = False
 
-    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        detail: str = "",
+        code: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.detail = detail or message
+        self.code = code
 
 
 class TransientError(HttpError):

@@ -529,16 +529,8 @@ def _transient(message: Message, exc: http.HttpError) -> str:
 
 
 def _rejection(exc: http.HttpError) -> tuple[str, str]:
-    from integrations.xms.client import describe_errors
-
-    body = exc.body if isinstance(exc.body, dict) else {}
-    errors = body.get("errors") or []
-    code = ""
-    if errors and isinstance(errors[0], dict):
-        code = str(errors[0].get("code") or "")
-    code = code or str(body.get("statusKey") or exc.status or "rejected")
-    text = describe_errors(body) if body else str(exc)
-    return code[:64], f"The platform refused the message: {text}"
+    code = exc.code or str(exc.status or "rejected")
+    return code[:64], f"The platform refused the message: {exc.detail}"
 
 
 @transaction.atomic

@@ -188,10 +188,7 @@ def _perform(action_id: int) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    from integrations.xms.client import describe_errors
-
-    body = getattr(exc, "body", None)
-    return describe_errors(body) if isinstance(body, dict) else str(exc)
+    return exc.detail if isinstance(exc, http.HttpError) else str(exc)
 
 
 @transaction.atomic

@@ -22,9 +22,15 @@ class XmsClient:
             self.headers["x-api-id"] = account.api_id
 
     def _call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> JSON:
-        response = http.request(
-            method, f"{self.base}/api/v1/{path}", headers=self.headers, json=json, params=params
-        )
+        try:
+            response = http.request(
+                method, f"{self.base}/api/v1/{path}", headers=self.headers, json=json, params=params
+            )
+        except http.HttpError as exc:
+            # A refusal with an envelope says why: pass its words and code on (spec §1.5).
+            if isinstance(exc.body, dict):
+                exc.detail, exc.code = describe_errors(exc.body), envelope_code(exc.body)
+            raise
         envelope = response.json if isinstance(response.json, dict) else {}
         check_envelope(envelope, f"{method} {path}")
         return envelope
@@ -93,7 +99,11 @@ def check_envelope(envelope: JSON, what: str) -> None:
     )
     if failed:
         raise EnvelopeError(
-            f"{what}: {describe_errors(envelope)}", status=status_code, body=envelope
+            f"{what}: {describe_errors(envelope)}",
+            status=status_code,
+            body=envelope,
+            detail=describe_errors(envelope),
+            code=envelope_code(envelope),
         )
 
 
@@ -108,6 +118,14 @@ def describe_errors(envelope: JSON) -> str:
     if not parts:
         parts.append(str(envelope.get("message") or envelope.get("statusKey") or "failed"))
     return "; ".join(parts)
+
+
+def envelope_code(envelope: JSON) -> str:
+    """Return the machine code of a failed envelope: its first error's code, or statusKey."""
+    errors = envelope.get("errors") or []
+    if errors and isinstance(errors[0], dict) and errors[0].get("code"):
+        return str(errors[0]["code"])
+    return str(envelope.get("statusKey") or "")
 
 
 def first_result(envelope: JSON) -> JSON | None:
