@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -209,29 +210,32 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             rows,
         )
 
-    @admin.action(description="Test the credentials")
-    def test_credentials(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+    def _for_each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ProviderAccount],
+        call: Callable[[ProviderAccount], str],
+    ) -> None:
+        """Call the platform for each account and report each outcome (or its failure)."""
         for account in queryset:
             try:
-                outcome = account_credentials_test(account)
+                outcome = call(account)
             except (HttpError, NotImplementedError) as exc:
                 self.message_user(request, f"{account}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{account}: {outcome}.", messages.SUCCESS)
 
+    @admin.action(description="Test the credentials")
+    def test_credentials(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        self._for_each(request, queryset, account_credentials_test)
+
     @admin.action(description="Register the callback URL at the platform")
     def register_webhook(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
-        for account in queryset:
-            try:
-                account_webhook_register(account)
-            except (HttpError, NotImplementedError) as exc:
-                self.message_user(request, f"{account}: {exc}", messages.ERROR)
-            else:
-                self.message_user(
-                    request,
-                    f"{account}: callbacks now go to {account.webhook_url}",
-                    messages.SUCCESS,
-                )
+        def register(account: ProviderAccount) -> str:
+            account_webhook_register(account)
+            return f"callbacks now go to {account.webhook_url}"
+
+        self._for_each(request, queryset, register)
 
     @admin.display(description="Last syncs")
     def last_syncs(self, obj: ProviderAccount) -> SafeString:
@@ -262,13 +266,9 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     @admin.action(description="Sync channels from the platform")
     def sync_channels(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
-        for account in queryset:
-            try:
-                result = channels_sync(account)
-            except (HttpError, NotImplementedError) as exc:
-                self.message_user(request, f"{account}: {exc}", messages.ERROR)
-            else:
-                self.message_user(request, f"{account}: channels {result}.", messages.SUCCESS)
+        self._for_each(
+            request, queryset, lambda account: f"channels {channels_sync(account, trigger='admin')}"
+        )
 
     @admin.action(description="Regenerate the verify token (update it at the platform too)")
     def regenerate_verify_token(

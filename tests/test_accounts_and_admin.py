@@ -222,3 +222,27 @@ def test_admin_session_list_query_count_does_not_grow_with_sessions(
         post_callback(account, more)
 
     assert count_queries() == few
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(200, "lists 1 channel(s)"), (401, "HTTP 401")],
+)
+def test_platform_actions_in_admin_report_each_accounts_outcome(
+    admin_client, account, status, expected
+):
+    import responses
+
+    with responses.RequestsMock() as mocked:
+        mocked.get(
+            "https://api.mehery.example/xms/api/v1/config/channels",
+            status=status,
+            json=load_fixture("xms", "response-config-channels") if status == 200 else {},
+        )
+        response = admin_client.post(
+            "/admin/integrations/provideraccount/",
+            {"action": "test_credentials", "_selected_action": [account.pk]},
+            follow=True,
+        )
+
+    assert expected in response.content.decode()
