@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
@@ -59,3 +60,7 @@ urlpatterns = [
     # The agent pages; the root URL is the inbox.
     path("", include("inbox.urls")),
 ]
+
+if settings.BENCH_ENDPOINTS:
+    # The benchmark's baselines (bench/views.py); never on in a real deployment.
+    urlpatterns.insert(0, path("_bench/", include("bench.urls")))

@@ -122,6 +122,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif env_bool("DATABASE_POOL", True):
+    # Under ASGI each request runs in its own context, so a persistent connection is never
+    # reused: it leaks until PostgreSQL refuses new clients (`make bench` found this). A
+    # process-wide psycopg pool hands connections back at the end of each request instead.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # the pool checks connections itself
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 8),
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+        "max_idle": 300,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -216,6 +228,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Webhooks.
+# `make bench` mounts its baseline endpoints under /_bench/ (bench/views.py); nothing else does.
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
+
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)
 # After a verify token is regenerated, the old one is still accepted this long.
 WEBHOOK_TOKEN_GRACE_HOURS = env_float("WEBHOOK_TOKEN_GRACE_HOURS", 24.0)

@@ -39,6 +39,8 @@ def identity_upsert(
     else:
         _identity_refresh(identity, profile, channel=channel)
     _contact_fill(identity.contact, profile, phone=phone)
+    if channel is not None and identity.channel_id == channel.pk:
+        identity.channel = channel  # already loaded: spares callers a query
     return identity
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -159,35 +159,53 @@ def _message_apply(
     )
     media = message.media
     location = message.location
-    with transaction.atomic():
-        row, created = Message.objects.get_or_create(
-            account=account,
-            direction=Message.Direction.INBOUND,
-            external_id=message.external_id,
-            defaults={
-                "session": session,
-                "type": message.type.value,
-                "raw_type": message.raw_type[:40],
-                "body": message.body,
-                "caption": media.caption if media else "",
-                "media_url": media.link[:2000] if media else "",
-                "media_mime_type": media.mime_type[:255] if media else "",
-                "media_filename": media.filename[:255] if media else "",
-                "media_size": media.size if media else None,
-                "media_sha256": media.sha256[:128] if media else "",
-                "media_external_id": media.media_id[:255] if media else "",
-                "attachments": [_media_json(m) for m in message.attachments if m != media],
-                "latitude": location.latitude if location else None,
-                "longitude": location.longitude if location else None,
-                "location_name": location.name[:255] if location else "",
-                "location_address": location.address[:500] if location else "",
-                "location_url": location.url[:2000] if location else "",
-                "external_id_ext": message.external_id_ext[:255],
-                "status": Message.Status.RECEIVED,
-                "sent_at": at,
-                "raw": message.raw,
-            },
+    fields = {
+        "session": session,
+        "type": message.type.value,
+        "raw_type": message.raw_type[:40],
+        "body": message.body,
+        "caption": media.caption if media else "",
+        "media_url": media.link[:2000] if media else "",
+        "media_mime_type": media.mime_type[:255] if media else "",
+        "media_filename": media.filename[:255] if media else "",
+        "media_size": media.size if media else None,
+        "media_sha256": media.sha256[:128] if media else "",
+        "media_external_id": media.media_id[:255] if media else "",
+        "attachments": [_media_json(m) for m in message.attachments if m != media],
+        "latitude": location.latitude if location else None,
+        "longitude": location.longitude if location else None,
+        "location_name": location.name[:255] if location else "",
+        "location_address": location.address[:500] if location else "",
+        "location_url": location.url[:2000] if location else "",
+        "external_id_ext": message.external_id_ext[:255],
+        "status": Message.Status.RECEIVED,
+        "sent_at": at,
+        "raw": message.raw,
+    }
+    # The redelivery check above ran without a lock: a concurrent delivery of the same message
+    # can still win the insert, and the unique constraint then says so.
+    try:
+        with transaction.atomic():
+            row = Message.objects.create(
+                account=account,
+                direction=Message.Direction.INBOUND,
+                external_id=message.external_id,
+                **fields,
+            )
+        created = True
+    except IntegrityError:
+        winner = (
+            Message.objects.select_related("session")
+            .filter(
+                account=account,
+                direction=Message.Direction.INBOUND,
+                external_id=message.external_id,
+            )
+            .first()
         )
+        if winner is None:
+            raise
+        row, created = winner, False
     if created:
         _session_note_inbound(session, row, at=at)
         live.publish(

@@ -46,7 +46,12 @@ def session_for_inbound(
             return session
         return _session_open(account, channel=channel, identity=identity, ref=None, at=at)
 
-    session = Session.objects.filter(account=account, external_id=ref.external_id).first()
+    # Locked now: following the ref and noting the message both update this row.
+    session = (
+        Session.objects.select_for_update()
+        .filter(account=account, external_id=ref.external_id)
+        .first()
+    )
     if session is None:
         session = _session_open(account, channel=channel, identity=identity, ref=ref, at=at)
     else:
@@ -151,13 +156,10 @@ def _close_as_superseded(old: Session, *, by: Session, at: datetime) -> None:
 
 def _session_follow_ref(session: Session, ref: SessionRef, *, at: datetime, source: str) -> None:
     # Only the newest customer message speaks for the session's current routing: a late,
-    # older message must not undo what newer messages or events set.
-    locked = Session.objects.select_for_update().get(pk=session.pk)
-    if locked.last_inbound_at is not None and at < locked.last_inbound_at:
+    # older message must not undo what newer messages or events set. (The caller read and
+    # locked the row in this transaction, so it is current.)
+    if session.last_inbound_at is not None and at < session.last_inbound_at:
         return
-    session.routing_id = locked.routing_id
-    session.platform_agent = locked.platform_agent
-    session.platform_dept = locked.platform_dept
     changed: list[str] = []
     if ref.routing_id and ref.routing_id != session.routing_id:
         session.routing_id = ref.routing_id

@@ -148,7 +148,22 @@ def webhook_events_enqueue(event_ids: Iterable[int]) -> int:
 
 def _claim(event_id: int, now: datetime) -> bool:
     stale = now - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS)
-    # A body that kills its worker every time is given up instead of looping forever.
+    claimed = (
+        WebhookEvent.objects.filter(pk=event_id)
+        .filter(
+            Q(state=WebhookEvent.State.PENDING)
+            | Q(
+                state=WebhookEvent.State.PROCESSING,
+                claimed_at__lt=stale,
+                attempts__lt=settings.WEBHOOK_MAX_ATTEMPTS,
+            )
+        )
+        .update(state=WebhookEvent.State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    if claimed:
+        return True
+    # Not claimable. If that is because a body killed its worker every time, give it up
+    # instead of looping forever (only checked here, off the common path).
     WebhookEvent.objects.filter(
         pk=event_id,
         state=WebhookEvent.State.PROCESSING,
@@ -159,15 +174,7 @@ def _claim(event_id: int, now: datetime) -> bool:
         error="Processing never finished (the worker died each time); gave up. Replay to retry.",
         processed_at=now,
     )
-    claimed = (
-        WebhookEvent.objects.filter(pk=event_id)
-        .filter(
-            Q(state=WebhookEvent.State.PENDING)
-            | Q(state=WebhookEvent.State.PROCESSING, claimed_at__lt=stale)
-        )
-        .update(state=WebhookEvent.State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
-    )
-    return claimed == 1
+    return False
 
 
 def webhook_event_process(event_id: int) -> str | None:

@@ -1,0 +1,48 @@
+"""What every stage of a run shares: the running processes, the report, the bench account."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench.report import Report
+
+if TYPE_CHECKING:
+    from integrations.models import ProviderAccount
+    from tests.e2e.harness import Stack
+
+ADMIN_USERNAME = "bench-admin"
+ADMIN_PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway user in a throwaway database
+
+
+@dataclass
+class Bench:
+    """One run. Django is set up in this process against the run's own database."""
+
+    quick: bool
+    stack: Stack
+    report: Report
+    account: ProviderAccount
+    started: float = field(default_factory=time.monotonic)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def web_url(self) -> str:
+        return self.stack.web_url
+
+    def webhook_url(self, account: ProviderAccount | None = None) -> str:
+        account = account or self.account
+        return f"{self.web_url}/webhooks/{account.kind}/{account.pk}/"
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
+
+    @contextmanager
+    def stage(self, title: str) -> Iterator[None]:
+        self.log(f"== {title}")
+        began = time.monotonic()
+        yield
+        self.log(f"   {title}: {time.monotonic() - began:.1f} s")

@@ -1,0 +1,122 @@
+"""Stage 4: sends through one worker to the sandbox, against the sandbox's own speed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+
+import requests
+from django.db import transaction
+from django.utils import timezone
+
+from bench.context import Bench
+from bench.report import ms, percentile
+from inbox.models import Message, Session
+from inbox.services.outbound import Draft, message_send
+from tests.e2e.harness import wait_for
+
+SECTION = "4. Outbound"
+CUSTOMERS = ("amira", "lucas", "priya", "yossi", "mei", "joao", "anna")
+
+
+def _sessions(bench: Bench) -> list[Session]:
+    keys = []
+    for customer in CUSTOMERS:
+        sent = bench.stack.sandbox("POST", "inbound", {"customer": customer, "type": "text"})
+        keys.append(sent["sessionId"])
+
+    def found() -> list[Session]:
+        sessions = list(Session.objects.filter(external_id__in=keys))
+        return sessions if len(sessions) == len(keys) else []
+
+    return wait_for(found, timeout=60, what="the customers' sessions")
+
+
+def _floor(bench: Bench, body: dict[str, object], count: int, threads: int) -> float:
+    """Post the same send straight to the sandbox from `threads` threads; return sends/s."""
+    url = f"{bench.stack.sandbox_url}/xms/api/v1/message/send"
+    headers = {"x-api-key": bench.stack.api_key, "Content-Type": "application/json"}
+    data = json.dumps(body)
+    share = count // threads
+    failures: list[int] = []
+
+    def post_many() -> None:
+        with requests.Session() as session:
+            for _ in range(share):
+                answer = session.post(url, data=data, headers=headers, timeout=10)
+                if answer.status_code != 200:
+                    failures.append(answer.status_code)
+
+    workers = [threading.Thread(target=post_many) for _ in range(threads)]
+    began = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    took = time.monotonic() - began
+    if failures:
+        raise RuntimeError(f"the sandbox refused {len(failures)} baseline sends: {failures[:5]}")
+    return share * threads / took
+
+
+def run(bench: Bench) -> None:
+    count = 200 if bench.quick else 2000
+    if "worker" not in bench.stack.processes:
+        bench.stack.start_worker()
+    sessions = _sessions(bench)
+    bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
+
+    # All sends are queued in one transaction, so their tasks are enqueued together at commit.
+    ids: list[int] = []
+    with transaction.atomic():
+        for index in range(count):
+            message, _ = message_send(
+                sessions[index % len(sessions)], Draft(body=f"Bench reply {index} 👋")
+            )
+            ids.append(message.pk)
+        enqueued = timezone.now()
+    began = time.monotonic()
+
+    def accepted() -> bool:
+        return not Message.objects.filter(pk__in=ids, accepted_at__isnull=True).exists()
+
+    wait_for(accepted, timeout=600, interval=0.2, what="every send accepted")
+    rows = list(Message.objects.filter(pk__in=ids).values_list("accepted_at", "status"))
+    last: datetime = max(at for at, _ in rows if at is not None)
+    took = (last - enqueued).total_seconds()
+    rate = count / took
+    delays = [(at - enqueued).total_seconds() for at, _ in rows if at is not None]
+    failed = sum(1 for _, status in rows if status == Message.Status.FAILED)
+    del began
+
+    # The floor: the very body our client sent, posted to the sandbox directly, with as many
+    # threads as the worker has processes. Its receipts are dropped so they add no load here.
+    sent = bench.stack.sandbox("GET", "state")["outbound"]
+    body = sent[-1]["body"]
+    bench.stack.sandbox("POST", "faults", {"drop_rate": 1})
+    try:
+        floor = _floor(bench, body, count, threads=bench.stack.worker_concurrency)
+    finally:
+        bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
+    bench.report.add(
+        SECTION,
+        "sends through one worker (rate limit off)",
+        f"{count:,} in {took:.1f} s: {rate:,.0f} sends/s · {failed} failed",
+        baseline=f"direct posts to the sandbox: {floor:,.0f} sends/s",
+        ratio=rate / floor if floor else None,
+        note=f"worker concurrency {bench.stack.worker_concurrency}; receipts flow back meanwhile",
+        sends=count,
+        per_second=round(rate, 1),
+        baseline_per_second=round(floor, 1),
+        failed=failed,
+    )
+    bench.report.add(
+        SECTION,
+        "enqueue → accepted by the platform",
+        f"p50 {ms(percentile(delays, 0.5))} · p99 {ms(percentile(delays, 0.99))}",
+        note="all sends enqueued at once: the p99 is the whole burst's tail",
+        p50_ms=round(percentile(delays, 0.5) * 1000, 1),
+        p99_ms=round(percentile(delays, 0.99) * 1000, 1),
+    )
