@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -88,34 +89,58 @@ class CallbackTokenAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[None, ProviderAccount]:
         kwargs = request.parser_context.get("kwargs", {}) if request.parser_context else {}
-        account = _account_from_url(kwargs.get("kind", ""), kwargs.get("account_id", ""))
+        kind, account_id = kwargs.get("kind", ""), kwargs.get("account_id", "")
+        account = _account_from_url(kind, account_id)
         token = request.headers.get(TOKEN_HEADER, "")
         if not token:
             raise exceptions.AuthenticationFailed(
                 f"The {TOKEN_HEADER} header is missing.", code="missing_token"
             )
-        # Every accepted token is compared, in constant time, whatever matches first.
-        matches = [
-            hmac.compare_digest(token.encode(), accepted.encode())
-            for accepted in account.accepted_verify_tokens()
-        ]
-        if not any(matches):
-            raise exceptions.AuthenticationFailed(
-                f"The {TOKEN_HEADER} header does not match this account's token.",
-                code="wrong_token",
-            )
+        if not _token_matches(account, token):
+            # The cached row may predate a token rotation: ask the database before refusing.
+            account = _account_from_url(kind, account_id, fresh=True)
+            if not _token_matches(account, token):
+                raise exceptions.AuthenticationFailed(
+                    f"The {TOKEN_HEADER} header does not match this account's token.",
+                    code="wrong_token",
+                )
         return (None, account)
 
     def authenticate_header(self, request: Request) -> str:
         return TOKEN_HEADER
 
 
-def _account_from_url(kind: str, account_id: str) -> ProviderAccount:
+def _token_matches(account: ProviderAccount, token: str) -> bool:
+    # Every accepted token is compared, in constant time, whatever matches first.
+    matches = [
+        hmac.compare_digest(token.encode(), accepted.encode())
+        for accepted in account.accepted_verify_tokens()
+    ]
+    return any(matches)
+
+
+# Accounts found by their callback URL, kept briefly in this process: a busy number sends
+# hundreds of callbacks a second, and each would otherwise read (and decrypt) the same row.
+# A token rotation is seen at once (a mismatch re-reads the row); a deactivated or deleted
+# account stops receiving within WEBHOOK_ACCOUNT_CACHE_SECONDS.
+_accounts: dict[tuple[str, uuid.UUID], tuple[float, ProviderAccount]] = {}
+
+
+def accounts_cache_clear() -> None:
+    """Forget the accounts this process has cached (tests; an admin change is seen anyway)."""
+    _accounts.clear()
+
+
+def _account_from_url(kind: str, account_id: str, *, fresh: bool = False) -> ProviderAccount:
     try:
         key = uuid.UUID(account_id)
         get_provider(kind)
     except (ValueError, ProviderNotFound):
         raise exceptions.NotFound("No such webhook.", code="unknown_account") from None
+    cached = _accounts.get((kind, key))
+    now = time.monotonic()
+    if cached is not None and not fresh and cached[0] > now:
+        return cached[1]
     account = (
         ProviderAccount.objects.filter(pk=key, kind=kind, is_active=True)
         .only(
@@ -129,7 +154,13 @@ def _account_from_url(kind: str, account_id: str) -> ProviderAccount:
         .first()
     )
     if account is None:
+        _accounts.pop((kind, key), None)
         raise exceptions.NotFound("No such webhook.", code="unknown_account")
+    ttl = settings.WEBHOOK_ACCOUNT_CACHE_SECONDS
+    if ttl > 0:
+        if len(_accounts) > 10_000:  # unknown ids are not cached; this bounds the rest
+            _accounts.clear()
+        _accounts[(kind, key)] = (now + ttl, account)
     return account
 
 

@@ -261,3 +261,58 @@ def test_after_a_token_rotation_the_old_token_works_for_the_grace_period_only(
     )
     account.save()
     assert post_callback(account, TEXT, token=old).status_code == 401
+
+
+@pytest.fixture
+def cached_accounts(settings):
+    from integrations.webhooks import accounts_cache_clear
+
+    settings.WEBHOOK_ACCOUNT_CACHE_SECONDS = 60
+    accounts_cache_clear()
+    yield
+    accounts_cache_clear()
+
+
+def _account_reads(queries) -> int:
+    return sum(1 for q in queries if 'FROM "integrations_provideraccount"' in q["sql"])
+
+
+def test_a_busy_accounts_next_callback_is_authenticated_without_reading_the_account_again(
+    account, post_callback, cached_accounts
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as first:
+        assert post_callback(account, TEXT).status_code == 200
+    with CaptureQueriesContext(connection) as second:
+        assert post_callback(account, TEXT).status_code == 200
+
+    assert _account_reads(first.captured_queries) >= 1
+    # (Processing the event reads the account for its own reasons; the webhook itself doesn't.)
+    assert _account_reads(second.captured_queries) < _account_reads(first.captured_queries)
+
+
+def test_a_rotated_token_is_accepted_at_once_although_the_account_is_cached(
+    account, post_callback, cached_accounts
+):
+    assert post_callback(account, TEXT).status_code == 200
+    account.rotate_verify_token()
+
+    assert post_callback(account, TEXT, token=account.verify_token).status_code == 200
+
+
+def test_a_deactivated_account_stops_receiving_when_its_cache_time_is_over(
+    account, post_callback, cached_accounts, monkeypatch
+):
+    import time
+
+    from integrations import webhooks
+
+    assert post_callback(account, TEXT).status_code == 200
+    account.is_active = False
+    account.save()
+    later = time.monotonic() + 61
+    monkeypatch.setattr(webhooks.time, "monotonic", lambda: later)
+
+    assert post_callback(account, TEXT).status_code == 404

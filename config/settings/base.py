@@ -234,6 +234,8 @@ BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)
 # After a verify token is regenerated, the old one is still accepted this long.
 WEBHOOK_TOKEN_GRACE_HOURS = env_float("WEBHOOK_TOKEN_GRACE_HOURS", 24.0)
+# Seconds a web process keeps an account found by its callback URL (0: read it every time).
+WEBHOOK_ACCOUNT_CACHE_SECONDS = env_float("WEBHOOK_ACCOUNT_CACHE_SECONDS", 5.0)
 # A pending event whose task has not run this long is enqueued again by the sweep (its task
 # was lost, e.g. with a broker restart). Events the broker refused are enqueued at once.
 WEBHOOK_REENQUEUE_AFTER_SECONDS = env_int("WEBHOOK_REENQUEUE_AFTER_SECONDS", 900)

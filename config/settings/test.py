@@ -19,6 +19,8 @@ IMPORT_SESSION_HISTORY = False
 # Tests process callbacks through the (eager) task queue only; a second thread would not see
 # the test's transaction.
 WEBHOOK_PROCESS_IN_WEB = False
+# Tests change accounts between callbacks; the cache has tests of its own that turn it on.
+WEBHOOK_ACCOUNT_CACHE_SECONDS = 0.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
