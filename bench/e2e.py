@@ -113,8 +113,10 @@ def run(bench: Bench) -> None:
     channel = Channel.objects.filter(account=bench.account).first()
     sent_at: dict[str, float] = {}
 
+    cookie = _cookie()
+
     async def scenario() -> tuple[list[float], LoadResult, list[tuple[float, dict[str, object]]]]:
-        async with LiveStream(f"{bench.web_url}/live/events/", _cookie()) as stream:
+        async with LiveStream(f"{bench.web_url}/live/events/", cookie) as stream:
             floor = await _floor(stream, channel.pk if channel else 0, 20 if bench.quick else 100)
             stream.arrived.clear()
             result = await open_loop(

@@ -170,7 +170,7 @@ def _prepare_database() -> None:
 
 
 def _account(stack: Stack) -> ProviderAccount:
-    from integrations.models import ProviderAccount
+    from integrations.models import Channel, ProviderAccount
     from integrations.services.accounts import account_webhook_register
     from integrations.services.channels import channels_sync
 
@@ -183,6 +183,8 @@ def _account(stack: Stack) -> ProviderAccount:
     )
     account_webhook_register(account)
     channels_sync(account)
+    # An admin activates synced channels before agents reply on them.
+    Channel.objects.filter(account=account).update(is_active=True)
     return account
 
 

@@ -475,3 +475,25 @@ def test_concurrent_new_sessions_for_one_customer_leave_only_the_newest_open(acc
         Session.objects.exclude(status=Session.Status.CLOSED).values_list("external_id", flat=True)
     )
     assert open_sessions == ["session-4"]
+
+
+def test_an_event_the_web_process_takes_itself_is_not_also_sent_to_the_workers(
+    settings, monkeypatch
+):
+    from integrations.services import webhooks
+
+    settings.WEBHOOK_PROCESS_IN_WEB = True
+    settings.WEBHOOK_INLINE_BACKLOG = 1
+    submitted: list[int] = []
+    enqueued: list[list[int]] = []
+    monkeypatch.setattr(
+        webhooks._inline_pool, "submit", lambda fn, event_id: submitted.append(event_id)
+    )
+    monkeypatch.setattr(webhooks, "webhook_events_enqueue", lambda ids: enqueued.append(list(ids)))
+    monkeypatch.setattr(webhooks, "_inline_backlog", 0)
+
+    webhooks._dispatch(101)  # room in this process: its own thread takes it
+    webhooks._dispatch(102)  # backlog full: a worker takes it
+
+    assert submitted == [101]
+    assert enqueued == [[102]]

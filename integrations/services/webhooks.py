@@ -70,8 +70,11 @@ def webhook_event_receive(
 
 
 def _dispatch(event_id: int) -> None:
-    webhook_events_enqueue([event_id])
-    process_in_web_soon(event_id)
+    # One path per event: this web process's own threads when they have room, else a worker.
+    # Both would work (the claim makes it run once), but the loser's task costs a broker
+    # round trip here and a task there for nothing: a third of the work at high rates.
+    if not process_in_web_soon(event_id):
+        webhook_events_enqueue([event_id])
 
 
 _inline_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook-inline")
@@ -80,11 +83,13 @@ _inline_backlog = 0
 
 
 def process_in_web_soon(event_id: int) -> bool:
-    """Process a stored event in this web process too, right after answering the platform.
+    """Process a stored event in this web process, right after answering the platform.
 
-    The fast path keeps the inbox live when the Celery worker is down or busy: whichever of
-    this thread and the worker claims the event first processes it, the other finds nothing to
-    claim. Bounded: past WEBHOOK_INLINE_BACKLOG waiting events, bursts are left to the workers.
+    The fast path keeps the inbox live when the Celery worker is down or busy, and spares the
+    broker round trip. Bounded: past WEBHOOK_INLINE_BACKLOG waiting events, the rest go to
+    the workers. A failure here hands the event to the workers; a stopping server finishes
+    what it has queued; a killed one leaves its few queued events pending, and the sweep
+    enqueues them after WEBHOOK_REENQUEUE_AFTER_SECONDS.
     """
     global _inline_backlog
     if not settings.WEBHOOK_PROCESS_IN_WEB:
