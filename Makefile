@@ -9,7 +9,7 @@ SANDBOX ?= 1
 SANDBOX_PORT ?= 8001
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format typecheck migrations lock clean
+.PHONY: help install run test bench lint format typecheck migrations lock clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test: $(STAMP) ## Lint, type-check, check migrations, run the whole test suite
 	$(BIN)/mypy .
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=config.settings.test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Benchmark against PostgreSQL + Redis: table + var/bench/*.json (QUICK=1: smoke run)
+	$(BIN)/python -m bench $(if $(filter 1,$(QUICK)),--quick) $(BENCH_ARGS)
 
 lint: $(STAMP) ## Lint only
 	$(BIN)/ruff check .
