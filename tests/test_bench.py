@@ -156,5 +156,5 @@ def test_the_raw_insert_baseline_stores_the_body_as_one_row(bench_urls):
 
     assert answer.status_code == 200
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT body FROM {RAW_TABLE}")
+        cursor.execute(f"SELECT body FROM {RAW_TABLE}")  # noqa: S608
         assert cursor.fetchall() == [('{"a": 1}',)]
