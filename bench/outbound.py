@@ -65,6 +65,10 @@ def run(bench: Bench) -> None:
     count = 200 if bench.quick else 2000
     if "worker" not in bench.stack.processes:
         bench.stack.start_worker()
+    # What earlier stages left for the worker would be measured here too: let it finish.
+    from bench.ingest import _drain
+
+    _drain(bench, timeout=900)
     sessions = _sessions(bench)
     bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
 
