@@ -148,6 +148,17 @@ class Session(models.Model):
         indexes = [
             models.Index(fields=["status", "-last_activity_at"], name="session_status_activity"),
             models.Index(fields=["channel", "contact", "status"], name="session_channel_contact"),
+            # The customer's last message on a channel (the messaging window), one probe a row.
+            models.Index(
+                fields=["channel", "contact", "last_inbound_at"],
+                name="session_contact_last_inbound",
+            ),
+            # The queues routing suggests, read one index entry per queue.
+            models.Index(
+                fields=["platform_queue"],
+                condition=~Q(platform_queue=""),
+                name="session_queue",
+            ),
         ]
 
     def __str__(self) -> str:

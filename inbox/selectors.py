@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -30,6 +31,7 @@ from django.utils import timezone
 from accounts.models import AgentProfile, Team, User
 from inbox.models import (
     CannedReply,
+    Contact,
     ContactIdentity,
     Label,
     Message,
@@ -80,7 +82,10 @@ def user_sees_everything(user: User) -> bool:
 
 
 def _served_channel_ids(user: User) -> QuerySet[Any]:
-    return Team.channels.through.objects.filter(team__members=user).values("channel_id")
+    # Straight from the two link tables: a join through the team table would add a relation
+    # to every visible-session query for the planner to order, and filter nothing.
+    teams = Team.members.through.objects.filter(user_id=user.pk).values("team_id")
+    return Team.channels.through.objects.filter(team_id__in=teams).values("channel_id")
 
 
 def channels_visible_to(user: User) -> QuerySet[Channel]:
@@ -124,25 +129,34 @@ def templates_visible_to(user: User) -> QuerySet[Template]:
 # --- Session lists ----------------------------------------------------------------------------
 
 
-def session_list_for_user(user: User) -> QuerySet[Session]:
-    """Return the visible sessions with what a list shows, in a constant number of queries.
-
-    Each row is annotated with `contact_last_inbound_at`, the customer's last message on the
-    channel across all their sessions, so `session_window_from_row` needs no query per row.
-    """
+def sessions_with_contact_last_inbound(sessions: QuerySet[Session]) -> QuerySet[Session]:
+    """Annotate each session with `contact_last_inbound_at`: the customer's last message on the
+    channel across all their sessions (what the messaging window is measured from)."""
     last_inbound = (
         Session.objects.filter(channel_id=OuterRef("channel_id"), contact_id=OuterRef("contact_id"))
         .exclude(last_inbound_at__isnull=True)
         .order_by("-last_inbound_at")
         .values("last_inbound_at")[:1]
     )
-    return (
-        sessions_visible_to(user)
-        .select_related("channel", "contact", "assignee", "team", "last_message")
+    return sessions.annotate(contact_last_inbound_at=Subquery(last_inbound))
+
+
+def sessions_for_list(sessions: QuerySet[Session]) -> QuerySet[Session]:
+    """Return `sessions` with what a list row shows joined or annotated.
+
+    Each row is annotated with `contact_last_inbound_at` (see
+    `sessions_with_contact_last_inbound`), so `session_window_from_row` needs no query per row.
+    """
+    return sessions_with_contact_last_inbound(
+        sessions.select_related("channel", "contact", "assignee", "team", "last_message")
         # Raw platform payloads can be large and a list shows none of them.
         .defer("channel__raw", "last_message__raw")
-        .annotate(contact_last_inbound_at=Subquery(last_inbound))
     )
+
+
+def session_list_for_user(user: User) -> QuerySet[Session]:
+    """Return the visible sessions with what a list shows, in a constant number of queries."""
+    return sessions_for_list(sessions_visible_to(user))
 
 
 def session_detail_for_user(user: User) -> QuerySet[Session]:
@@ -155,15 +169,29 @@ def session_detail_for_user(user: User) -> QuerySet[Session]:
     )
 
 
+def sessions_matching_ids(text: str) -> QuerySet[Any]:
+    """Return (as a subquery) the ids of the sessions whose contact name/phone or any message
+    body contains `text`.
+
+    The matching sessions are found from the matches (contacts and messages through their
+    trigram indexes, migration 0006), so the cost follows the number of matches rather than the
+    number of sessions; one subquery, without OR, lets PostgreSQL join on it.
+    """
+    text = text.strip()
+    contacts = Contact.objects.filter(Q(name__icontains=text) | Q(phone__icontains=text))
+    # No ORDER BY in the parts of a UNION (the models' default orderings would add one).
+    by_contact = (
+        Session.objects.filter(contact_id__in=contacts.values("pk")).order_by().values("pk")
+    )
+    by_message = Message.objects.filter(body__icontains=text).order_by().values("session_id")
+    return by_contact.union(by_message)
+
+
 def sessions_matching(sessions: QuerySet[Session], text: str) -> QuerySet[Session]:
     """Return the sessions whose contact name/phone or any message body contains `text`."""
-    text = text.strip()
-    if not text:
+    if not text.strip():
         return sessions
-    in_messages = Message.objects.filter(session_id=OuterRef("pk"), body__icontains=text)
-    return sessions.filter(
-        Q(contact__name__icontains=text) | Q(contact__phone__icontains=text) | Exists(in_messages)
-    )
+    return sessions.filter(pk__in=sessions_matching_ids(text))
 
 
 def _unanswered() -> Q:
@@ -332,23 +360,33 @@ def _user_team_ids(user: User) -> QuerySet[Any]:
     return Team.members.through.objects.filter(user_id=user.pk).values("team_id")
 
 
+def session_filters_q(filters: SessionListFilters) -> Q:
+    """Return every list filter except the view (status, channel, medium, team, label, text)
+    as one condition on the session row, without joins."""
+    condition = Q()
+    if filters.status == "active":
+        condition &= Q(status__in=[Session.Status.OPEN, Session.Status.PENDING])
+    elif filters.status in Session.Status.values:
+        condition &= Q(status=filters.status)
+    if filters.channel is not None:
+        condition &= Q(channel_id=filters.channel)
+    if filters.medium:
+        condition &= Q(channel_id__in=Channel.objects.filter(medium=filters.medium).values("pk"))
+    if filters.team is not None:
+        condition &= Q(team_id=filters.team)
+    if filters.label is not None:
+        labelled = Session.labels.through.objects.filter(label_id=filters.label)
+        condition &= Q(pk__in=labelled.values("session_id"))
+    if filters.q.strip():
+        condition &= Q(pk__in=sessions_matching_ids(filters.q))
+    return condition
+
+
 def sessions_filtered(
     sessions: QuerySet[Session], filters: SessionListFilters
 ) -> QuerySet[Session]:
     """Apply every list filter except the view (status, channel, medium, team, label, text)."""
-    if filters.status == "active":
-        sessions = sessions.filter(status__in=[Session.Status.OPEN, Session.Status.PENDING])
-    elif filters.status in Session.Status.values:
-        sessions = sessions.filter(status=filters.status)
-    if filters.channel is not None:
-        sessions = sessions.filter(channel_id=filters.channel)
-    if filters.medium:
-        sessions = sessions.filter(channel__medium=filters.medium)
-    if filters.team is not None:
-        sessions = sessions.filter(team_id=filters.team)
-    if filters.label is not None:
-        sessions = sessions.filter(labels__id=filters.label)
-    return sessions_matching(sessions, filters.q)
+    return sessions.filter(session_filters_q(filters))
 
 
 def _view_q(view: str, user: User) -> Q:
@@ -378,27 +416,41 @@ def sessions_window_closing_first(
 ) -> QuerySet[Session]:
     """Order sessions whose messaging window is open by when it closes, soonest first.
 
-    Needs the `contact_last_inbound_at` annotation of `session_list_for_user`. Sessions whose
+    A window is open while the customer's last message on the channel (across all their
+    sessions, as `contact_last_inbound_at`) is younger than the medium's window. Sessions whose
     window is closed, or whose medium has none, follow by last activity.
     """
     now = now or timezone.now()
-    whens = [
-        When(
-            channel__medium=medium,
-            contact_last_inbound_at__gt=now - timedelta(hours=float(hours)),
-            then=ExpressionWrapper(
-                F("contact_last_inbound_at") + timedelta(hours=float(hours)),
-                output_field=DateTimeField(),
-            ),
+    whens = []
+    for medium, hours in settings.MESSAGING_WINDOW_HOURS.items():
+        window = timedelta(hours=float(hours))
+        # Only inbound messages inside the window count, so one subquery per row both says
+        # whether the window is open and when it closes (NULL: closed).
+        last_inside = (
+            Session.objects.filter(
+                channel_id=OuterRef("channel_id"),
+                contact_id=OuterRef("contact_id"),
+                last_inbound_at__gt=now - window,
+            )
+            .order_by("-last_inbound_at")
+            .values("last_inbound_at")[:1]
         )
-        for medium, hours in settings.MESSAGING_WINDOW_HOURS.items()
-    ]
+        closes_at = ExpressionWrapper(Subquery(last_inside) + window, output_field=DateTimeField())
+        whens.append(When(channel__medium=medium, then=closes_at))
     if not whens:
         return sessions.order_by("-last_activity_at", "-id")
     closes = Case(*whens, default=Value(None), output_field=DateTimeField())
     return sessions.annotate(window_closes_at=closes).order_by(
         F("window_closes_at").asc(nulls_last=True), "-last_activity_at", "-id"
     )
+
+
+def _sessions_sorted(sessions: QuerySet[Session], sort: str) -> QuerySet[Session]:
+    if sort == "waiting":
+        return sessions_waiting_first(sessions)
+    if sort == "window":
+        return sessions_window_closing_first(sessions)
+    return sessions.order_by("-last_activity_at", "-id")
 
 
 def session_list_page(
@@ -413,21 +465,23 @@ def session_list_page(
 
     `keep` is the session the agent has open: it stays in the list, in its place, even when it
     no longer matches the filters (just resolved, assigned away), until they open another.
+
+    The page's ids are chosen first, on the session table alone; only those rows are then
+    joined with what they show. Joining first would join every matching session (thousands)
+    before sorting away all but a page of them.
     """
-    sessions = sessions_filtered(session_list_for_user(user), filters).filter(
-        _view_q(filters.view, user)
-    )
-    if keep is not None:
-        matching = sessions.values("pk")
-        sessions = session_list_for_user(user).filter(Q(pk__in=matching) | Q(pk=keep))
-    if filters.sort == "waiting":
-        sessions = sessions_waiting_first(sessions)
-    elif filters.sort == "window":
-        sessions = sessions_window_closing_first(sessions)
-    else:
-        sessions = sessions.order_by("-last_activity_at", "-id")
+    condition = session_filters_q(filters) & _view_q(filters.view, user)
+    if keep is not None and condition:
+        # One condition on the row (not "in the matching set, or"): PostgreSQL can then walk
+        # the sessions in list order and stop after a page. (An empty condition matches every
+        # session already; `Q() | Q(pk=keep)` would match only the kept one.)
+        condition |= Q(pk=keep)
+    matching = sessions_visible_to(user).filter(condition)
+    page = _sessions_sorted(matching, filters.sort).values("pk")[offset : offset + limit]
+    # The page's ids are visible sessions already; filtering again would only add a join.
+    rows = sessions_for_list(Session.objects.filter(pk__in=page))
     labels = Prefetch("labels", queryset=Label.objects.order_by("name"))
-    return list(sessions.prefetch_related(labels)[offset : offset + limit])
+    return list(_sessions_sorted(rows, filters.sort).prefetch_related(labels))
 
 
 ACCOUNT_SECRETS = (
@@ -440,12 +494,25 @@ ACCOUNT_SECRETS = (
 
 def session_get_for_page(user: User, session_id: int) -> Session | None:
     """Return a visible session with what the conversation pane shows, or None."""
+    # Not the list's query: the conversation shows no last-message preview, and each join
+    # left out is one relation fewer for PostgreSQL to plan on every conversation request.
+    sessions = sessions_with_contact_last_inbound(
+        sessions_visible_to(user).select_related(
+            "channel", "contact", "assignee", "team", "identity", "account"
+        )
+    )
     return (
-        session_detail_for_user(user)
-        .select_related("identity", "account")
         # Pages never need the platform credentials; not loading them saves their decryption.
-        .defer(*ACCOUNT_SECRETS)
-        .prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
+        sessions.defer("channel__raw", *ACCOUNT_SECRETS)
+        .prefetch_related(
+            Prefetch(
+                "contact__identities",
+                queryset=ContactIdentity.objects.select_related("channel").order_by(
+                    "created_at", "id"
+                ),
+            ),
+            Prefetch("labels", queryset=Label.objects.order_by("name")),
+        )
         .filter(pk=session_id)
         .first()
     )
@@ -621,13 +688,27 @@ def users_serving_session(session: Session) -> QuerySet[User]:
 
 
 def platform_queues_known(limit: int = 50) -> list[str]:
-    """Return the platform queues sessions have been in (suggestions for routing)."""
-    return list(
-        Session.objects.exclude(platform_queue="")
-        .order_by("platform_queue")
-        .values_list("platform_queue", flat=True)
-        .distinct()[:limit]
-    )
+    """Return the platform queues sessions have been in (suggestions for routing), by name.
+
+    A recursive query jumps from one queue name to the next through the `session_queue`
+    index, so it reads one index entry per queue rather than every session.
+    """
+    table = Session._meta.db_table
+    sql = f"""
+        WITH RECURSIVE queues(name) AS (
+            SELECT MIN(platform_queue) FROM {table} WHERE platform_queue <> ''
+            UNION ALL
+            SELECT (
+                SELECT MIN(platform_queue) FROM {table}
+                WHERE platform_queue <> '' AND platform_queue > queues.name
+            )
+            FROM queues WHERE queues.name IS NOT NULL
+        )
+        SELECT name FROM queues WHERE name IS NOT NULL LIMIT %s
+    """  # noqa: S608 - the table name is ours
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [limit])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def skills_known() -> list[str]:

@@ -1,0 +1,139 @@
+"""The inbox list's queries as reshaped for large inboxes: the same answers as before.
+
+The list picks a page of ids first and joins only those rows; search goes through one
+subquery of matches; the window sort and the queue suggestions are computed differently
+(see `inbox/selectors.py`). These tests pin what an agent sees.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import AgentProfile, User
+from inbox.models import Session
+from inbox.selectors import platform_queues_known
+from integrations.models import Channel, ProviderAccount
+from tests.factories import (
+    AgentProfileFactory,
+    ChannelFactory,
+    ContactFactory,
+    InboundMessageFactory,
+    LabelFactory,
+    TeamFactory,
+    make_session,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def channel(account: ProviderAccount) -> Channel:
+    return ChannelFactory(account=account, medium="whatsapp", name="Support")
+
+
+@pytest.fixture
+def agent(channel: Channel) -> User:
+    team = TeamFactory()
+    team.channels.add(channel)
+    profile = AgentProfileFactory(role=AgentProfile.Role.AGENT)
+    team.members.add(profile.user)
+    return profile.user
+
+
+@pytest.fixture
+def as_agent(agent: User) -> Client:
+    client = Client()
+    client.force_login(agent)
+    return client
+
+
+def rows(client: Client, path: str) -> list[int]:
+    html = client.get(path).content.decode()
+    return [int(i) for i in re.findall(r'data-testid="session-row" data-session-id="(\d+)"', html)]
+
+
+def test_the_window_sort_counts_the_customers_message_in_another_session_on_the_channel(
+    as_agent, account, channel
+):
+    contact = ContactFactory(account=account)
+    # The customer wrote 23 hours ago in a session since resolved, and 30 hours ago here:
+    # the window of this session closes in an hour, so it comes first.
+    here = make_session(account, channel, contact=contact, inbound_ago=timedelta(hours=30))
+    make_session(
+        account,
+        channel,
+        contact=contact,
+        inbound_ago=timedelta(hours=23),
+        status=Session.Status.RESOLVED,
+    )
+    fresh = make_session(account, channel, inbound_ago=timedelta(minutes=5))
+    closed = make_session(account, channel, inbound_ago=timedelta(hours=40))
+
+    assert rows(as_agent, "/list/?sort=window") == [here.pk, fresh.pk, closed.pk]
+
+
+def test_the_open_session_stays_in_an_unfiltered_list_with_everything_else(
+    as_agent, account, channel
+):
+    sessions = [make_session(account, channel) for _ in range(3)]
+    Session.objects.filter(pk=sessions[0].pk).update(status=Session.Status.CLOSED)
+
+    shown = rows(as_agent, f"/list/?status=any&current={sessions[0].pk}")
+
+    assert sorted(shown) == sorted(s.pk for s in sessions)
+
+
+def test_the_open_session_keeps_its_place_on_a_later_page(as_agent, account, channel):
+    now = timezone.now()
+    sessions = [
+        make_session(account, channel, last_activity_at=now - timedelta(minutes=i))
+        for i in range(60)
+    ]
+    kept = sessions[55]
+    Session.objects.filter(pk=kept.pk).update(status=Session.Status.RESOLVED)
+
+    second_page = rows(as_agent, f"/list/?page=2&current={kept.pk}")
+
+    assert second_page == [s.pk for s in sessions[50:]]
+
+
+def test_search_shows_a_session_once_when_its_contact_and_its_messages_both_match(
+    as_agent, account, channel
+):
+    session = make_session(
+        account, channel, contact=ContactFactory(account=account, name="Refund Rita")
+    )
+    InboundMessageFactory(session=session, body="I want a refund")
+    InboundMessageFactory(session=session, body="Refund, please")
+    other = make_session(account, channel)
+
+    assert rows(as_agent, "/list/?status=any&q=refund") == [session.pk]
+    assert other.pk in rows(as_agent, "/list/?status=any")
+
+
+def test_filters_combine_with_search_and_the_label_filter_lists_a_session_once(
+    as_agent, account, channel
+):
+    vip, billing = LabelFactory(name="vip"), LabelFactory(name="billing")
+    both = make_session(account, channel)
+    both.labels.add(vip, billing)
+    InboundMessageFactory(session=both, body="Where is my invoice?")
+    only_vip = make_session(account, channel)
+    only_vip.labels.add(vip)
+
+    assert sorted(rows(as_agent, f"/list/?label={vip.pk}")) == sorted([both.pk, only_vip.pk])
+    assert rows(as_agent, f"/list/?label={vip.pk}&q=invoice") == [both.pk]
+    assert rows(as_agent, "/list/?medium=sms") == []
+
+
+def test_queue_suggestions_are_each_queue_once_by_name_without_the_empty_one(account, channel):
+    for queue in ["support-2", "", "billing", "support-2", "billing", "vip", ""]:
+        make_session(account, channel, platform_queue=queue)
+
+    assert platform_queues_known() == ["billing", "support-2", "vip"]
+    assert platform_queues_known(limit=2) == ["billing", "support-2"]
