@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import os
 import secrets
@@ -42,7 +43,8 @@ def _bench_database_url() -> str:
         parts = urlsplit(base)
         name = unquote(parts.path.lstrip("/")) or "switchboard"
         return urlunsplit(parts._replace(path="/" + quote(f"{name}_bench")))
-    return "postgres://127.0.0.1:5432/switchboard_bench"
+    user = getpass.getuser()
+    return f"postgres://{quote(user)}@127.0.0.1:5432/switchboard_bench_{user}"
 
 
 def _recreate_database(url: str) -> None:
@@ -61,8 +63,14 @@ def _recreate_database(url: str) -> None:
         ) from exc
     with connection:
         quoted = '"' + name.replace('"', '""') + '"'
-        connection.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {quoted}")
+        try:
+            connection.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {quoted}")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise SystemExit(
+                f"make bench recreates the database {name!r} at each run, and this user may not "
+                f"({exc}). Drop it as its owner, or point BENCH_DATABASE_URL at another name."
+            ) from exc
 
 
 def _check_redis(url: str) -> None:
