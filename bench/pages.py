@@ -200,7 +200,7 @@ class Sampling:
     budget: float
 
 
-SAMPLING = Sampling(warm=3, timed=40, least=15, budget=2.5)
+SAMPLING = Sampling(warm=2, timed=30, least=10, budget=1.5)
 QUICK_SAMPLING = Sampling(warm=1, timed=3, least=3, budget=1.0)
 
 

@@ -26,6 +26,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.lookups import IsNull
 from django.utils import timezone
 
 from accounts.models import AgentProfile, Team, User
@@ -185,6 +186,24 @@ def sessions_matching_ids(text: str) -> QuerySet[Any]:
     )
     by_message = Message.objects.filter(body__icontains=text).order_by().values("session_id")
     return by_contact.union(by_message)
+
+
+def sessions_matching_q(text: str, *, many_match: bool = False) -> Q:
+    """Return the condition "the contact's name/phone or a message body contains `text`".
+
+    By default the matches are collected first (`sessions_matching_ids`): the cost follows the
+    number of matching messages. When the caller knows that many sessions match, checking each
+    session as a list walks past it finds a page after a few dozen sessions instead.
+    """
+    text = text.strip()
+    if not many_match:
+        return Q(pk__in=sessions_matching_ids(text))
+    contacts = Contact.objects.filter(Q(name__icontains=text) | Q(phone__icontains=text))
+    first_match = Message.objects.filter(session_id=OuterRef("pk"), body__icontains=text)
+    # A scalar subquery, not EXISTS: PostgreSQL would turn EXISTS into a hash of every matching
+    # message (its estimate of a LIKE's matches is far too low), which is the cost avoided here.
+    has_match = IsNull(Subquery(first_match.order_by().values("pk")[:1]), False)
+    return Q(contact_id__in=contacts.values("pk")) | Q(has_match)
 
 
 def sessions_matching(sessions: QuerySet[Session], text: str) -> QuerySet[Session]:
@@ -360,9 +379,12 @@ def _user_team_ids(user: User) -> QuerySet[Any]:
     return Team.members.through.objects.filter(user_id=user.pk).values("team_id")
 
 
-def session_filters_q(filters: SessionListFilters) -> Q:
+def session_filters_q(filters: SessionListFilters, *, many_match: bool = False) -> Q:
     """Return every list filter except the view (status, channel, medium, team, label, text)
-    as one condition on the session row, without joins."""
+    as one condition on the session row, without joins.
+
+    `many_match` says that the text matches many sessions (see `session_list_page`).
+    """
     condition = Q()
     if filters.status == "active":
         condition &= Q(status__in=[Session.Status.OPEN, Session.Status.PENDING])
@@ -378,7 +400,7 @@ def session_filters_q(filters: SessionListFilters) -> Q:
         labelled = Session.labels.through.objects.filter(label_id=filters.label)
         condition &= Q(pk__in=labelled.values("session_id"))
     if filters.q.strip():
-        condition &= Q(pk__in=sessions_matching_ids(filters.q))
+        condition &= sessions_matching_q(filters.q, many_match=many_match)
     return condition
 
 
@@ -453,6 +475,31 @@ def _sessions_sorted(sessions: QuerySet[Session], sort: str) -> QuerySet[Session
     return sessions.order_by("-last_activity_at", "-id")
 
 
+# From this many matching sessions on, the first pages of a search (by last activity) are
+# found by checking sessions in list order rather than by collecting every match first.
+SEARCH_MANY_MATCH = 2000
+
+
+def _search_walks(
+    filters: SessionListFilters, offset: int, limit: int, matching: int | None
+) -> bool:
+    """Say whether a search page is cheaper found by checking sessions as the list goes.
+
+    Walking the list by last activity checks about (offset + limit) * sessions / matches
+    sessions, each by its own messages: a few hundred for the first pages of a search that
+    thousands of sessions match, where collecting the matches first reads every matching
+    message (a common word: a hundred thousand). The other sorts order every candidate, so
+    they would check them all; few matches are cheaper collected.
+    """
+    return (
+        bool(filters.q.strip())
+        and filters.sort == "activity"
+        and matching is not None
+        and matching >= SEARCH_MANY_MATCH
+        and offset + limit <= matching // 20
+    )
+
+
 def session_list_page(
     user: User,
     filters: SessionListFilters,
@@ -460,6 +507,7 @@ def session_list_page(
     offset: int = 0,
     limit: int = 50,
     keep: int | None = None,
+    matching: int | None = None,
 ) -> list[Session]:
     """Return one page of the inbox list: rows with all they show, labels prefetched.
 
@@ -469,15 +517,19 @@ def session_list_page(
     The page's ids are chosen first, on the session table alone; only those rows are then
     joined with what they show. Joining first would join every matching session (thousands)
     before sorting away all but a page of them.
+
+    `matching` is how many sessions the list holds, when the caller knows (the view counts):
+    a search that many sessions match is then checked session by session in list order.
     """
-    condition = session_filters_q(filters) & _view_q(filters.view, user)
+    walk = _search_walks(filters, offset, limit, matching)
+    condition = session_filters_q(filters, many_match=walk) & _view_q(filters.view, user)
     if keep is not None and condition:
         # One condition on the row (not "in the matching set, or"): PostgreSQL can then walk
         # the sessions in list order and stop after a page. (An empty condition matches every
         # session already; `Q() | Q(pk=keep)` would match only the kept one.)
         condition |= Q(pk=keep)
-    matching = sessions_visible_to(user).filter(condition)
-    page = _sessions_sorted(matching, filters.sort).values("pk")[offset : offset + limit]
+    sessions = sessions_visible_to(user).filter(condition)
+    page = _sessions_sorted(sessions, filters.sort).values("pk")[offset : offset + limit]
     # The page's ids are visible sessions already; filtering again would only add a join.
     rows = sessions_for_list(Session.objects.filter(pk__in=page))
     labels = Prefetch("labels", queryset=Label.objects.order_by("name"))

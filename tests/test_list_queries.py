@@ -137,3 +137,31 @@ def test_queue_suggestions_are_each_queue_once_by_name_without_the_empty_one(acc
 
     assert platform_queues_known() == ["billing", "support-2", "vip"]
     assert platform_queues_known(limit=2) == ["billing", "support-2"]
+
+
+@pytest.mark.parametrize("query", ["refund", "Rita", "4915", "nothing-matches"])
+def test_a_search_finds_the_same_page_whether_it_walks_the_list_or_collects_the_matches(
+    as_agent, account, channel, monkeypatch, query
+):
+    now = timezone.now()
+    for i in range(12):
+        contact = ContactFactory(
+            account=account, name="Refund Rita" if i % 4 == 0 else f"Customer {i}"
+        )
+        session = make_session(
+            account, channel, contact=contact, last_activity_at=now - timedelta(minutes=i)
+        )
+        if i % 3 == 0:
+            InboundMessageFactory(session=session, body="Can I get a refund?")
+        if i % 5 == 0:
+            contact.phone = f"4915{i:07d}"
+            contact.save()
+    path = f"/list/?status=any&q={query}"
+
+    monkeypatch.setattr("inbox.selectors._search_walks", lambda *args: False)
+    collected = rows(as_agent, path)
+    monkeypatch.setattr("inbox.selectors._search_walks", lambda *args: True)
+    walked = rows(as_agent, path)
+
+    assert walked == collected
+    assert (query == "nothing-matches") == (collected == [])

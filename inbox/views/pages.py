@@ -119,7 +119,12 @@ def list_context(
     pages = page_count(total)
     page = min(page_number(request), pages)
     sessions = session_list_page(
-        user, filters, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, keep=current
+        user,
+        filters,
+        offset=(page - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
+        keep=current,
+        matching=total,
     )
     now = timezone.now()
     query = filters_query(filters, page=page)
