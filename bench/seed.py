@@ -14,6 +14,7 @@ sequence moved past the block we use, and the tables analysed afterwards.
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
 import uuid
@@ -115,6 +116,7 @@ COMMON_WORD = "refund"
 SHOWCASE = [("open", 0, True), ("pending", 4, False), ("resolved", 3, True), ("closed", 7, False)]
 SHOWCASE_CONTACT = ("es_ES", "Lucía", "García")
 SHOWCASE_LABEL = "refund"
+THREAD = -1  # the long thread's key among a step's sessions (plan indexes are 0 and up)
 
 # (language, country calling code, first names, last names)
 PEOPLE = {
@@ -753,25 +755,23 @@ class _Step:
         # message, last inbound time and unread count come out of writing its messages.
         states: dict[int, _SessionState] = {}
         ids = iter(range(message0, message0 + n_messages))
-        messages = self._messages(plan, session0, ids, states, thread_index)
+        thread_id = session0 + thread_index if thread_index is not None else world.thread_id
+        messages = self._messages(
+            plan, session0, ids, states, thread_index, thread_id, thread_messages
+        )
         self._copy(cursor, "inbox_message", _MESSAGE_COLUMNS, messages)
-        if thread_messages:
-            thread_id = session0 + thread_index if thread_index is not None else world.thread_id
-            assert thread_id is not None
-            history = self._thread_history(thread_id, thread_messages, ids, states, thread_index)
-            self._copy(cursor, "inbox_message", _MESSAGE_COLUMNS, history)
-            if thread_index is None:
-                # Older history: the thread now opened earlier.
-                opened = world.thread_first_at
-                cursor.execute(
-                    "UPDATE inbox_session SET opened_at = %s, created_at = %s WHERE id = %s",
-                    [opened, opened, thread_id],
-                )
-                cursor.execute(
-                    "UPDATE inbox_timelineentry SET occurred_at = %s, created_at = %s"
-                    " WHERE session_id = %s AND kind = 'opened'",
-                    [opened, opened, thread_id],
-                )
+        if thread_messages and thread_index is None:
+            # Older history: the thread now opened earlier.
+            opened = world.thread_first_at
+            cursor.execute(
+                "UPDATE inbox_session SET opened_at = %s, created_at = %s WHERE id = %s",
+                [opened, opened, thread_id],
+            )
+            cursor.execute(
+                "UPDATE inbox_timelineentry SET occurred_at = %s, created_at = %s"
+                " WHERE session_id = %s AND kind = 'opened'",
+                [opened, opened, thread_id],
+            )
         sessions = self._sessions(plan, session0, contact0, identity_of, states)
         self._copy(cursor, "inbox_session", _SESSION_COLUMNS, sessions)
         if thread_index is not None:
@@ -975,37 +975,59 @@ class _Step:
         ids: Iterator[int],
         out: dict[int, _SessionState],
         thread_index: int | None,
+        thread_id: int | None,
+        thread_count: int,
     ) -> Iterator[tuple[Any, ...]]:
+        """Yield the step's messages in the order they were sent, across all sessions.
+
+        A real inbox stores a conversation's messages between those of the conversations
+        going on at the same time; writing each session's messages together would put them
+        on a page or two of the table and flatter every per-session read.
+        """
         agents = self.world.agent_ids
+        # Per session: (session id, channel, language family, author, times, directions).
+        talks: dict[int, tuple[int, int, str, int, list[datetime], list[str]]] = {}
         for index, p in enumerate(plan.sessions):
             if index == thread_index:
                 continue
-            family = _family(plan.contacts[p.contact][0])
             active = p.status in ("open", "pending")
             times, directions = self._conversation(
                 p.messages, p.last_at, 300.0, last_inbound=p.last_inbound if active else None
             )
             author = p.assignee_id or agents[index % len(agents)]
-            state = _SessionState(first_at=times[0], last_at=times[0])
-            session_id = session0 + index
-            for n, (at, direction) in enumerate(zip(times, directions, strict=True)):
-                mid = next(ids)
-                state.add(mid, direction, at)
-                text = self.rare[0] if p.showcase and n == 0 else None
-                yield self._message(mid, session_id, p.channel, family, direction, at, author, text)
-            if not (active and p.last_inbound):
+            family = _family(plan.contacts[p.contact][0])
+            talks[index] = (session0 + index, p.channel, family, author, times, directions)
+        if thread_count:
+            assert thread_id is not None
+            times, directions = self._thread_history(thread_id, thread_count, thread_index)
+            talks[THREAD] = (thread_id, 0, "de", self.world.agent.pk, times, directions)
+        states = {
+            key: _SessionState(first_at=talk[4][0], last_at=talk[4][0])
+            for key, talk in talks.items()
+        }
+        ordered = heapq.merge(*(_timed(key, talk[4]) for key, talk in talks.items()))
+        for at, key, n in ordered:
+            session_id, channel, family, author, _, directions = talks[key]
+            mid = next(ids)
+            states[key].add(mid, directions[n], at)
+            showcase = key != THREAD and n == 0 and plan.sessions[key].showcase
+            text = self.rare[0] if showcase else None
+            yield self._message(mid, session_id, channel, family, directions[n], at, author, text)
+        for key, state in states.items():
+            if key == THREAD:
+                if thread_index is not None:
+                    out[thread_index] = state
+                continue
+            p = plan.sessions[key]
+            if not (p.status in ("open", "pending") and p.last_inbound):
                 state.unread = 0
-            out[index] = state
+            out[key] = state
 
     def _thread_history(
-        self,
-        thread_id: int,
-        count: int,
-        ids: Iterator[int],
-        out: dict[int, _SessionState],
-        thread_index: int | None,
-    ) -> Iterator[tuple[Any, ...]]:
-        """Yield `count` messages of the long thread, older than the ones it has."""
+        self, thread_id: int, count: int, thread_index: int | None
+    ) -> tuple[list[datetime], list[str]]:
+        """Return the times and directions of `count` messages of the long thread, older than
+        the ones it has, and note the notes and timeline entries among them."""
         world = self.world
         end = (
             world.thread_first_at - timedelta(minutes=20)
@@ -1016,11 +1038,7 @@ class _Step:
             count, end, 1200.0, last_inbound=True if thread_index is not None else None
         )
         world.thread_first_at = times[0]
-        state = _SessionState(first_at=times[0], last_at=times[0])
-        for n, (at, direction) in enumerate(zip(times, directions, strict=True)):
-            mid = next(ids)
-            state.add(mid, direction, at)
-            yield self._message(mid, thread_id, 0, "de", direction, at, world.agent.pk)
+        for n, at in enumerate(times):
             if n % 250 == 125:
                 self.thread_notes.append(
                     (thread_id, world.agent.pk, f"Call notes: {_NOTES[n % len(_NOTES)]}", "", at)
@@ -1040,8 +1058,7 @@ class _Step:
                         at,
                     )
                 )
-        if thread_index is not None:
-            out[thread_index] = state
+        return times, directions
 
     def _sessions(
         self,
@@ -1186,6 +1203,10 @@ class _SessionState:
             self.unread += 1
         else:
             self.unread = 0
+
+
+def _timed(key: int, times: list[datetime]) -> Iterator[tuple[datetime, int, int]]:
+    return ((at, key, n) for n, at in enumerate(times))
 
 
 def _ascii(text: str) -> str:
