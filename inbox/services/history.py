@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from inbox import live
 from inbox.models import Message, Session, TimelineEntry
-from inbox.services.messages import message_receipts_apply_pending
+from inbox.services.messages import media_fields, message_receipts_apply_pending
 from inbox.services.timeline import timeline_add
 from integrations.base import HistoryMessage, MessageType
 from integrations.http import HttpError
@@ -105,10 +105,7 @@ def _import(session: Session, item: HistoryMessage) -> Message | None:
                     "type": kind.value,
                     "raw_type": item.type[:40],
                     "body": item.body,
-                    "caption": media.caption if media else "",
-                    "media_url": media.link[:2000] if media else "",
-                    "media_mime_type": media.mime_type[:255] if media else "",
-                    "media_filename": media.filename[:255] if media else "",
+                    **media_fields(media),
                     "external_id_ext": item.external_id_ext[:255],
                     "status": status,
                     "sent_at": item.sent_at or timezone.now(),

@@ -16,7 +16,7 @@ from django.db.models.functions import Greatest
 from inbox import live
 from inbox.models import ContactIdentity, Message, Session, TimelineEntry
 from inbox.services.contacts import identity_upsert
-from inbox.services.messages import receipt_record
+from inbox.services.messages import media_fields, receipt_record
 from inbox.services.sessions import (
     session_event_apply,
     session_for_inbound,
@@ -164,13 +164,7 @@ def _message_apply(
         "type": message.type.value,
         "raw_type": message.raw_type[:40],
         "body": message.body,
-        "caption": media.caption if media else "",
-        "media_url": media.link[:2000] if media else "",
-        "media_mime_type": media.mime_type[:255] if media else "",
-        "media_filename": media.filename[:255] if media else "",
-        "media_size": media.size if media else None,
-        "media_sha256": media.sha256[:128] if media else "",
-        "media_external_id": media.media_id[:255] if media else "",
+        **media_fields(media),
         "attachments": [_media_json(m) for m in message.attachments if m != media],
         "latitude": location.latitude if location else None,
         "longitude": location.longitude if location else None,

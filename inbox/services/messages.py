@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from inbox import live
 from inbox.models import Message, MessageReceipt, MessageStatusChange, Session
-from integrations.base import DeliveryStatus, Receipt
+from integrations.base import DeliveryStatus, Media, Receipt
 from integrations.models import ProviderAccount
 
 RANK: dict[str, int] = {
@@ -32,6 +32,29 @@ STEP_FIELDS: dict[str, str] = {
     DeliveryStatus.FAILED: "failed_at",
     DeliveryStatus.DELETED: "deleted_at",
 }
+
+
+def media_fields(media: Media | None) -> dict[str, object]:
+    """Return the Message columns that describe a platform media item, trimmed to fit."""
+    if media is None:
+        return {
+            "caption": "",
+            "media_url": "",
+            "media_mime_type": "",
+            "media_filename": "",
+            "media_size": None,
+            "media_sha256": "",
+            "media_external_id": "",
+        }
+    return {
+        "caption": media.caption,
+        "media_url": media.link[:2000],
+        "media_mime_type": media.mime_type[:255],
+        "media_filename": media.filename[:255],
+        "media_size": media.size,
+        "media_sha256": media.sha256[:128],
+        "media_external_id": media.media_id[:255],
+    }
 
 
 def statuses_below(status: str) -> list[str]:
