@@ -40,6 +40,23 @@ class Bench:
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
 
+    def pending(self) -> int:
+        """Count the bench account's callbacks not processed yet."""
+        from integrations.models import WebhookEvent
+
+        return WebhookEvent.objects.filter(
+            account=self.account,
+            state__in=[WebhookEvent.State.PENDING, WebhookEvent.State.PROCESSING],
+        ).count()
+
+    def drain(self, timeout: float) -> float:
+        """Wait until the worker has processed every stored callback; return the seconds."""
+        from tests.e2e.harness import wait_for
+
+        began = time.monotonic()
+        wait_for(lambda: self.pending() == 0, timeout=timeout, interval=0.25, what="backlog")
+        return time.monotonic() - began
+
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:
         self.log(f"== {title}")

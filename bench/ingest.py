@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from itertools import islice
 
 from django.db import connection, transaction
@@ -17,22 +18,22 @@ from bench.views import RAW_TABLE
 from inbox.models import Message, Session
 from integrations.models import WebhookEvent
 from integrations.services.webhooks import webhook_events_enqueue
-from tests.e2e.harness import wait_for
 
 SECTION_INGEST = "1. Webhook ingest"
 SECTION_PROCESSING = "2. Processing"
 
 
-def _sizes(bench: Bench) -> dict[str, object]:
-    if bench.quick:
-        return {"customers": 20, "levels": (4, 16), "seconds": 2.0, "outbound": 400, "events": 300}
-    return {
-        "customers": 300,
-        "levels": (1, 8, 32, 64),
-        "seconds": 8.0,
-        "outbound": 6000,
-        "events": 5000,
-    }
+@dataclass(frozen=True)
+class Sizes:
+    customers: int
+    levels: tuple[int, ...]  # concurrent connections, one run each
+    seconds: float  # per run
+    outbound: int  # replies whose receipts the mix carries
+    events: int  # customer messages in the processing stage
+
+
+FULL = Sizes(customers=300, levels=(1, 8, 32, 64), seconds=8.0, outbound=6000, events=5000)
+QUICK = Sizes(customers=20, levels=(4, 16), seconds=2.0, outbound=400, events=300)
 
 
 def _bodies(mix: Mix, count: int) -> list[Body]:
@@ -45,20 +46,6 @@ def _line(result: LoadResult) -> str:
         f"{result.rate:,.0f} req/s · p50 {ms(result.p(0.5))} · p99 {ms(result.p(0.99))}"
         f" · {errors} error{'s' if errors != 1 else ''}"
     )
-
-
-def _pending(bench: Bench) -> int:
-    return WebhookEvent.objects.filter(
-        account=bench.account,
-        state__in=[WebhookEvent.State.PENDING, WebhookEvent.State.PROCESSING],
-    ).count()
-
-
-def _drain(bench: Bench, timeout: float) -> float:
-    """Wait until the worker has processed every stored event; return the seconds it took."""
-    began = time.monotonic()
-    wait_for(lambda: _pending(bench) == 0, timeout=timeout, interval=0.25, what="event backlog")
-    return time.monotonic() - began
 
 
 def _prepare(bench: Bench, mix: Mix, outbound_count: int) -> None:
@@ -76,7 +63,7 @@ def _prepare(bench: Bench, mix: Mix, outbound_count: int) -> None:
         )
     )
     assert result.ok == len(bodies), result.summary()
-    _drain(bench, timeout=120)
+    bench.drain(timeout=120)
     sessions = {
         s.external_id: s
         for s in Session.objects.filter(account=bench.account, external_id__startswith=mix.prefix)
@@ -108,20 +95,20 @@ def _prepare(bench: Bench, mix: Mix, outbound_count: int) -> None:
 
 def run_ingest(bench: Bench) -> None:
     """Callbacks at rising concurrency against the webhook and the raw-insert baseline."""
-    sizes = _sizes(bench)
-    mix = Mix("bi", int(sizes["customers"]))  # type: ignore[call-overload]
-    _prepare(bench, mix, int(sizes["outbound"]))  # type: ignore[call-overload]
+    sizes = QUICK if bench.quick else FULL
+    mix = Mix("bi", sizes.customers)
+    _prepare(bench, mix, sizes.outbound)
     bench.notes["ingest_mix"] = mix
     # The worker is stopped: this stage measures the webhook; the events it stores wait for
     # the processing stage. (The web process's own in-line processing stays as deployed.)
     bench.stack.stop_worker()
     headers = {"x-verify-token": bench.stack.verify_token}
-    seconds = float(sizes["seconds"])  # type: ignore[arg-type]
+    seconds = sizes.seconds
     raw_url = f"{bench.web_url}/_bench/raw/"
     events_before = WebhookEvent.objects.filter(account=bench.account).count()
     ok_ingest = ok_raw = 0
     best = 0.0
-    for level in sizes["levels"]:  # type: ignore[attr-defined]
+    for level in sizes.levels:
         expected = int(2500 * seconds)
         raw = asyncio.run(
             closed_loop(raw_url, iter(_bodies(mix, expected)), concurrency=level, duration=seconds)
@@ -168,12 +155,12 @@ def run_ingest(bench: Bench) -> None:
 
 def run_processing(bench: Bench) -> None:
     """The worker's rate at turning stored callbacks into messages, against bulk inserts."""
-    sizes = _sizes(bench)
+    sizes = QUICK if bench.quick else FULL
     if "worker" not in bench.stack.processes:
         bench.stack.start_worker()
-    backlog = _pending(bench)
+    backlog = bench.pending()
     if backlog:
-        took = _drain(bench, timeout=600)
+        took = bench.drain(timeout=600)
         bench.report.add(
             SECTION_PROCESSING,
             "ingest backlog (the realistic mix) drained",
@@ -193,8 +180,8 @@ def run_processing(bench: Bench) -> None:
 
     # A backlog of customer messages only, stored as the webhook stores them, processed by a
     # worker started afterwards: events/s is messages/s.
-    mix = Mix("bp", int(sizes["customers"]))  # type: ignore[call-overload]
-    count = int(sizes["events"])  # type: ignore[call-overload]
+    mix = Mix("bp", sizes.customers)
+    count = sizes.events
     bench.stack.stop_worker()
     now = timezone.now()
     events = WebhookEvent.objects.bulk_create(
@@ -214,7 +201,7 @@ def run_processing(bench: Bench) -> None:
     webhook_events_enqueue(event.pk for event in events)
     messages_before = Message.objects.filter(account=bench.account).count()
     bench.stack.start_worker()
-    took = _drain(bench, timeout=900)
+    took = bench.drain(timeout=900)
     created = Message.objects.filter(account=bench.account).count() - messages_before
     rate = created / took
 

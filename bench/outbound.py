@@ -66,9 +66,7 @@ def run(bench: Bench) -> None:
     if "worker" not in bench.stack.processes:
         bench.stack.start_worker()
     # What earlier stages left for the worker would be measured here too: let it finish.
-    from bench.ingest import _drain
-
-    _drain(bench, timeout=900)
+    bench.drain(timeout=900)
     sessions = _sessions(bench)
     bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
 
@@ -81,7 +79,6 @@ def run(bench: Bench) -> None:
             )
             ids.append(message.pk)
         enqueued = timezone.now()
-    began = time.monotonic()
 
     def accepted() -> bool:
         return not Message.objects.filter(pk__in=ids, accepted_at__isnull=True).exists()
@@ -93,7 +90,6 @@ def run(bench: Bench) -> None:
     rate = count / took
     delays = [(at - enqueued).total_seconds() for at, _ in rows if at is not None]
     failed = sum(1 for _, status in rows if status == Message.Status.FAILED)
-    del began
 
     # The floor: the very body our client sent, posted to the sandbox directly, with as many
     # threads as the worker has processes. Its receipts are dropped so they add no load here.

@@ -178,18 +178,10 @@ def _prepare_database() -> None:
 
 
 def _account(stack: Stack) -> ProviderAccount:
-    from integrations.models import Channel, ProviderAccount
-    from integrations.services.accounts import account_webhook_register
+    from integrations.models import Channel
     from integrations.services.channels import channels_sync
 
-    account = ProviderAccount.objects.create(
-        kind="xms",
-        name="Bench",
-        base_url=f"{stack.sandbox_url}/xms",
-        api_key=stack.api_key,
-        verify_token=stack.verify_token,
-    )
-    account_webhook_register(account)
+    account: ProviderAccount = stack.account("Bench")
     channels_sync(account)
     # An admin activates synced channels before agents reply on them.
     Channel.objects.filter(account=account).update(is_active=True)

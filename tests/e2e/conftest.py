@@ -13,7 +13,6 @@ import requests
 from django.db import connection
 
 from integrations.models import ProviderAccount
-from integrations.services.accounts import account_webhook_register
 from tests.e2e.harness import Stack
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -60,14 +59,7 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
 def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> ProviderAccount:
     """An XMS account at the sandbox whose callback URL is registered there."""
     settings.PUBLIC_BASE_URL = stack.web_url
-    account = ProviderAccount.objects.create(
-        kind="xms",
-        name="E2E sandbox",
-        base_url=f"{stack.sandbox_url}/xms",
-        api_key=stack.api_key,
-        verify_token=stack.verify_token,
-    )
-    account_webhook_register(account)
+    account: ProviderAccount = stack.account("E2E sandbox")
     stack.sandbox(
         "POST",
         "faults",

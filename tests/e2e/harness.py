@@ -275,6 +275,24 @@ class Stack:
         response.raise_for_status()
         return response.json()
 
+    def account(self, name: str) -> Any:
+        """Create an XMS account at the sandbox, its callback URL registered there.
+
+        Needs Django set up against the same database (the test or benchmark process).
+        """
+        from integrations.models import ProviderAccount
+        from integrations.services.accounts import account_webhook_register
+
+        account = ProviderAccount.objects.create(
+            kind="xms",
+            name=name,
+            base_url=f"{self.sandbox_url}/xms",
+            api_key=self.api_key,
+            verify_token=self.verify_token,
+        )
+        account_webhook_register(account)
+        return account
+
     def logs(self) -> str:
         """Return the tail of every process's output, for a failing test's report."""
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.processes.values())
