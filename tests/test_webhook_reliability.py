@@ -477,23 +477,46 @@ def test_concurrent_new_sessions_for_one_customer_leave_only_the_newest_open(acc
     assert open_sessions == ["session-4"]
 
 
-def test_an_event_the_web_process_takes_itself_is_not_also_sent_to_the_workers(
+def test_every_event_goes_to_the_workers_and_the_web_process_only_waits_as_a_fallback(
     settings, monkeypatch
 ):
     from integrations.services import webhooks
 
     settings.WEBHOOK_PROCESS_IN_WEB = True
     settings.WEBHOOK_INLINE_BACKLOG = 1
-    submitted: list[int] = []
+    settings.WEBHOOK_INLINE_DELAY_SECONDS = 1.0
+    submitted: list[tuple[int, float]] = []
     enqueued: list[list[int]] = []
     monkeypatch.setattr(
-        webhooks._inline_pool, "submit", lambda fn, event_id: submitted.append(event_id)
+        webhooks._inline_pool, "submit", lambda fn, event_id, due: submitted.append((event_id, due))
     )
     monkeypatch.setattr(webhooks, "webhook_events_enqueue", lambda ids: enqueued.append(list(ids)))
     monkeypatch.setattr(webhooks, "_inline_backlog", 0)
+    monkeypatch.setattr(webhooks.time, "monotonic", lambda: 100.0)
 
-    webhooks._dispatch(101)  # room in this process: its own thread takes it
-    webhooks._dispatch(102)  # backlog full: a worker takes it
+    webhooks._dispatch(101)  # room in this process: a fallback is scheduled a second later
+    webhooks._dispatch(102)  # backlog full: the workers alone
 
-    assert submitted == [101]
-    assert enqueued == [[102]]
+    assert enqueued == [[101], [102]]
+    assert submitted == [(101, 101.0)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_fallback_leaves_an_event_a_worker_processed_alone(account, monkeypatch):
+    from integrations.services import webhooks
+
+    event = WebhookEvent.objects.create(
+        account=account, received_at=timezone.now(), body=json.dumps(TEXT), headers={}
+    )
+    assert webhook_event_process(event.pk) == WebhookEvent.State.PROCESSED  # the worker
+    calls: list[int] = []
+    monkeypatch.setattr(webhooks, "_inline_backlog", 1)
+    real = webhooks.webhook_event_process
+    monkeypatch.setattr(webhooks, "webhook_event_process", lambda pk: calls.append(pk) or real(pk))
+
+    webhooks._process_inline(event.pk, due=0.0)  # the fallback, its delay over
+
+    event.refresh_from_db()
+    assert calls == [event.pk]
+    assert event.attempts == 1
+    assert Message.objects.count() == 1

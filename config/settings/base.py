@@ -242,10 +242,12 @@ WEBHOOK_REENQUEUE_AFTER_SECONDS = env_int("WEBHOOK_REENQUEUE_AFTER_SECONDS", 900
 # A callback that overtook what it refers to (an event before its session) is retried after
 # this long, up to WEBHOOK_MAX_ATTEMPTS times in all.
 WEBHOOK_DEFER_SECONDS = env_int("WEBHOOK_DEFER_SECONDS", 30)
-# The web process processes each callback itself right after answering (a fast path that keeps
-# the inbox live when the worker is down or busy); past this backlog, callbacks go to workers.
+# A fallback that keeps the inbox live when the worker is down or far behind: the web process
+# processes a callback itself if no worker has this long after it arrived; it keeps at most
+# WEBHOOK_INLINE_BACKLOG such callbacks waiting per process.
 WEBHOOK_PROCESS_IN_WEB = env_bool("WEBHOOK_PROCESS_IN_WEB", True)
-WEBHOOK_INLINE_BACKLOG = env_int("WEBHOOK_INLINE_BACKLOG", 8)
+WEBHOOK_INLINE_DELAY_SECONDS = env_float("WEBHOOK_INLINE_DELAY_SECONDS", 1.0)
+WEBHOOK_INLINE_BACKLOG = env_int("WEBHOOK_INLINE_BACKLOG", 50)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10)
 # A claimed event whose worker died is reclaimed after this long.
 WEBHOOK_STALE_CLAIM_SECONDS = env_int("WEBHOOK_STALE_CLAIM_SECONDS", 300)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -70,11 +71,8 @@ def webhook_event_receive(
 
 
 def _dispatch(event_id: int) -> None:
-    # One path per event: this web process's own threads when they have room, else a worker.
-    # Both would work (the claim makes it run once), but the loser's task costs a broker
-    # round trip here and a task there for nothing: a third of the work at high rates.
-    if not process_in_web_soon(event_id):
-        webhook_events_enqueue([event_id])
+    webhook_events_enqueue([event_id])
+    process_in_web_soon(event_id)
 
 
 _inline_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook-inline")
@@ -83,13 +81,14 @@ _inline_backlog = 0
 
 
 def process_in_web_soon(event_id: int) -> bool:
-    """Process a stored event in this web process, right after answering the platform.
+    """Process a stored event in this web process if no worker has, a moment after answering.
 
-    The fast path keeps the inbox live when the Celery worker is down or busy, and spares the
-    broker round trip. Bounded: past WEBHOOK_INLINE_BACKLOG waiting events, the rest go to
-    the workers. A failure here hands the event to the workers; a stopping server finishes
-    what it has queued; a killed one leaves its few queued events pending, and the sweep
-    enqueues them after WEBHOOK_REENQUEUE_AFTER_SECONDS.
+    The fallback keeps the inbox live when the Celery worker is down or far behind: after
+    WEBHOOK_INLINE_DELAY_SECONDS one of this process's threads tries to claim the event, and
+    finds nothing to claim when a worker already did (the usual case: one cheap UPDATE). It
+    used to claim at once, and then the web process spent its CPU processing instead of
+    answering (`make bench`: ingest at one connection ran at a quarter of the raw-insert rate).
+    Bounded: past WEBHOOK_INLINE_BACKLOG waiting events, the workers alone handle the rest.
     """
     global _inline_backlog
     if not settings.WEBHOOK_PROCESS_IN_WEB:
@@ -98,8 +97,9 @@ def process_in_web_soon(event_id: int) -> bool:
         if _inline_backlog >= settings.WEBHOOK_INLINE_BACKLOG:
             return False
         _inline_backlog += 1
+    due = time.monotonic() + settings.WEBHOOK_INLINE_DELAY_SECONDS
     try:
-        _inline_pool.submit(_process_inline, event_id)
+        _inline_pool.submit(_process_inline, event_id, due)
     except RuntimeError:  # the pool is shutting down with the process: the worker does it
         with _inline_lock:
             _inline_backlog -= 1
@@ -107,9 +107,12 @@ def process_in_web_soon(event_id: int) -> bool:
     return True
 
 
-def _process_inline(event_id: int) -> None:
+def _process_inline(event_id: int, due: float) -> None:
     global _inline_backlog
     try:
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
         webhook_event_process(event_id)
     except Exception:
         # (webhook_event_process has put a database failure's event back to pending.) Hand it
