@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_postrun.connect
+def _hand_back_database_connections(sender: Any = None, **kwargs: Any) -> None:
+    """Return each task's database connection to the pool (and drop an unusable one).
+
+    Celery's Django fixup would otherwise close the whole psycopg pool around every task in a
+    prefork worker, so each task opened a new PostgreSQL connection: `make bench` measured a
+    webhook event at 37 ms in the worker against 13 ms in-process. CELERY_DB_REUSE_MAX (in the
+    settings) stops that; this keeps what the fixup's per-task close was for.
+    """
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return  # inside the caller's transaction (tests): not ours to close
+    from django.db import close_old_connections
+
+    close_old_connections()
