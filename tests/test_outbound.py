@@ -600,3 +600,15 @@ def test_failing_a_message_never_overwrites_a_delivery_the_platform_confirmed(se
     message.refresh_from_db()
     assert message.status == Message.Status.DELIVERED
     assert message.error_title == ""
+
+
+def test_the_wait_between_two_attempts_never_exceeds_the_configured_maximum(settings):
+    from inbox.services.outbound import backoff_seconds
+
+    settings.SEND_BACKOFF_BASE_SECONDS = 2.0
+    settings.SEND_BACKOFF_MAX_SECONDS = 5.0
+
+    waits = [backoff_seconds(attempt) for attempt in range(1, 30) for _ in range(5)]
+
+    assert max(waits) <= 5.0
+    assert min(backoff_seconds(1) for _ in range(20)) >= 1.0  # base 2 s, times 0.5 to 1

@@ -266,6 +266,7 @@ SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
 # How often a send is attempted before the message is marked failed, and the first backoff.
 SEND_MAX_ATTEMPTS = env_int("SEND_MAX_ATTEMPTS", 6)
 SEND_BACKOFF_BASE_SECONDS = env_float("SEND_BACKOFF_BASE_SECONDS", 2.0)
+SEND_BACKOFF_MAX_SECONDS = env_float("SEND_BACKOFF_MAX_SECONDS", 300.0)
 # Seconds to connect to a platform and to wait for its answer.
 PLATFORM_CONNECT_TIMEOUT = env_float("PLATFORM_CONNECT_TIMEOUT", 5.0)
 PLATFORM_READ_TIMEOUT = env_float("PLATFORM_READ_TIMEOUT", 30.0)

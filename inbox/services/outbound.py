@@ -406,8 +406,11 @@ def _request_for(message: Message) -> OutboundRequest:
 
 
 def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with jitter: base, 2 base, 4 base... (capped at 5 min), times 0.5 to 1."""
-    base = min(settings.SEND_BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0), 300.0)
+    """Exponential backoff with jitter: base, 2 base, 4 base... (capped), times 0.5 to 1."""
+    base = min(
+        settings.SEND_BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0),
+        settings.SEND_BACKOFF_MAX_SECONDS,
+    )
     return round(base * random.uniform(0.5, 1.0), 2)  # noqa: S311 - jitter, not crypto
 
 

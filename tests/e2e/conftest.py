@@ -45,6 +45,8 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
     fast_retries = {
         # Seconds, not minutes: the fault tests go through many retries.
         "SEND_BACKOFF_BASE_SECONDS": "0.2",
+        # A long run of injected faults must not push one retry past the test's wait.
+        "SEND_BACKOFF_MAX_SECONDS": "3",
         "SEND_MAX_ATTEMPTS": "20",
         "PLATFORM_READ_TIMEOUT": "1.5",
         "SEND_RECONCILE_AFTER_SECONDS": "1",
@@ -59,7 +61,7 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
 def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> ProviderAccount:
     """An XMS account at the sandbox whose callback URL is registered there."""
     settings.PUBLIC_BASE_URL = stack.web_url
-    account: ProviderAccount = stack.account("E2E sandbox")
+    # Faults a failed test left behind must not fail the next one's setup.
     stack.sandbox(
         "POST",
         "faults",
@@ -72,6 +74,7 @@ def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> Provider
             "latency_ms": 0,
         },
     )
+    account: ProviderAccount = stack.account("E2E sandbox")
     return account
 
 
