@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
             "SEND_RATE_LIMIT_PER_SECOND": "0",  # the issue: outbound with the rate limit off
             "IMPORT_SESSION_HISTORY": "0",  # bench sessions have no history at the sandbox
+            # The normal path: workers process callbacks. The web process's fallback is for
+            # worker outages, and stage 1 stops the worker on purpose, to measure the webhook
+            # alone; with the fallback on, the web process would process them instead.
+            "WEBHOOK_PROCESS_IN_WEB": "0",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=Path(args.out) / "logs",
