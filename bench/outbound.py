@@ -28,10 +28,12 @@ def _sessions(bench: Bench) -> list[Session]:
         keys.append(sent["sessionId"])
 
     def found() -> list[Session]:
-        sessions = list(Session.objects.filter(external_id__in=keys))
+        # The sandbox may announce a session (an event) before its first message lands, and
+        # a free-text reply needs that message: wait for the customer's message, not the row.
+        sessions = list(Session.objects.filter(external_id__in=keys, last_inbound_at__isnull=False))
         return sessions if len(sessions) == len(keys) else []
 
-    return wait_for(found, timeout=60, what="the customers' sessions")
+    return wait_for(found, timeout=60, what="the customers' first messages")
 
 
 def _floor(bench: Bench, body: dict[str, object], count: int, threads: int) -> float:
