@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -15,9 +16,11 @@ from bench.context import Bench
 from bench.loadgen import Body, LoadResult, closed_loop
 from bench.report import ms
 from bench.views import RAW_TABLE
+from config.redis import redis_client
 from inbox.models import Message, Session
 from integrations.models import WebhookEvent
 from integrations.services.webhooks import webhook_events_enqueue
+from integrations.tasks import webhook_events_drain
 
 SECTION_INGEST = "1. Webhook ingest"
 SECTION_PROCESSING = "2. Processing"
@@ -198,7 +201,12 @@ def run_processing(bench: Bench) -> None:
         ],
         batch_size=1000,
     )
-    webhook_events_enqueue(event.pk for event in events)
+    if settings.WEBHOOK_DRAIN and redis_client() is not None:
+        # As a stream of callbacks does: drains, one per worker process, each taking batches.
+        for _ in range(bench.stack.worker_concurrency):
+            webhook_events_drain.apply_async(retry=False)
+    else:
+        webhook_events_enqueue(event.pk for event in events)
     messages_before = Message.objects.filter(account=bench.account).count()
     bench.stack.start_worker()
     took = bench.drain(timeout=900)

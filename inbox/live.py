@@ -15,13 +15,15 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import redis
 import redis.asyncio
 from django.conf import settings
 from django.db import transaction
+
+from config.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +46,8 @@ class Event:
     message: int | None = None
 
 
-@cache
 def _client() -> redis.Redis | None:
-    url = getattr(settings, "REDIS_URL", "")
-    if not url:
-        return None
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    return redis_client(socket_timeout=2.0)
 
 
 def enabled() -> bool:

@@ -10,22 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from functools import cache
 
 import redis
-from django.conf import settings
+
+from config.redis import redis_client
 
 logger = logging.getLogger(__name__)
 _local: dict[str, tuple[int, int]] = {}
 _lock = threading.Lock()
 
 
-@cache
 def _client() -> redis.Redis | None:
-    url = getattr(settings, "REDIS_URL", "")
-    if not url:
-        return None
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    return redis_client(socket_timeout=1.0)
 
 
 def acquire(key: str, per_second: int) -> float:

@@ -20,6 +20,18 @@ def webhook_event_process(event_id: int) -> str | None:
     return webhooks.webhook_event_process(event_id)
 
 
+@shared_task(
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def webhook_events_drain() -> int:
+    """Apply fresh stored callbacks in batches (see `webhooks.webhook_events_drain`)."""
+    return webhooks.webhook_events_drain()
+
+
 @shared_task
 def webhook_events_sweep() -> int:
     """Enqueue stored callbacks that no task is going to process."""

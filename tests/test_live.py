@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.test import AsyncClient
 
+from config.redis import redis_client
 from inbox import live
 from tests.conftest import load_fixture
 from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
@@ -33,12 +34,12 @@ pytestmark = pytest.mark.skipif(not _redis_up(), reason=f"needs Redis at {LIVE_R
 @pytest.fixture
 def stream(settings: Any) -> Iterator[redis.Redis]:
     settings.REDIS_URL = LIVE_REDIS
-    live._client.cache_clear()
+    redis_client.cache_clear()
     client = redis.Redis.from_url(LIVE_REDIS)
     client.delete(live.STREAM)
     yield client
     client.delete(live.STREAM)
-    live._client.cache_clear()
+    redis_client.cache_clear()
 
 
 def events_in(client: redis.Redis) -> list[dict[str, Any]]:
@@ -83,12 +84,12 @@ def test_an_inbound_callback_publishes_the_new_session_and_message(stream, accou
 
 def test_without_redis_nothing_is_published_and_pages_poll(settings):
     settings.REDIS_URL = ""
-    live._client.cache_clear()
+    redis_client.cache_clear()
     try:
         assert not live.enabled()
         live.publish(live.SESSION_UPDATED, session_id=1, channel_id=2)  # no error, no effect
     finally:
-        live._client.cache_clear()
+        redis_client.cache_clear()
 
 
 async def _read_sse(
@@ -156,14 +157,14 @@ def test_the_event_stream_needs_a_signed_in_user(stream):
 @pytest.mark.django_db(transaction=True)
 def test_without_redis_the_event_stream_says_to_poll(settings):
     settings.REDIS_URL = ""
-    live._client.cache_clear()
+    redis_client.cache_clear()
     user = UserFactory()
     client = AsyncClient()
     asyncio.run(sync_to_async(client.force_login)(user))
     try:
         response = asyncio.run(client.get("/live/events/"))
     finally:
-        live._client.cache_clear()
+        redis_client.cache_clear()
 
     assert response.status_code == 503
     assert response.json()["error"] == "live_unavailable"

@@ -252,6 +252,13 @@ WEBHOOK_PROCESS_IN_WEB = env_bool("WEBHOOK_PROCESS_IN_WEB", True)
 WEBHOOK_INLINE_DELAY_SECONDS = env_float("WEBHOOK_INLINE_DELAY_SECONDS", 1.0)
 WEBHOOK_INLINE_BACKLOG = env_int("WEBHOOK_INLINE_BACKLOG", 50)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10)
+# With Redis, the webhook enqueues one drain task per burst instead of one task per callback
+# (a Redis SET NX instead of a broker message); each drain claims WEBHOOK_DRAIN_BATCH fresh
+# events at a time and hands over to a new task after WEBHOOK_DRAIN_BUDGET_SECONDS.
+WEBHOOK_DRAIN = env_bool("WEBHOOK_DRAIN", True)
+WEBHOOK_DRAIN_BATCH = env_int("WEBHOOK_DRAIN_BATCH", 20)
+WEBHOOK_DRAIN_BUDGET_SECONDS = env_float("WEBHOOK_DRAIN_BUDGET_SECONDS", 10.0)
+WEBHOOK_DRAIN_KICK_TTL_SECONDS = env_float("WEBHOOK_DRAIN_KICK_TTL_SECONDS", 10.0)
 # A claimed event whose worker died is reclaimed after this long.
 WEBHOOK_STALE_CLAIM_SECONDS = env_int("WEBHOOK_STALE_CLAIM_SECONDS", 300)
 

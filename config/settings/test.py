@@ -19,6 +19,9 @@ IMPORT_SESSION_HISTORY = False
 # Tests process callbacks through the (eager) task queue only; a second thread would not see
 # the test's transaction.
 WEBHOOK_PROCESS_IN_WEB = False
+# One task per callback, so a test's callbacks are processed one by one as it posts them; the
+# drain (the production path with Redis) has tests of its own, and the end-to-end tests use it.
+WEBHOOK_DRAIN = False
 # Tests change accounts between callbacks; the cache has tests of its own that turn it on.
 WEBHOOK_ACCOUNT_CACHE_SECONDS = 0.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -133,17 +133,13 @@ def _message_apply(
     received_at: datetime,
     fallback: Channel | None,
 ) -> tuple[Message, bool]:
-    existing = (
-        Message.objects.filter(
-            account=account, direction=Message.Direction.INBOUND, external_id=message.external_id
-        )
-        .select_related("session")
-        .first()
+    inbound = Message.objects.filter(
+        account=account, direction=Message.Direction.INBOUND, external_id=message.external_id
     )
-    if existing is not None:
+    if inbound.exists():
         # A redelivery: the session already reflects it; re-applying its (older) assignment
         # would undo newer events.
-        return existing, False
+        return inbound.select_related("session").get(), False
     channel = identity.channel or fallback or channel_resolve(account, medium=identity.medium)
     if identity.channel_id is None:
         ContactIdentity.objects.filter(pk=identity.pk, channel__isnull=True).update(channel=channel)
@@ -201,7 +197,7 @@ def _message_apply(
             raise
         row, created = winner, False
     if created:
-        _session_note_inbound(session, row, at=at)
+        _session_note_inbound(session, row, at=at)  # (session_for_inbound locked it)
         live.publish(
             live.MESSAGE_CREATED,
             session_id=session.pk,
@@ -222,9 +218,11 @@ def _media_json(media: Media) -> dict[str, object]:
     }
 
 
-def _session_note_inbound(session: Session, message: Message, *, at: datetime) -> None:
-    """Bump the session for a new customer message: activity, window, unread, reopen."""
-    locked = Session.objects.select_for_update().get(pk=session.pk)
+def _session_note_inbound(locked: Session, message: Message, *, at: datetime) -> None:
+    """Bump the session for a new customer message: activity, window, unread, reopen.
+
+    `locked` is current and locked in this transaction (as `session_for_inbound` returns it).
+    """
     is_customer_message = message.type != MessageType.SYSTEM
     # A resolved session continues when the customer writes (§6.6); a closed one only if no
     # later session replaced it (a late message of an old session stays there, closed).
@@ -248,7 +246,7 @@ def _session_note_inbound(session: Session, message: Message, *, at: datetime) -
     Session.objects.filter(pk=locked.pk).update(**updates)
     if reopened:
         timeline_add(
-            session.account,
+            message.account,
             session=locked,
             kind=TimelineEntry.Kind.REOPENED,
             summary=f"Reopened: the customer wrote again after it was {locked.status}",

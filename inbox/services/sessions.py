@@ -29,6 +29,9 @@ def session_for_inbound(
 ) -> Session:
     """Return the session an inbound message belongs to, opening it if it is new.
 
+    The session comes back locked for the transaction and current, so callers update it
+    without reading it again.
+
     A new platform session id for a contact on a channel proves the previous session there
     ended (spec §4.16), so older open sessions of that pair are closed, and a late message of
     an older session never reopens it. The identity row is locked for the transaction, so two
@@ -37,7 +40,8 @@ def session_for_inbound(
     ContactIdentity.objects.select_for_update().filter(pk=identity.pk).values_list("pk").first()
     if ref is None:
         session = (
-            Session.objects.filter(channel=channel, contact=identity.contact)
+            Session.objects.select_for_update()
+            .filter(channel=channel, contact=identity.contact)
             .exclude(status=Session.Status.CLOSED)
             .order_by("-last_activity_at")
             .first()
@@ -85,6 +89,8 @@ def _session_open(
             session, created = Session.objects.get_or_create(
                 account=account, external_id=ref.external_id, defaults=defaults
             )
+        if not created:  # another worker opened it a moment ago: lock it as callers expect
+            session = Session.objects.select_for_update().get(pk=session.pk)
     if created:
         live.publish(live.SESSION_CREATED, session_id=session.pk, channel_id=session.channel_id)
         _assignee_from_platform(session, session.platform_agent)

@@ -10,6 +10,7 @@ unique constraints, so even a replay changes nothing that already happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -19,11 +20,13 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db import OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from config.redis import redis_client
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.registry import get_provider
@@ -71,8 +74,125 @@ def webhook_event_receive(
 
 
 def _dispatch(event_id: int) -> None:
-    webhook_events_enqueue([event_id])
+    if not (settings.WEBHOOK_DRAIN and webhook_events_kick()):
+        webhook_events_enqueue([event_id])
     process_in_web_soon(event_id)
+
+
+# Set while a drain task is queued and has not started: callbacks arriving meanwhile need no
+# task of their own, because that drain will find them.
+KICK_KEY = "switchboard:webhooks:drain-queued"
+
+
+def webhook_events_kick() -> bool:
+    """Make sure a drain task is on its way; return False if this needs Redis and has none.
+
+    One Redis SET NX per callback instead of one Celery task per callback: the first callback
+    after a drain started enqueues the next drain, the rest ride along. The drain clears the
+    key when it starts, so every committed event is followed by a drain that starts after it.
+    The key expires after WEBHOOK_DRAIN_KICK_TTL_SECONDS in case its task is lost with a
+    broker restart (the sweep catches what that task would have done).
+    """
+    from integrations.tasks import webhook_events_drain
+
+    client = redis_client(socket_timeout=1.0)
+    if client is None:
+        return False
+    ttl_ms = int(settings.WEBHOOK_DRAIN_KICK_TTL_SECONDS * 1000)
+    try:
+        if not client.set(KICK_KEY, b"1", nx=True, px=ttl_ms):
+            return True  # a drain is queued and will see this event
+    except redis.RedisError as exc:
+        logger.warning("could not check for a queued drain (%s); enqueueing per event", exc)
+        return False
+    try:
+        webhook_events_drain.apply_async(retry=False)
+    except Exception as exc:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(KICK_KEY)
+        logger.warning("broker refused a drain task (%s)", exc)
+        return False
+    return True
+
+
+def _kick_clear() -> None:
+    client = redis_client(socket_timeout=1.0)
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(KICK_KEY)
+
+
+def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | None = None) -> int:
+    """Process fresh callbacks in claimed batches until none are left; return how many.
+
+    Each batch is claimed in one statement (FOR UPDATE SKIP LOCKED, so two drains take
+    different events) and each event is then applied in its own transaction, as
+    `webhook_event_process` does, so one customer's row locks are never held across another's
+    event. Only fresh events (never claimed) are drained; deferred and replayed ones keep
+    their own schedule. After WEBHOOK_DRAIN_BUDGET_SECONDS the drain hands over to a new one,
+    so sends queued behind it get a worker.
+    """
+    _kick_clear()
+    size = batch or settings.WEBHOOK_DRAIN_BATCH
+    deadline = time.monotonic() + (
+        budget_seconds if budget_seconds is not None else settings.WEBHOOK_DRAIN_BUDGET_SECONDS
+    )
+    done = 0
+    while True:
+        events = _claim_fresh(size)
+        if not events:
+            return done
+        for position, event in enumerate(events):
+            try:
+                _process_claimed(event)
+            except OperationalError:
+                # The database is in trouble. The rest go back untried, for this task's retry;
+                # the event that hit it (pending again) gets a task of its own, which retries
+                # it with backoff and gives it up after WEBHOOK_MAX_ATTEMPTS.
+                rest = [e.pk for e in events[position + 1 :]]
+                with contextlib.suppress(Exception):
+                    WebhookEvent.objects.filter(
+                        pk__in=rest, state=WebhookEvent.State.PROCESSING
+                    ).update(state=WebhookEvent.State.PENDING, attempts=F("attempts") - 1)
+                with contextlib.suppress(Exception):
+                    webhook_events_enqueue([event.pk])
+                raise
+        done += len(events)
+        if time.monotonic() >= deadline:
+            if not webhook_events_kick():
+                from integrations.tasks import webhook_events_drain as task
+
+                task.apply_async(retry=False)
+            return done
+
+
+def _claim_fresh(limit: int) -> list[WebhookEvent]:
+    now = timezone.now()
+    # Fresh: never claimed, and enqueued (a callback answered synchronously is stored without
+    # `enqueued_at` and processed by its request; so is one the broker refused, for the sweep).
+    pending = WebhookEvent.objects.filter(
+        state=WebhookEvent.State.PENDING, attempts=0, enqueued_at__isnull=False
+    )
+    with transaction.atomic():
+        ids = list(
+            pending.select_for_update(skip_locked=True)
+            .order_by("received_at", "id")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        WebhookEvent.objects.filter(pk__in=ids).update(
+            state=WebhookEvent.State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1
+        )
+    return list(
+        _with_account(WebhookEvent.objects.filter(pk__in=ids)).order_by("received_at", "id")
+    )
+
+
+def _with_account(events: QuerySet[WebhookEvent]) -> QuerySet[WebhookEvent]:
+    return events.select_related("account").defer(
+        "account__api_key", "account__api_id", "account__verify_token"
+    )
 
 
 _inline_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook-inline")
@@ -194,17 +314,22 @@ def webhook_event_process(event_id: int) -> str | None:
     any other error marks it failed with the reason, keeping the raw body for a replay. After
     WEBHOOK_MAX_ATTEMPTS claims an event is given up, so one poisonous body cannot loop.
     """
-    from inbox.services.inbound import callback_apply
-
-    now = timezone.now()
-    if not _claim(event_id, now):
+    if not _claim(event_id, timezone.now()):
         return None
     try:
-        event = (
-            WebhookEvent.objects.select_related("account")
-            .defer("account__api_key", "account__api_id", "account__verify_token")
-            .get(pk=event_id)
-        )
+        event = _with_account(WebhookEvent.objects.filter(pk=event_id)).get()
+    except OperationalError:
+        WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
+        raise
+    return _process_claimed(event)
+
+
+def _process_claimed(event: WebhookEvent) -> str:
+    """Apply an event this process has claimed, in one transaction with its new state."""
+    from inbox.services.inbound import callback_apply
+
+    event_id = event.pk
+    try:
         provider = get_provider(event.account.kind)
         with transaction.atomic():
             try:

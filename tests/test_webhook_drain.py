@@ -1,0 +1,193 @@
+"""Fresh callbacks are applied in batches by drain tasks, one Redis kick per burst."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+import redis
+from django.db import OperationalError
+from django.utils import timezone
+
+from config.redis import redis_client
+from inbox.models import Message
+from integrations.models import ProviderAccount, WebhookEvent
+from integrations.services import webhooks
+from integrations.services.webhooks import webhook_events_drain, webhook_events_kick
+from tests.conftest import load_fixture
+
+TEXT = load_fixture("xms", "inbound-message-text")
+KICK_REDIS = "redis://127.0.0.1:6379/13"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(KICK_REDIS, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _text(number: int) -> str:
+    body = copy.deepcopy(TEXT)
+    message = body["messages"][0]
+    message["id"] = message["messageIdExt"] = f"drain-{number}"
+    message["text"]["body"] = f"message {number}"
+    return json.dumps(body)
+
+
+def _stored(account: ProviderAccount, number: int, **fields: Any) -> WebhookEvent:
+    now = timezone.now()
+    values: dict[str, Any] = {"received_at": now, "enqueued_at": now, "headers": {}}
+    values.update(fields)
+    return WebhookEvent.objects.create(account=account, body=_text(number), **values)
+
+
+@pytest.fixture
+def kicks(settings: Any) -> Iterator[redis.Redis]:
+    if not _redis_up():
+        pytest.skip(f"needs Redis at {KICK_REDIS}")
+    settings.REDIS_URL = KICK_REDIS
+    redis_client.cache_clear()
+    client = redis.Redis.from_url(KICK_REDIS)
+    client.delete(webhooks.KICK_KEY)
+    yield client
+    client.delete(webhooks.KICK_KEY)
+    redis_client.cache_clear()
+
+
+@pytest.mark.django_db
+def test_a_drain_applies_every_fresh_event_in_the_order_received(account):
+    events = [_stored(account, n) for n in range(5)]
+
+    assert webhook_events_drain(batch=2) == 5
+
+    assert {e.state for e in WebhookEvent.objects.all()} == {WebhookEvent.State.PROCESSED}
+    assert list(Message.objects.order_by("id").values_list("body", flat=True)) == [
+        f"message {n}" for n in range(5)
+    ]
+    assert [e.attempts for e in WebhookEvent.objects.filter(pk__in=[e.pk for e in events])] == [
+        1
+    ] * 5
+
+
+@pytest.mark.django_db
+def test_a_drain_leaves_deferred_synchronous_and_unenqueued_events_to_their_own_paths(account):
+    deferred = _stored(account, 1, attempts=1, error="Deferred: not known yet")
+    synchronous = _stored(account, 2, enqueued_at=None)  # its request is processing it
+    taken = _stored(account, 3, state=WebhookEvent.State.PROCESSING, attempts=1)
+
+    assert webhook_events_drain() == 0
+
+    for event in (deferred, synchronous, taken):
+        before = event.state
+        event.refresh_from_db()
+        assert event.state == before
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_drain_hands_back_what_it_did_not_try_when_the_database_fails(account):
+    events = [_stored(account, n) for n in range(3)]
+    real = webhooks._process_claimed
+    calls: list[int] = []
+
+    def second_fails(event: WebhookEvent) -> str:
+        calls.append(event.pk)
+        if len(calls) == 2:
+            WebhookEvent.objects.filter(pk=event.pk).update(state=WebhookEvent.State.PENDING)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(event)
+
+    with (
+        mock.patch.object(webhooks, "_process_claimed", side_effect=second_fails),
+        mock.patch.object(webhooks, "webhook_events_enqueue") as enqueue,
+        pytest.raises(OperationalError),
+    ):
+        webhook_events_drain(batch=3)
+
+    first, failed, untried = (WebhookEvent.objects.get(pk=e.pk) for e in events)
+    assert first.state == WebhookEvent.State.PROCESSED
+    assert (failed.state, failed.attempts) == (WebhookEvent.State.PENDING, 1)
+    enqueue.assert_called_once_with([failed.pk])  # its own task retries it with backoff
+    assert (untried.state, untried.attempts) == (WebhookEvent.State.PENDING, 0)
+    assert webhook_events_drain() == 1  # the next drain takes the untried one
+
+
+@pytest.mark.django_db
+def test_a_drain_over_its_time_budget_hands_over_to_a_new_drain(account, kicks):
+    for n in range(3):
+        _stored(account, n)
+
+    with mock.patch("integrations.tasks.webhook_events_drain.apply_async") as enqueue:
+        assert webhook_events_drain(batch=1, budget_seconds=0) == 1
+
+    enqueue.assert_called_once()
+    assert WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING).count() == 2
+
+
+@pytest.mark.django_db
+def test_one_drain_task_is_queued_per_burst_and_the_next_callback_after_it_starts_queues_another(
+    account, kicks
+):
+    with mock.patch("integrations.tasks.webhook_events_drain.apply_async") as enqueue:
+        assert webhook_events_kick()
+        assert webhook_events_kick()
+        assert webhook_events_kick()
+        assert enqueue.call_count == 1  # the queued drain will find all three
+
+        webhook_events_drain()  # it starts: the next callback needs a new one
+        assert webhook_events_kick()
+        assert enqueue.call_count == 2
+
+    assert 0 < kicks.pttl(webhooks.KICK_KEY) <= 10_000  # a lost task cannot block kicks for long
+
+
+@pytest.mark.django_db
+def test_a_kick_the_broker_refuses_falls_back_to_a_task_per_event(account, kicks):
+    with mock.patch(
+        "integrations.tasks.webhook_events_drain.apply_async", side_effect=OSError("refused")
+    ):
+        assert not webhook_events_kick()
+    assert not kicks.exists(webhooks.KICK_KEY)  # the next callback tries again
+
+
+@pytest.mark.django_db
+def test_without_redis_there_is_no_kick_and_each_callback_gets_its_own_task(settings):
+    settings.REDIS_URL = ""
+    redis_client.cache_clear()
+    try:
+        assert not webhook_events_kick()
+    finally:
+        redis_client.cache_clear()
+
+
+def test_the_webhook_kicks_a_drain_when_draining_is_on_and_enqueues_per_event_otherwise(
+    settings, monkeypatch
+):
+    settings.WEBHOOK_PROCESS_IN_WEB = False
+    enqueued: list[list[int]] = []
+    monkeypatch.setattr(webhooks, "webhook_events_enqueue", lambda ids: enqueued.append(list(ids)))
+    monkeypatch.setattr(webhooks, "webhook_events_kick", lambda: True)
+
+    settings.WEBHOOK_DRAIN = True
+    webhooks._dispatch(1)
+    assert enqueued == []
+
+    settings.WEBHOOK_DRAIN = False
+    webhooks._dispatch(2)
+    assert enqueued == [[2]]
+
+
+@pytest.mark.django_db
+def test_an_event_stuck_in_an_old_drain_is_swept_like_any_other(account, settings):
+    stale = timezone.now() - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS + 1)
+    event = _stored(account, 1, state=WebhookEvent.State.PROCESSING, attempts=1, claimed_at=stale)
+
+    with mock.patch.object(webhooks, "webhook_events_enqueue", return_value=1) as enqueue:
+        assert webhooks.webhook_events_sweep() == 1
+    enqueue.assert_called_once_with([event.pk])
