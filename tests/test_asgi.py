@@ -1,4 +1,4 @@
-"""The web server refuses oversized webhook bodies before Django reads them."""
+"""The web server: oversized webhook bodies refused before Django reads them; one sync chain."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from django.urls import path
+from django.utils.deprecation import MiddlewareMixin
 
 from config.asgi import BodyLimit
 
@@ -77,3 +79,93 @@ def test_bodies_within_the_limit_reach_the_app_whole(path):
 def test_the_reply_form_has_its_own_larger_limit():
     assert call("/s/12/send/", [b"a" * 1500])[0] == 200
     assert call("/s/12/send/", [b"a" * 1500, b"a" * 1500])[0] == 413
+
+
+_threads: list[tuple[str, int]] = []
+
+
+class _RecordThread(MiddlewareMixin):
+    """A middleware like Django's own (sync and async capable) that notes its thread."""
+
+    def process_request(self, request: Any) -> None:
+        import threading
+
+        _threads.append(("middleware", threading.get_ident()))
+
+
+def _asgi_get(path: str) -> list[dict[str, Any]]:
+    from config.asgi import SyncChainASGIHandler
+
+    sent: list[dict[str, Any]] = []
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        if received > 1:  # the client stays connected until the response is sent
+            await asyncio.sleep(3600)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(SyncChainASGIHandler()(scope, receive, send))
+    return sent
+
+
+def _view(request: Any) -> Any:
+    import threading
+
+    from django.http import HttpResponse
+
+    _threads.append(("view", threading.get_ident()))
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("probe/", _view)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_asgi_handler_runs_the_middleware_and_a_sync_view_in_one_thread_without_hops(
+    settings,
+):
+    import threading
+
+    from asgiref.sync import AsyncToSync
+
+    settings.ROOT_URLCONF = "tests.test_asgi"
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.test_asgi._RecordThread"]
+    _threads.clear()
+    back_to_the_loop = 0
+    real = AsyncToSync.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal back_to_the_loop
+        back_to_the_loop += 1
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AsyncToSync, "__call__", counted)
+        sent = _asgi_get("/probe/")
+
+    assert sent[0]["status"] == 200
+    assert [where for where, _ in _threads] == ["middleware", "view"]
+    assert len({thread for _, thread in _threads}) == 1
+    assert _threads[0][1] != threading.get_ident()  # not on the event loop's thread
+    # Django's stock handler goes back to the event loop and out again around each sync-only
+    # middleware; this one enters the sync chain once and stays there.
+    assert back_to_the_loop == 0
