@@ -191,3 +191,25 @@ def test_an_event_stuck_in_an_old_drain_is_swept_like_any_other(account, setting
     with mock.patch.object(webhooks, "webhook_events_enqueue", return_value=1) as enqueue:
         assert webhooks.webhook_events_sweep() == 1
     enqueue.assert_called_once_with([event.pk])
+
+
+@pytest.mark.django_db
+def test_a_channel_found_by_its_id_is_kept_for_a_few_seconds_and_forgotten_on_demand(
+    account, settings, django_assert_num_queries
+):
+    from integrations.models import Channel
+    from integrations.services.channels import channel_resolve, channels_cache_clear
+
+    settings.CHANNEL_CACHE_SECONDS = 5.0
+    channels_cache_clear()
+    channel = Channel.objects.create(account=account, external_id="wa:1", medium="whatsapp")
+    try:
+        with django_assert_num_queries(1):
+            assert channel_resolve(account, external_id="wa:1") == channel
+        with django_assert_num_queries(0):
+            assert channel_resolve(account, external_id="wa:1") == channel
+        channels_cache_clear()
+        with django_assert_num_queries(1):
+            assert channel_resolve(account, external_id="wa:1") == channel
+    finally:
+        channels_cache_clear()

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -520,3 +521,33 @@ def test_the_web_fallback_leaves_an_event_a_worker_processed_alone(account, monk
     assert calls == [event.pk]
     assert event.attempts == 1
     assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_whose_insert_loses_a_race_is_applied_again_and_counted_once(account):
+    from django.db.models import QuerySet
+
+    first = WebhookEvent.objects.create(
+        account=account, received_at=timezone.now(), body=json.dumps(TEXT), headers={}
+    )
+    assert webhook_event_process(first.pk) == WebhookEvent.State.PROCESSED
+    second = WebhookEvent.objects.create(
+        account=account, received_at=timezone.now(), body=json.dumps(TEXT), headers={}
+    )
+    real_exists = QuerySet.exists
+    checks: list[bool] = []
+
+    def raced(self: QuerySet[Any]) -> bool:
+        answer = real_exists(self)
+        if self.model is Message and not checks:
+            checks.append(answer)
+            return False  # as if the other delivery had not committed yet
+        return answer
+
+    with mock.patch.object(QuerySet, "exists", raced):
+        state = webhook_event_process(second.pk)
+
+    assert checks == [True]  # the race happened: the insert hit the unique constraint
+    assert state == WebhookEvent.State.PROCESSED
+    assert Message.objects.count() == 1
+    assert Session.objects.get().unread_count == 1

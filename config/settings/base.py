@@ -259,6 +259,8 @@ WEBHOOK_DRAIN = env_bool("WEBHOOK_DRAIN", True)
 WEBHOOK_DRAIN_BATCH = env_int("WEBHOOK_DRAIN_BATCH", 20)
 WEBHOOK_DRAIN_BUDGET_SECONDS = env_float("WEBHOOK_DRAIN_BUDGET_SECONDS", 10.0)
 WEBHOOK_DRAIN_KICK_TTL_SECONDS = env_float("WEBHOOK_DRAIN_KICK_TTL_SECONDS", 10.0)
+# Seconds a process keeps a channel found by its platform id (0: read it every time).
+CHANNEL_CACHE_SECONDS = env_float("CHANNEL_CACHE_SECONDS", 5.0)
 # A claimed event whose worker died is reclaimed after this long.
 WEBHOOK_STALE_CLAIM_SECONDS = env_int("WEBHOOK_STALE_CLAIM_SECONDS", 300)
 

@@ -24,6 +24,7 @@ WEBHOOK_PROCESS_IN_WEB = False
 WEBHOOK_DRAIN = False
 # Tests change accounts between callbacks; the cache has tests of its own that turn it on.
 WEBHOOK_ACCOUNT_CACHE_SECONDS = 0.0
+CHANNEL_CACHE_SECONDS = 0.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
@@ -75,7 +75,8 @@ def callback_apply(
     # When a wrapper's messages name a contactId its contacts[] does not (the 2022 example
     # does this), the wrapper's only contact still tells us the channel.
     only_channel: Channel | None = None
-    with transaction.atomic():
+    # The caller's transaction (no savepoint of its own: a failure rolls the whole event back).
+    with transaction.atomic(savepoint=False):
         for profile in callback.contacts:
             channel = (
                 channel_resolve(
@@ -173,38 +174,23 @@ def _message_apply(
         "raw": message.raw,
     }
     # The redelivery check above ran without a lock: a concurrent delivery of the same message
-    # can still win the insert, and the unique constraint then says so.
-    try:
-        with transaction.atomic():
-            row = Message.objects.create(
-                account=account,
-                direction=Message.Direction.INBOUND,
-                external_id=message.external_id,
-                **fields,
-            )
-        created = True
-    except IntegrityError:
-        winner = (
-            Message.objects.select_related("session")
-            .filter(
-                account=account,
-                direction=Message.Direction.INBOUND,
-                external_id=message.external_id,
-            )
-            .first()
-        )
-        if winner is None:
-            raise
-        row, created = winner, False
-    if created:
-        _session_note_inbound(session, row, at=at)  # (session_for_inbound locked it)
-        live.publish(
-            live.MESSAGE_CREATED,
-            session_id=session.pk,
-            channel_id=session.channel_id,
-            message_id=row.pk,
-        )
-    return row, created
+    # can still win the insert. The unique constraint then raises IntegrityError, which rolls
+    # this event back; the caller applies it again once, and the check finds the winner. (No
+    # savepoint here: two round trips on every message for a race that is rare.)
+    row = Message.objects.create(
+        account=account,
+        direction=Message.Direction.INBOUND,
+        external_id=message.external_id,
+        **fields,
+    )
+    _session_note_inbound(session, row, at=at)  # (session_for_inbound locked it)
+    live.publish(
+        live.MESSAGE_CREATED,
+        session_id=session.pk,
+        channel_id=session.channel_id,
+        message_id=row.pk,
+    )
+    return row, True
 
 
 def _media_json(media: Media) -> dict[str, object]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 
 from integrations.base import ChannelInfo, Medium
@@ -47,6 +49,16 @@ def channel_find(
     return Channel.objects.filter(account=account, external_id=UNKNOWN_CHANNEL_ID).first()
 
 
+# Channels found by their platform id, per process, for CHANNEL_CACHE_SECONDS: every inbound
+# message names its channel, and channels change rarely (a rename shows up a few seconds late).
+_found: dict[tuple[object, str], tuple[float, Channel]] = {}
+
+
+def channels_cache_clear() -> None:
+    """Forget the channels this process has cached."""
+    _found.clear()
+
+
 def channel_resolve(
     account: ProviderAccount, *, external_id: str = "", lane: str = "", medium: str = ""
 ) -> Channel:
@@ -55,8 +67,18 @@ def channel_resolve(
     Inbound traffic can name a channel we have not synced yet; it is created active and marked
     `discovered` so nothing is lost and an admin can see where it came from.
     """
+    ttl = settings.CHANNEL_CACHE_SECONDS
+    cache_key = (account.pk, external_id)
+    if external_id and ttl > 0:
+        cached = _found.get(cache_key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
     channel = channel_find(account, external_id=external_id, lane=lane)
     if channel is not None:
+        if external_id and ttl > 0 and channel.external_id == external_id:
+            if len(_found) > 10_000:
+                _found.clear()
+            _found[cache_key] = (time.monotonic() + ttl, channel)
         return channel
     medium = medium if medium in Medium._value2member_map_ else Medium.OTHER.value
     if external_id or lane:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
-from django.db import OperationalError, connections, transaction
+from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from config.redis import redis_client
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.registry import get_provider
+from integrations.services.channels import channels_cache_clear
 from integrations.xms.schemas import without_nul
 
 logger = logging.getLogger(__name__)
@@ -331,26 +332,36 @@ def _process_claimed(event: WebhookEvent) -> str:
     event_id = event.pk
     try:
         provider = get_provider(event.account.kind)
-        with transaction.atomic():
+        try:
+            body = without_nul(json.loads(event.body))
+        except ValueError as exc:
+            raise PayloadError(f"stored body is not valid JSON: {exc}") from exc
+        callback = provider.parse_callback(body)
+        for attempt in (1, 2):
             try:
-                body = without_nul(json.loads(event.body))
-            except ValueError as exc:
-                raise PayloadError(f"stored body is not valid JSON: {exc}") from exc
-            callback = provider.parse_callback(body)
-            result = callback_apply(event.account, callback, received_at=event.received_at)
-            warnings = [
-                *callback.warnings,
-                *_tenant_warnings(event.account, callback),
-                *result.warnings,
-            ]
-            state = WebhookEvent.State.PROCESSED if result.applied else WebhookEvent.State.IGNORED
-            WebhookEvent.objects.filter(pk=event_id).update(
-                state=state,
-                kind=callback.kind,
-                warnings=warnings[:50],
-                error="" if result.applied else "; ".join(warnings[:5]) or "nothing to apply",
-                processed_at=timezone.now(),
-            )
+                with transaction.atomic():
+                    result = callback_apply(event.account, callback, received_at=event.received_at)
+                    warnings = [
+                        *callback.warnings,
+                        *_tenant_warnings(event.account, callback),
+                        *result.warnings,
+                    ]
+                    applied = result.applied
+                    state = WebhookEvent.State.PROCESSED if applied else WebhookEvent.State.IGNORED
+                    WebhookEvent.objects.filter(pk=event_id).update(
+                        state=state,
+                        kind=callback.kind,
+                        warnings=warnings[:50],
+                        error="" if applied else "; ".join(warnings[:5]) or "nothing to apply",
+                        processed_at=timezone.now(),
+                    )
+                break
+            except IntegrityError:
+                # A concurrent delivery of the same item won an insert (or a cached row went
+                # away): rolled back; once more, and the redelivery checks find the winner.
+                channels_cache_clear()
+                if attempt == 2:
+                    raise
     except OperationalError:
         WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
         raise
