@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -93,7 +94,11 @@ class _RecordThread(MiddlewareMixin):
         _threads.append(("middleware", threading.get_ident()))
 
 
-def _asgi_get(path: str) -> list[dict[str, Any]]:
+def _asgi_get(path: str, handler: Any = None) -> list[dict[str, Any]]:
+    return asyncio.run(_asgi_get_async(path, handler))
+
+
+async def _asgi_get_async(path: str, handler: Any = None) -> list[dict[str, Any]]:
     from config.asgi import SyncChainASGIHandler
 
     sent: list[dict[str, Any]] = []
@@ -123,12 +128,11 @@ def _asgi_get(path: str) -> list[dict[str, Any]]:
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
     }
-    asyncio.run(SyncChainASGIHandler()(scope, receive, send))
+    await (handler or SyncChainASGIHandler())(scope, receive, send)
     return sent
 
 
 def _view(request: Any) -> Any:
-    import threading
 
     from django.http import HttpResponse
 
@@ -136,14 +140,24 @@ def _view(request: Any) -> Any:
     return HttpResponse("ok")
 
 
-urlpatterns = [path("probe/", _view)]
+_both_in_flight = threading.Barrier(2, timeout=10)
+
+
+def _meet(request: Any) -> Any:
+    from django.http import HttpResponse
+
+    _threads.append(("view", threading.get_ident()))
+    _both_in_flight.wait()  # only passes if the other request runs at the same time
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("probe/", _view), path("meet/", _meet)]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_asgi_handler_runs_the_middleware_and_a_sync_view_in_one_thread_without_hops(
     settings,
 ):
-    import threading
 
     from asgiref.sync import AsyncToSync
 
@@ -169,3 +183,29 @@ def test_the_asgi_handler_runs_the_middleware_and_a_sync_view_in_one_thread_with
     # Django's stock handler goes back to the event loop and out again around each sync-only
     # middleware; this one enters the sync chain once and stays there.
     assert back_to_the_loop == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_reuse_idle_threads_and_concurrent_requests_get_their_own(settings):
+    from config.asgi import SyncChainASGIHandler
+
+    settings.ROOT_URLCONF = "tests.test_asgi"
+    handler = SyncChainASGIHandler()
+    _threads.clear()
+
+    _asgi_get("/probe/", handler)
+    _asgi_get("/probe/", handler)
+    assert _threads[0][1] == _threads[1][1]  # the second request started no thread
+
+    _threads.clear()
+
+    async def two_at_once() -> list[list[dict[str, Any]]]:
+        return list(
+            await asyncio.gather(
+                _asgi_get_async("/meet/", handler), _asgi_get_async("/meet/", handler)
+            )
+        )
+
+    answers = asyncio.run(two_at_once())
+    assert [sent[0]["status"] for sent in answers] == [200, 200]
+    assert len({thread for _, thread in _threads}) == 2
