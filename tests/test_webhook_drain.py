@@ -119,15 +119,21 @@ def test_a_drain_hands_back_what_it_did_not_try_when_the_database_fails(account)
 
 
 @pytest.mark.django_db
-def test_a_drain_over_its_time_budget_hands_over_to_a_new_drain(account, kicks):
+def test_each_drain_over_its_time_budget_hands_over_to_a_successor_of_its_own(account, kicks):
     for n in range(3):
         _stored(account, n)
+    # Both drains started a while ago, and since then a callback has queued another drain.
+    kicks.set(webhooks.KICK_KEY, b"1")
 
-    with mock.patch("integrations.tasks.webhook_events_drain.apply_async") as enqueue:
+    with (
+        mock.patch.object(webhooks, "_kick_clear"),
+        mock.patch("integrations.tasks.webhook_events_drain.apply_async") as enqueue,
+    ):
+        assert webhook_events_drain(batch=1, budget_seconds=0) == 1
         assert webhook_events_drain(batch=1, budget_seconds=0) == 1
 
-    enqueue.assert_called_once()
-    assert WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING).count() == 2
+    assert enqueue.call_count == 2  # two drains out of budget leave two drains behind
+    assert WebhookEvent.objects.filter(state=WebhookEvent.State.PENDING).count() == 1
 
 
 @pytest.mark.django_db

@@ -160,10 +160,11 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
                 raise
         done += len(events)
         if time.monotonic() >= deadline:
-            if not webhook_events_kick():
-                from integrations.tasks import webhook_events_drain as task
+            # Its own successor, not a kick: two drains past their budget at once must leave
+            # two drains behind, or the workers' parallelism would halve each time.
+            from integrations.tasks import webhook_events_drain as task
 
-                task.apply_async(retry=False)
+            task.apply_async(retry=False)
             return done
 
 
