@@ -27,9 +27,13 @@ def identity_upsert(
     A new identity joins an existing contact with the same phone number, so one customer on
     WhatsApp and SMS is one contact. Profile values fill blanks on the contact and never
     overwrite what an agent entered.
+
+    The identity row comes back locked for the caller's transaction (read with FOR UPDATE, or
+    created in it), so two callbacks for one customer settle one after the other.
     """
     identity = (
         ContactIdentity.objects.select_related("contact")
+        .select_for_update(of=("self",))
         .filter(account=account, external_id=profile.external_id)
         .first()
     )
@@ -68,10 +72,15 @@ def _identity_create(
                 "raw": profile.raw,
             },
         )
-    if not created and made_contact:
-        # Another worker created this identity first; drop the contact we made for it.
-        contact.delete()
-        identity = ContactIdentity.objects.select_related("contact").get(pk=identity.pk)
+    if not created:
+        if made_contact:
+            # Another worker created this identity first; drop the contact we made for it.
+            contact.delete()
+        identity = (
+            ContactIdentity.objects.select_related("contact")
+            .select_for_update(of=("self",))
+            .get(pk=identity.pk)
+        )
     return identity
 
 

@@ -34,10 +34,10 @@ def session_for_inbound(
 
     A new platform session id for a contact on a channel proves the previous session there
     ended (spec §4.16), so older open sessions of that pair are closed, and a late message of
-    an older session never reopens it. The identity row is locked for the transaction, so two
-    callbacks for one customer on one channel settle their sessions one after the other.
+    an older session never reopens it. The caller holds the identity row locked (as
+    `identity_upsert` returns it), so two callbacks for one customer on one channel settle
+    their sessions one after the other.
     """
-    ContactIdentity.objects.select_for_update().filter(pk=identity.pk).values_list("pk").first()
     if ref is None:
         session = (
             Session.objects.select_for_update()
