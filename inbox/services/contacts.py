@@ -37,15 +37,31 @@ def identity_upsert(
         .filter(account=account, external_id=profile.external_id)
         .first()
     )
-    phone = phone_normalize(profile.phone or profile.business_phone)
     if identity is None:
+        phone = phone_normalize(profile.phone or profile.business_phone)
         identity = _identity_create(account, profile, channel=channel, phone=phone)
-    else:
-        _identity_refresh(identity, profile, channel=channel)
-    _contact_fill(identity.contact, profile, phone=phone)
+        _contact_fill(identity.contact, profile, phone=phone)
+        if channel is not None and identity.channel_id == channel.pk:
+            identity.channel = channel
+        return identity
+    identity_refresh(identity, profile, channel=channel)
+    return identity
+
+
+def identity_refresh(
+    identity: ContactIdentity, profile: ContactProfile, *, channel: Channel | None = None
+) -> None:
+    """Take what is new in a platform profile onto a known identity and its contact.
+
+    `identity` comes with its contact loaded (and, for a caller that relies on it, locked).
+    Writes only when something changed, which for a returning customer is rarely.
+    """
+    _identity_refresh(identity, profile, channel=channel)
+    _contact_fill(
+        identity.contact, profile, phone=phone_normalize(profile.phone or profile.business_phone)
+    )
     if channel is not None and identity.channel_id == channel.pk:
         identity.channel = channel  # already loaded: spares callers a query
-    return identity
 
 
 def _identity_create(

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Greatest
 
 from inbox import live
 from inbox.models import ContactIdentity, Message, Session, TimelineEntry
@@ -154,35 +152,12 @@ def _message_apply(
         at=at,
         source=f"message:{message.external_id}",
     )
-    media = message.media
-    location = message.location
-    fields = {
-        "session": session,
-        "type": message.type.value,
-        "raw_type": message.raw_type[:40],
-        "body": message.body,
-        **media_fields(media),
-        "attachments": [_media_json(m) for m in message.attachments if m != media],
-        "latitude": location.latitude if location else None,
-        "longitude": location.longitude if location else None,
-        "location_name": location.name[:255] if location else "",
-        "location_address": location.address[:500] if location else "",
-        "location_url": location.url[:2000] if location else "",
-        "external_id_ext": message.external_id_ext[:255],
-        "status": Message.Status.RECEIVED,
-        "sent_at": at,
-        "raw": message.raw,
-    }
     # The redelivery check above ran without a lock: a concurrent delivery of the same message
     # can still win the insert. The unique constraint then raises IntegrityError, which rolls
     # this event back; the caller applies it again once, and the check finds the winner. (No
     # savepoint here: two round trips on every message for a race that is rare.)
-    row = Message.objects.create(
-        account=account,
-        direction=Message.Direction.INBOUND,
-        external_id=message.external_id,
-        **fields,
-    )
+    row = _message_row(account, message, session, at=at)
+    row.save(force_insert=True)
     _session_note_inbound(session, row, at=at)  # (session_for_inbound locked it)
     live.publish(
         live.MESSAGE_CREATED,
@@ -191,6 +166,34 @@ def _message_apply(
         message_id=row.pk,
     )
     return row, True
+
+
+def _message_row(
+    account: ProviderAccount, message: InboundMessage, session: Session, *, at: datetime
+) -> Message:
+    """Return the (unsaved) row for a new customer message in `session`."""
+    media = message.media
+    location = message.location
+    return Message(
+        account=account,
+        direction=Message.Direction.INBOUND,
+        external_id=message.external_id,
+        session=session,
+        type=message.type.value,
+        raw_type=message.raw_type[:40],
+        body=message.body,
+        **media_fields(media),
+        attachments=[_media_json(m) for m in message.attachments if m != media],
+        latitude=location.latitude if location else None,
+        longitude=location.longitude if location else None,
+        location_name=location.name[:255] if location else "",
+        location_address=location.address[:500] if location else "",
+        location_url=location.url[:2000] if location else "",
+        external_id_ext=message.external_id_ext[:255],
+        status=Message.Status.RECEIVED,
+        sent_at=at,
+        raw=message.raw,
+    )
 
 
 def _media_json(media: Media) -> dict[str, object]:
@@ -205,40 +208,55 @@ def _media_json(media: Media) -> dict[str, object]:
 
 
 def _session_note_inbound(locked: Session, message: Message, *, at: datetime) -> None:
-    """Bump the session for a new customer message: activity, window, unread, reopen.
+    """Bump the session for a new customer message, and note a reopening on its timeline.
 
     `locked` is current and locked in this transaction (as `session_for_inbound` returns it).
     """
+    was = locked.status
+    changed = _session_bump(locked, message, at=at)
+    locked.save(update_fields=changed)
+    if "status" in changed:
+        timeline_add(
+            message.account,
+            session=locked,
+            kind=TimelineEntry.Kind.REOPENED,
+            summary=f"Reopened: the customer wrote again after it was {was}",
+            occurred_at=at,
+            dedupe_key=f"reopened:{message.pk}",
+        )
+
+
+def _session_bump(locked: Session, message: Message, *, at: datetime) -> list[str]:
+    """Apply a new message to a locked, current session in memory; return the fields changed.
+
+    Activity, the reply window, unread count, the last message, and a reopening: a resolved
+    session continues when the customer writes (§6.6); a closed one only if no later session
+    replaced it (a late message of an old session stays there, closed).
+    """
     is_customer_message = message.type != MessageType.SYSTEM
-    # A resolved session continues when the customer writes (§6.6); a closed one only if no
-    # later session replaced it (a late message of an old session stays there, closed).
     reopened = is_customer_message and (
         locked.status == Session.Status.RESOLVED
         or (locked.status == Session.Status.CLOSED and not session_has_newer(locked))
     )
     stays_closed = locked.status == Session.Status.CLOSED and not reopened
-    updates: dict[str, object] = {
-        "last_activity_at": Greatest(F("last_activity_at"), at),
-    }
+    changed: list[str] = []
+    if locked.last_message_id is None or locked.last_activity_at <= at:
+        locked.last_message = message
+        changed.append("last_message")
+    if locked.last_activity_at < at:
+        locked.last_activity_at = at
+        changed.append("last_activity_at")
     if is_customer_message:
         if not stays_closed:
-            updates["unread_count"] = F("unread_count") + 1
+            locked.unread_count += 1
+            changed.append("unread_count")
         if locked.last_inbound_at is None or locked.last_inbound_at < at:
-            updates["last_inbound_at"] = at
-    if locked.last_message_id is None or locked.last_activity_at <= at:
-        updates["last_message"] = message
+            locked.last_inbound_at = at
+            changed.append("last_inbound_at")
     if reopened:
-        updates["status"] = Session.Status.OPEN
-    Session.objects.filter(pk=locked.pk).update(**updates)
-    if reopened:
-        timeline_add(
-            message.account,
-            session=locked,
-            kind=TimelineEntry.Kind.REOPENED,
-            summary=f"Reopened: the customer wrote again after it was {locked.status}",
-            occurred_at=at,
-            dedupe_key=f"reopened:{message.pk}",
-        )
+        locked.status = Session.Status.OPEN
+        changed.append("status")
+    return changed
 
 
 def _event_apply(
