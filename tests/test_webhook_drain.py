@@ -219,3 +219,149 @@ def test_a_channel_found_by_its_id_is_kept_for_a_few_seconds_and_forgotten_on_de
             assert channel_resolve(account, external_id="wa:1") == channel
     finally:
         channels_cache_clear()
+
+
+# --- Runs of everyday messages, applied in bulk ------------------------------------------------
+
+
+def _plain(number: int, *, at_ms: int, session: str = "xsds34434", **ref: str) -> str:
+    """A customer message with a valid timestamp (the fixture's draws a warning)."""
+    body = json.loads(_text(number))
+    message = body["messages"][0]
+    message["timestamp"] = at_ms
+    message["session"].update(sessionId=session, **ref)
+    return json.dumps(body)
+
+
+def _store_bodies(account: ProviderAccount, bodies: list[str]) -> list[WebhookEvent]:
+    now = timezone.now()
+    return [
+        WebhookEvent.objects.create(
+            account=account, body=body, received_at=now, enqueued_at=now, headers={}
+        )
+        for body in bodies
+    ]
+
+
+def _session_state(account: ProviderAccount) -> list[tuple[Any, ...]]:
+    from inbox.models import Session
+
+    return list(
+        Session.objects.filter(account=account)
+        .order_by("external_id")
+        .values_list(
+            "external_id",
+            "status",
+            "unread_count",
+            "last_inbound_at",
+            "last_activity_at",
+            "last_message__external_id",
+            "routing_id",
+            "platform_agent",
+        )
+    )
+
+
+def _messages(account: ProviderAccount) -> list[tuple[Any, ...]]:
+    return list(
+        Message.objects.filter(account=account)
+        .order_by("id")
+        .values_list("external_id", "body", "session__external_id", "sent_at", "status")
+    )
+
+
+@pytest.mark.django_db
+def test_a_run_of_messages_from_a_returning_customer_is_applied_in_a_few_statements(
+    account, django_assert_max_num_queries
+):
+    base = 1_790_000_000_000
+    webhook_events_drain(batch=1)  # nothing yet
+    _store_bodies(account, [_plain(0, at_ms=base)])
+    webhook_events_drain()  # the first message opens the session, one by one
+    _store_bodies(account, [_plain(n, at_ms=base + n * 1000) for n in range(1, 21)])
+
+    with (
+        mock.patch.object(webhooks, "_process_claimed") as one_by_one,
+        # One by one takes about nine statements a message; here about 17 in all: claiming,
+        # channel, identities, sessions, stored ids, one insert, one update of each table.
+        django_assert_max_num_queries(20),
+    ):
+        assert webhook_events_drain(batch=20) == 20
+
+    one_by_one.assert_not_called()
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    (session,) = _session_state(account)
+    assert session[2] == 21  # unread
+    assert session[5] == "drain-20"  # the newest is the last message
+    assert [m[1] for m in _messages(account)] == [f"message {n}" for n in range(21)]
+
+
+@pytest.mark.django_db
+def test_bulk_and_one_by_one_leave_the_inbox_in_the_same_state(django_assert_max_num_queries):
+    from tests.factories import ProviderAccountFactory
+
+    base = 1_790_000_000_000
+    bodies = [
+        _plain(0, at_ms=base),
+        _plain(1, at_ms=base + 1000),
+        _plain(2, at_ms=base + 500),  # arrived late: older than the one before
+        _plain(3, at_ms=base + 2000),
+        _plain(4, at_ms=base + 3000, routingId="r-2", assignedToAgent="ann"),  # reassigned
+        _plain(5, at_ms=base + 4000, routingId="r-2", assignedToAgent="ann"),
+        _plain(2, at_ms=base + 500),  # a redelivery
+        _plain(6, at_ms=base + 5000, session="another"),  # a new session for the customer
+        _plain(7, at_ms=base + 6000, session="another"),
+        _plain(8, at_ms=base + 7000),  # the old session's late message: stays where it is
+    ]
+    one, bulk = ProviderAccountFactory(), ProviderAccountFactory()
+    for event in _store_bodies(one, bodies):
+        webhooks.webhook_event_process(event.pk)
+    _store_bodies(bulk, bodies)
+    webhook_events_drain(batch=4)
+
+    assert _session_state(bulk) == _session_state(one)
+    assert _messages(bulk) == _messages(one)
+    states = {"one": [], "bulk": []}
+    for name, acc in (("one", one), ("bulk", bulk)):
+        states[name] = list(
+            WebhookEvent.objects.filter(account=acc).order_by("id").values_list("state", "kind")
+        )
+    assert states["bulk"] == states["one"]
+
+
+@pytest.mark.django_db
+def test_a_message_to_a_resolved_session_is_applied_alone_and_reopens_it(account):
+    from inbox.models import Session
+
+    base = 1_790_000_000_000
+    _store_bodies(account, [_plain(0, at_ms=base)])
+    webhook_events_drain()
+    Session.objects.update(status=Session.Status.RESOLVED)
+    _store_bodies(account, [_plain(1, at_ms=base + 1000), _plain(2, at_ms=base + 2000)])
+
+    real = webhooks._process_claimed
+    with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
+        assert webhook_events_drain() == 2
+
+    assert one_by_one.call_count == 1  # the reopening message; the next one went in bulk
+    session = Session.objects.get()
+    assert (session.status, session.unread_count) == (Session.Status.OPEN, 3)
+    assert session.timeline.filter(kind="reopened").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_run_that_loses_an_insert_race_is_applied_one_by_one_instead(account):
+    from django.db import IntegrityError
+
+    base = 1_790_000_000_000
+    _store_bodies(account, [_plain(0, at_ms=base)])
+    webhook_events_drain()
+    _store_bodies(account, [_plain(1, at_ms=base + 1000), _plain(2, at_ms=base + 2000)])
+
+    with mock.patch(
+        "inbox.services.inbound.Message.objects.bulk_create", side_effect=IntegrityError("dup")
+    ):
+        assert webhook_events_drain() == 2
+
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    assert Message.objects.count() == 3

@@ -6,6 +6,7 @@ twice, or two copies at once, leaves one of everything. Runs inside the caller's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,7 +14,7 @@ from django.db import transaction
 
 from inbox import live
 from inbox.models import ContactIdentity, Message, Session, TimelineEntry
-from inbox.services.contacts import identity_upsert
+from inbox.services.contacts import identity_refresh, identity_upsert
 from inbox.services.messages import media_fields, receipt_record
 from inbox.services.sessions import (
     session_event_apply,
@@ -316,3 +317,144 @@ def _action_apply(
         dedupe_key=f"action:{action.dedupe_key}",
     )
     return True
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A stored callback waiting to be applied: its key (the event id), content and arrival."""
+
+    key: int
+    callback: Callback
+    received_at: datetime
+
+
+def plain_message(callback: Callback) -> InboundMessage | None:
+    """Return the callback's message if it is only one customer message in a known session.
+
+    That is the everyday callback (one contact, one message naming its session and channel,
+    nothing else, no warnings), which `messages_apply_run` can apply in bulk.
+    """
+    if (
+        len(callback.contacts) != 1
+        or len(callback.messages) != 1
+        or callback.receipts
+        or callback.events
+        or callback.actions
+        or callback.warnings
+        or callback.wants_contact_reply
+    ):
+        return None
+    message = callback.messages[0]
+    profile = callback.contacts[0]
+    if (
+        message.session is None
+        or message.type == MessageType.SYSTEM
+        or message.contact_external_id != profile.external_id
+        or not profile.channel_external_id
+    ):
+        return None
+    return message
+
+
+def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> int:
+    """Apply the longest leading part of `run` that is plain messages of returning customers.
+
+    Each callback must be a `plain_message`, for a customer we know on that channel, in a
+    session we know that is open or pending, whose routing the message does not change, and
+    not already stored. The part that qualifies is applied with a few statements in all
+    (identities, sessions and messages read and written in bulk, rows locked in id order)
+    instead of about ten per message, with the same result as `callback_apply` one by one:
+    the caller applies the rest one by one. Runs in the caller's transaction; returns how
+    many of `run` it applied (0: nothing was written).
+    """
+    items = [(item, plain_message(item.callback)) for item in run]
+    head = []
+    for item, message in items:
+        if message is None:
+            break
+        head.append((item, message))
+    if not head:
+        return 0
+    profiles = {
+        item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
+    }
+    channels = {
+        key: channel_resolve(account, external_id=key, lane=profile.lane, medium=profile.medium)
+        for key, profile in profiles.items()
+    }
+    identities = {
+        identity.external_id: identity
+        for identity in ContactIdentity.objects.select_related("contact")
+        .select_for_update(of=("self",))
+        .filter(account=account, external_id__in={m.contact_external_id for _, m in head})
+        .order_by("id")
+    }
+    sessions = {
+        session.external_id: session
+        for session in Session.objects.select_for_update()
+        .filter(
+            account=account, external_id__in={m.session.external_id for _, m in head if m.session}
+        )
+        .order_by("id")
+    }
+    stored = set(
+        Message.objects.filter(
+            account=account,
+            direction=Message.Direction.INBOUND,
+            external_id__in={m.external_id for _, m in head},
+        ).values_list("external_id", flat=True)
+    )
+    ready: list[tuple[Pending, InboundMessage, Session, datetime]] = []
+    for item, message in head:
+        profile = item.callback.contacts[0]
+        ref = message.session
+        assert ref is not None  # (plain_message)
+        identity = identities.get(message.contact_external_id)
+        session = sessions.get(ref.external_id)
+        channel = channels[profile.channel_external_id]
+        at = message.sent_at or item.received_at
+        if (
+            identity is None
+            or identity.channel_id != channel.pk
+            or session is None
+            or session.channel_id != channel.pk
+            or session.status not in (Session.Status.OPEN, Session.Status.PENDING)
+            or message.external_id in stored
+            or not _ref_settled(session, ref, at=at)
+        ):
+            break
+        stored.add(message.external_id)
+        # What the contact's profile brings that is new (rarely anything) is written now.
+        identity_refresh(identity, profile, channel=channel)
+        ready.append((item, message, session, at))
+    if not ready:
+        return 0
+    rows = Message.objects.bulk_create(
+        [_message_row(account, message, session, at=at) for _, message, session, at in ready]
+    )
+    touched: dict[int, Session] = {}
+    changed: set[str] = set()
+    for (_, _, session, at), row in zip(ready, rows, strict=True):
+        touched[session.pk] = session
+        changed.update(_session_bump(session, row, at=at))
+    if changed:
+        Session.objects.bulk_update(touched.values(), sorted(changed))
+    for (_, _, session, _), row in zip(ready, rows, strict=True):
+        live.publish(
+            live.MESSAGE_CREATED,
+            session_id=session.pk,
+            channel_id=session.channel_id,
+            message_id=row.pk,
+        )
+    return len(ready)
+
+
+def _ref_settled(session: Session, ref: SessionRef, *, at: datetime) -> bool:
+    """Say whether following this message's session reference would change nothing."""
+    if session.last_inbound_at is not None and at < session.last_inbound_at:
+        return True  # an older message: `_session_follow_ref` ignores it
+    return (
+        (not ref.routing_id or ref.routing_id == session.routing_id)
+        and (not ref.assigned_agent or ref.assigned_agent == session.platform_agent)
+        and (not ref.assigned_dept or ref.assigned_dept == session.platform_dept)
+    )
