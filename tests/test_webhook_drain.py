@@ -343,7 +343,8 @@ def test_a_message_to_a_resolved_session_is_applied_alone_and_reopens_it(account
     with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
         assert webhook_events_drain() == 2
 
-    assert one_by_one.call_count == 1  # the reopening message; the next one went in bulk
+    # The reopening message, and the next one for the same session after it, in order.
+    assert one_by_one.call_count == 2
     session = Session.objects.get()
     assert (session.status, session.unread_count) == (Session.Status.OPEN, 3)
     assert session.timeline.filter(kind="reopened").count() == 1
@@ -365,3 +366,40 @@ def test_a_run_that_loses_an_insert_race_is_applied_one_by_one_instead(account):
 
     assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
     assert Message.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_a_new_customer_holds_up_only_their_own_messages_not_everyone_elses(account):
+    base = 1_790_000_000_000
+
+    def customer(number: int, who: str, at_ms: int) -> str:
+        body = json.loads(_plain(number, at_ms=at_ms, session=f"s-{who}"))
+        contact_id = f"wa{who}_918828218374"
+        body["contacts"][0]["contactId"] = body["messages"][0]["contactId"] = contact_id
+        body["contacts"][0]["profile"]["phone"] = who
+        body["messages"][0]["from"] = who
+        return json.dumps(body)
+
+    _store_bodies(account, [customer(0, "111", base)])
+    webhook_events_drain()  # a returning customer, 111
+    new, _returning, new_again = _store_bodies(
+        account,
+        [
+            customer(1, "222", base + 1000),
+            customer(2, "111", base + 2000),
+            customer(3, "222", base + 3000),
+        ],
+    )
+    real = webhooks._process_claimed
+    with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
+        assert webhook_events_drain() == 3
+
+    assert [call.args[0].pk for call in one_by_one.call_args_list] == [new.pk, new_again.pk]
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    bodies = dict(Message.objects.values_list("external_id", "session__external_id"))
+    assert bodies == {
+        "drain-0": "s-111",
+        "drain-1": "s-222",
+        "drain-2": "s-111",
+        "drain-3": "s-222",
+    }

@@ -356,25 +356,39 @@ def plain_message(callback: Callback) -> InboundMessage | None:
     return message
 
 
-def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> int:
-    """Apply the longest leading part of `run` that is plain messages of returning customers.
+def callback_keys(callback: Callback) -> set[str]:
+    """Name the customers and sessions a callback touches (its order matters among these)."""
+    keys = {f"contact:{profile.external_id}" for profile in callback.contacts}
+    keys.update(f"contact:{m.contact_external_id}" for m in callback.messages)
+    keys.update(f"session:{m.session.external_id}" for m in callback.messages if m.session)
+    keys.update(f"contact:{r.contact_external_id}" for r in callback.receipts)
+    keys.update(f"session:{e.session_external_id}" for e in callback.events)
+    return keys
+
+
+def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[int]:
+    """Apply the plain messages of returning customers in `run` in bulk; return their keys.
 
     Each callback must be a `plain_message`, for a customer we know on that channel, in a
     session we know that is open or pending, whose routing the message does not change, and
-    not already stored. The part that qualifies is applied with a few statements in all
-    (identities, sessions and messages read and written in bulk, rows locked in id order)
-    instead of about ten per message, with the same result as `callback_apply` one by one:
-    the caller applies the rest one by one. Runs in the caller's transaction; returns how
-    many of `run` it applied (0: nothing was written).
+    not already stored. Those are applied with a few statements in all (identities, sessions
+    and messages read and written in bulk, rows locked in id order) instead of about ten per
+    message, with the same result as `callback_apply` one by one. One that does not qualify
+    is left for the caller to apply on its own, and so is every later one for the same
+    customer or session, so each customer's callbacks still apply in order (different
+    customers' do not depend on each other). Runs in the caller's transaction.
     """
-    items = [(item, plain_message(item.callback)) for item in run]
-    head = []
-    for item, message in items:
-        if message is None:
-            break
-        head.append((item, message))
+    blocked: set[str] = set()
+    head: list[tuple[Pending, InboundMessage]] = []
+    for item in run:
+        message = plain_message(item.callback)
+        keys = callback_keys(item.callback)
+        if message is None or keys & blocked:
+            blocked |= keys
+        else:
+            head.append((item, message))
     if not head:
-        return 0
+        return set()
     profiles = {
         item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
     }
@@ -413,8 +427,10 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> int:
         session = sessions.get(ref.external_id)
         channel = channels[profile.channel_external_id]
         at = message.sent_at or item.received_at
+        keys = callback_keys(item.callback)
         if (
-            identity is None
+            keys & blocked
+            or identity is None
             or identity.channel_id != channel.pk
             or session is None
             or session.channel_id != channel.pk
@@ -422,13 +438,14 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> int:
             or message.external_id in stored
             or not _ref_settled(session, ref, at=at)
         ):
-            break
+            blocked |= keys
+            continue
         stored.add(message.external_id)
         # What the contact's profile brings that is new (rarely anything) is written now.
         identity_refresh(identity, profile, channel=channel)
         ready.append((item, message, session, at))
     if not ready:
-        return 0
+        return set()
     rows = Message.objects.bulk_create(
         [_message_row(account, message, session, at=at) for _, message, session, at in ready]
     )
@@ -446,7 +463,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> int:
             channel_id=session.channel_id,
             message_id=row.pk,
         )
-    return len(ready)
+    return {item.key for item, _, _, _ in ready}
 
 
 def _ref_settled(session: Session, ref: SessionRef, *, at: datetime) -> bool:

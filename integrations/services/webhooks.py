@@ -11,6 +11,7 @@ unique constraints, so even a replay changes nothing that already happened.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -155,34 +156,33 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
 
 
 def _apply_claimed(events: list[WebhookEvent]) -> None:
-    """Apply claimed events in order: runs of plain customer messages in bulk, the rest alone.
+    """Apply claimed events: everyday customer messages in bulk, the rest one by one, in order.
 
-    A run of everyday messages (returning customers, known open sessions) is applied in one
-    transaction with a few statements in all (`messages_apply_run`); anything else, and
-    whatever a run stops at, goes through `_process_claimed` on its own.
+    The plain messages of returning customers are applied together, in one transaction per
+    account with a few statements in all (`messages_apply_run`). Every other event, and any
+    later one for the same customer or session, then goes through `_process_claimed` on its
+    own, in the order received.
     """
-    parsed = [_parse_quietly(event) for event in events]
-    position = 0
-    try:
-        while position < len(events):
-            applied = _apply_in_bulk(events[position:], parsed[position:])
-            if applied:
-                position += applied
-                continue
-            _process_claimed(events[position])
-            position += 1
-    except OperationalError:
-        # The database is in trouble. What was not applied goes back untried, for this task's
-        # retry; an event that hit it on its own (pending again) gets a task of its own, which
-        # retries it with backoff and gives it up after WEBHOOK_MAX_ATTEMPTS.
-        rest = [e.pk for e in events[position:]]
-        with contextlib.suppress(Exception):
-            WebhookEvent.objects.filter(pk__in=rest, state=WebhookEvent.State.PROCESSING).update(
-                state=WebhookEvent.State.PENDING, attempts=F("attempts") - 1
-            )
-            alone = WebhookEvent.objects.filter(pk=events[position].pk, attempts__gt=0)
-            webhook_events_enqueue(list(alone.values_list("pk", flat=True)))
-        raise
+    parsed = {event.pk: _parse_quietly(event) for event in events}
+    applied: set[int] = set()
+    for account_id in dict.fromkeys(event.account_id for event in events):
+        mine = [event for event in events if event.account_id == account_id]
+        applied |= _apply_in_bulk(mine, parsed)
+    rest = [event for event in events if event.pk not in applied]
+    for position, event in enumerate(rest):
+        try:
+            _process_claimed(event)
+        except OperationalError:
+            # The database is in trouble. The rest go back untried, for this task's retry;
+            # the event that hit it (pending again) gets a task of its own, which retries it
+            # with backoff and gives it up after WEBHOOK_MAX_ATTEMPTS.
+            untried = [e.pk for e in rest[position + 1 :]]
+            with contextlib.suppress(Exception):
+                WebhookEvent.objects.filter(
+                    pk__in=untried, state=WebhookEvent.State.PROCESSING
+                ).update(state=WebhookEvent.State.PENDING, attempts=F("attempts") - 1)
+                webhook_events_enqueue([event.pk])
+            raise
 
 
 def _parse_quietly(event: WebhookEvent) -> Callback | None:
@@ -194,28 +194,23 @@ def _parse_quietly(event: WebhookEvent) -> Callback | None:
         return None
 
 
-def _apply_in_bulk(events: list[WebhookEvent], parsed: list[Callback | None]) -> int:
-    """Apply the leading run of plain customer messages in one transaction; return how many."""
-    from inbox.services.inbound import Pending, messages_apply_run, plain_message
+def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None]) -> set[int]:
+    """Apply one account's plain customer messages in one transaction; return their ids."""
+    from inbox.services.inbound import Pending, messages_apply_run
 
     account = events[0].account
-    run: list[Pending] = []
-    for event, callback in zip(events, parsed, strict=True):
-        if (
-            callback is None
-            or event.account_id != account.pk
-            or plain_message(callback) is None
-            or _tenant_warnings(account, callback)
-        ):
-            break
+    run = []
+    for event in events:
+        callback = parsed[event.pk] or Callback(warnings=["not parsed"])
+        tenant = _tenant_warnings(account, callback)
+        if tenant:  # its warnings are recorded one by one; it still orders its customer's
+            callback = dataclasses.replace(callback, warnings=[*callback.warnings, *tenant])
         run.append(Pending(key=event.pk, callback=callback, received_at=event.received_at))
-    if not run:
-        return 0
     try:
         with transaction.atomic():
             applied = messages_apply_run(account, run)
             if applied:
-                WebhookEvent.objects.filter(pk__in=[item.key for item in run[:applied]]).update(
+                WebhookEvent.objects.filter(pk__in=applied).update(
                     state=WebhookEvent.State.PROCESSED,
                     kind="messages",
                     warnings=[],
@@ -225,7 +220,7 @@ def _apply_in_bulk(events: list[WebhookEvent], parsed: list[Callback | None]) ->
     except IntegrityError:
         # A concurrent delivery of one of these messages won its insert: nothing was
         # written; one by one, each finds out what it is.
-        return 0
+        return set()
     return applied
 
 
