@@ -70,8 +70,13 @@ class Customer:
 class Mix:
     """Build callback bodies for `customers` customers of one WhatsApp channel."""
 
-    def __init__(self, prefix: str, customers: int, seed: int = 7) -> None:
+    def __init__(
+        self, prefix: str, customers: int, seed: int = 7, tenant: dict[str, str] | None = None
+    ) -> None:
         self.prefix = prefix
+        # Who the platform says it delivers for (`meta`): the account's own app, or every
+        # callback would carry a "meta.appId is not this account's" warning.
+        self.tenant = tenant or {}
         self.customers = [Customer(i, prefix) for i in range(customers)]
         self.random = random.Random(seed)
         self.counter = 0
@@ -85,6 +90,12 @@ class Mix:
         self._kinds = [kind for kind, _ in MESSAGE_TYPES]
         self._weights = [weight for _, weight in MESSAGE_TYPES]
 
+    def _copy(self, template: dict[str, Any]) -> dict[str, Any]:
+        body = copy.deepcopy(template)
+        if self.tenant:
+            body.setdefault("meta", {}).update(self.tenant)
+        return body
+
     def _next_id(self) -> str:
         self.counter += 1
         return f"{self.prefix}-m{self.counter}"
@@ -96,7 +107,7 @@ class Mix:
         """Return a `messages` callback: one new customer message."""
         customer = customer or self.customer()
         kind = kind or self.random.choices(self._kinds, self._weights)[0]
-        body = copy.deepcopy(self._messages[kind])
+        body = self._copy(self._messages[kind])
         contact = body["contacts"][0]
         contact.update(contactId=customer.contact_id, channelId=CHANNEL_ID, lane=LANE)
         contact["profile"].update(phone=customer.phone, name=f"Customer {customer.index}")
@@ -121,7 +132,7 @@ class Mix:
 
     def status(self, external_id: str, customer: Customer, status: str) -> dict[str, Any]:
         """Return a `statuses` callback: a receipt for one of our outbound messages."""
-        body = copy.deepcopy(self._status)
+        body = self._copy(self._status)
         receipt = body["statuses"][0]
         receipt.update(
             id=external_id,
@@ -135,7 +146,7 @@ class Mix:
     def event(self, customer: Customer | None = None) -> dict[str, Any]:
         """Return an `events` callback: the platform routed or assigned a session."""
         customer = customer or self.customer()
-        body = copy.deepcopy(self.random.choice(self._events))
+        body = self._copy(self.random.choice(self._events))
         event = body["events"][0]
         event.update(
             contactId=customer.contact_id,

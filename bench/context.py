@@ -37,6 +37,12 @@ class Bench:
         account = account or self.account
         return f"{self.web_url}/webhooks/{account.kind}/{account.pk}/"
 
+    def tenant(self) -> dict[str, str]:
+        """Return the `meta` the platform sends for this account (its app id and domain)."""
+        options = self.account.options or {}
+        names = (("appId", "app_id"), ("domain", "domain"))
+        return {key: str(options[name]) for key, name in names if options.get(name)}
+
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
 

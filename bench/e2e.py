@@ -103,7 +103,7 @@ async def _floor(stream: LiveStream, channel_id: int, count: int) -> list[float]
 def run(bench: Bench) -> None:
     seconds = 3.0 if bench.quick else 15.0
     count = int(RATE * seconds)
-    mix = Mix("be", 40 if bench.quick else 200)
+    mix = Mix("be", 40 if bench.quick else 200, tenant=bench.tenant())
     items = []
     for _ in range(count):
         body = mix.message()

@@ -99,7 +99,7 @@ def _prepare(bench: Bench, mix: Mix, outbound_count: int) -> None:
 def run_ingest(bench: Bench) -> None:
     """Callbacks at rising concurrency against the webhook and the raw-insert baseline."""
     sizes = QUICK if bench.quick else FULL
-    mix = Mix("bi", sizes.customers)
+    mix = Mix("bi", sizes.customers, tenant=bench.tenant())
     _prepare(bench, mix, sizes.outbound)
     bench.notes["ingest_mix"] = mix
     # The worker is stopped: this stage measures the webhook; the events it stores wait for
@@ -172,6 +172,15 @@ def run_processing(bench: Bench) -> None:
             events=backlog,
             seconds=round(took, 2),
         )
+    warned = WebhookEvent.objects.filter(account=bench.account).exclude(warnings=[])
+    example = warned.values_list("warnings", flat=True).first()
+    if example is not None:
+        bench.report.add(
+            SECTION_PROCESSING,
+            "events with warnings",
+            f"{warned.count():,}",
+            note="WARNINGS (the mix should draw none): " + str(example)[:200],
+        )
     failed = WebhookEvent.objects.filter(account=bench.account, state=WebhookEvent.State.FAILED)
     if failed.exists():
         bench.report.add(
@@ -183,7 +192,7 @@ def run_processing(bench: Bench) -> None:
 
     # A backlog of customer messages only, stored as the webhook stores them, processed by a
     # worker started afterwards: events/s is messages/s.
-    mix = Mix("bp", sizes.customers)
+    mix = Mix("bp", sizes.customers, tenant=bench.tenant())
     count = sizes.events
     bench.stack.stop_worker()
     now = timezone.now()

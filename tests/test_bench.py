@@ -42,6 +42,19 @@ def test_the_callback_mix_parses_as_xms_and_never_repeats_a_message_id():
     assert not [w for p in parsed for w in p.warnings]
 
 
+def test_the_mix_says_it_is_for_the_account_it_is_posted_to():
+    from integrations.services.webhooks import _tenant_warnings
+    from tests.factories import ProviderAccountFactory
+
+    account = ProviderAccountFactory.build(options={"app_id": "app-42", "domain": "shop"})
+    mix = Mix("t", customers=3, tenant={"appId": "app-42", "domain": "shop"})
+    mix.use_outbound([("t-out0", mix.customers[0])])
+
+    for body in mix.realistic(30):
+        callback = schemas.parse_callback(json.loads(encode(body)))
+        assert _tenant_warnings(account, callback) == []
+
+
 def test_customers_keep_their_numbers_from_one_run_to_the_next():
     assert Customer(3, "bi").phone == Customer(3, "bi").phone
     assert Customer(3, "bi").contact_id != Customer(4, "bi").contact_id
