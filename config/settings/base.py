@@ -256,7 +256,7 @@ WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10)
 # (a Redis SET NX instead of a broker message); each drain claims WEBHOOK_DRAIN_BATCH fresh
 # events at a time and hands over to a new task after WEBHOOK_DRAIN_BUDGET_SECONDS.
 WEBHOOK_DRAIN = env_bool("WEBHOOK_DRAIN", True)
-WEBHOOK_DRAIN_BATCH = env_int("WEBHOOK_DRAIN_BATCH", 20)
+WEBHOOK_DRAIN_BATCH = env_int("WEBHOOK_DRAIN_BATCH", 50)
 WEBHOOK_DRAIN_BUDGET_SECONDS = env_float("WEBHOOK_DRAIN_BUDGET_SECONDS", 10.0)
 WEBHOOK_DRAIN_KICK_TTL_SECONDS = env_float("WEBHOOK_DRAIN_KICK_TTL_SECONDS", 10.0)
 # Seconds a process keeps a channel found by its platform id (0: read it every time).
