@@ -21,6 +21,7 @@ from integrations.models import Channel
 
 SECTION = "3. End to end"
 RATE = 200.0  # callbacks per second, the figure
+SETTLED_AFTER = 5.0  # seconds into the burst: by then nearly every customer has written once
 
 
 class LiveStream:
@@ -148,6 +149,15 @@ def run(bench: Bench) -> None:
     latencies = [first_seen[pk] - sent_at[eid] for pk, eid in external.items() if eid in sent_at]
     missing = count - len(latencies)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    # Every customer is new at the start, and a first message (new contact, session, timeline)
+    # costs several times a returning customer's: the tail after the first seconds, apart.
+    began = min(sent_at.values(), default=0.0)
+    settled = [
+        first_seen[pk] - sent_at[eid]
+        for pk, eid in external.items()
+        if eid in sent_at and sent_at[eid] >= began + SETTLED_AFTER
+    ]
+    settled_p99 = percentile(settled, 0.99)
     f50, f99 = percentile(floor, 0.5), percentile(floor, 0.99)
     bench.report.add(
         SECTION,
@@ -156,7 +166,9 @@ def run(bench: Bench) -> None:
         baseline=f"stream floor (publish → SSE): p50 {ms(f50)} · p99 {ms(f99)}",
         ratio=p50 / f50 if f50 else None,
         note=("p99 under 1 s" if p99 < 1 else "P99 OVER 1 S")
-        + f"; webhook p99 {ms(result.p(0.99))}",
+        + f"; sent after the first {SETTLED_AFTER:.0f} s (customers all known): p99 "
+        + f"{ms(settled_p99)}; webhook p99 {ms(result.p(0.99))}",
+        settled_p99_ms=round(settled_p99 * 1000, 1),
         rate=RATE,
         callbacks=count,
         seen=len(latencies),

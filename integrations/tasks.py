@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.db import OperationalError
 
 from integrations.services import webhooks
 
+# Callbacks wait out a database outage: retried with backoff (2 s doubling to 120 s), 8 times.
+RETRY_WHILE_THE_DATABASE_IS_DOWN: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 
-@shared_task(
-    autoretry_for=(OperationalError,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-)
+
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_DOWN)
 def webhook_event_process(event_id: int) -> str | None:
     """Apply one stored callback (see `webhooks.webhook_event_process`)."""
     return webhooks.webhook_event_process(event_id)
 
 
-@shared_task(
-    autoretry_for=(OperationalError,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=8,
-)
+@shared_task(**RETRY_WHILE_THE_DATABASE_IS_DOWN)
 def webhook_events_drain() -> int:
     """Apply fresh stored callbacks in batches (see `webhooks.webhook_events_drain`)."""
     return webhooks.webhook_events_drain()

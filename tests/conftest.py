@@ -118,3 +118,13 @@ def xms_session(account: ProviderAccount) -> Any:
         identity_external_id="wa919988776655_918828218374",
         external_id="xsds34434",
     )
+
+
+def redis_up(url: str) -> bool:
+    """Say whether a Redis server answers at `url` (tests that need one skip without it)."""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False

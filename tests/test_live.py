@@ -15,20 +15,13 @@ from django.test import AsyncClient
 
 from config.redis import redis_client
 from inbox import live
-from tests.conftest import load_fixture
+from tests.conftest import load_fixture, redis_up
 from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
 
 LIVE_REDIS = "redis://127.0.0.1:6379/13"
 
 
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(LIVE_REDIS, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason=f"needs Redis at {LIVE_REDIS}")
+pytestmark = pytest.mark.skipif(not redis_up(LIVE_REDIS), reason=f"needs Redis at {LIVE_REDIS}")
 
 
 @pytest.fixture

@@ -19,17 +19,10 @@ from inbox.models import Message
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.services import webhooks
 from integrations.services.webhooks import webhook_events_drain, webhook_events_kick
-from tests.conftest import load_fixture
+from tests.conftest import load_fixture, redis_up
 
 TEXT = load_fixture("xms", "inbound-message-text")
 KICK_REDIS = "redis://127.0.0.1:6379/13"
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(KICK_REDIS, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 def _text(number: int) -> str:
@@ -49,7 +42,7 @@ def _stored(account: ProviderAccount, number: int, **fields: Any) -> WebhookEven
 
 @pytest.fixture
 def kicks(settings: Any) -> Iterator[redis.Redis]:
-    if not _redis_up():
+    if not redis_up(KICK_REDIS):
         pytest.skip(f"needs Redis at {KICK_REDIS}")
     settings.REDIS_URL = KICK_REDIS
     redis_client.cache_clear()
