@@ -551,3 +551,44 @@ def test_a_message_whose_insert_loses_a_race_is_applied_again_and_counted_once(a
     assert state == WebhookEvent.State.PROCESSED
     assert Message.objects.count() == 1
     assert Session.objects.get().unread_count == 1
+
+
+@pytest.mark.django_db
+def test_an_identity_inserted_by_another_worker_meanwhile_is_taken_and_our_contact_dropped(account):
+    from inbox.models import ContactIdentity
+    from inbox.services.contacts import _identity_create
+    from integrations.base import ContactProfile
+
+    theirs = ContactIdentity.objects.create(
+        account=account,
+        external_id="wa1_2",
+        contact=Contact.objects.create(account=account, phone="4400"),
+        medium="whatsapp",
+    )
+    profile = ContactProfile(external_id="wa1_2", phone="5500", medium="whatsapp")
+
+    ours = _identity_create(account, profile, channel=None, phone="5500")
+
+    assert ours.pk == theirs.pk
+    assert not Contact.objects.filter(phone="5500").exists()  # the one made for it is gone
+
+
+@pytest.mark.django_db
+def test_a_session_opened_by_another_worker_meanwhile_is_taken_not_duplicated(account):
+    from inbox.services.sessions import _session_open
+    from integrations.base import SessionRef
+    from tests.factories import ContactIdentityFactory, SessionFactory
+
+    theirs = SessionFactory(account=account, external_id="s-race")
+    identity = ContactIdentityFactory(account=account, contact=theirs.contact)
+
+    ours = _session_open(
+        account,
+        channel=theirs.channel,
+        identity=identity,
+        ref=SessionRef(external_id="s-race"),
+        at=timezone.now(),
+    )
+
+    assert ours.pk == theirs.pk
+    assert Session.objects.filter(external_id="s-race").count() == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from inbox.models import Contact, ContactIdentity
 from integrations.base import ContactProfile, Medium
@@ -75,19 +75,27 @@ def _identity_create(
         contact = Contact.objects.create(account=account, phone=phone)
     medium = profile.medium or (channel.medium if channel else Medium.OTHER.value)
     address = phone if medium in PHONE_MEDIUMS else (profile.email or profile.phone)
-    with transaction.atomic():
-        identity, created = ContactIdentity.objects.get_or_create(
-            account=account,
-            external_id=profile.external_id,
-            defaults={
-                "contact": contact,
-                "channel": channel,
-                "medium": medium,
-                "address": address,
-                "profile_name": profile.name,
-                "raw": profile.raw,
-            },
-        )
+    # The caller found no identity a moment ago, so insert straight away (no second look);
+    # if a concurrent callback inserted it since, the unique constraint says so.
+    try:
+        with transaction.atomic():
+            identity = ContactIdentity.objects.create(
+                account=account,
+                external_id=profile.external_id,
+                contact=contact,
+                channel=channel,
+                medium=medium,
+                address=address,
+                profile_name=profile.name,
+                raw=profile.raw,
+            )
+        created = True
+    except IntegrityError:
+        found = ContactIdentity.objects.filter(account=account, external_id=profile.external_id)
+        if not found.exists():
+            raise  # not the race: another constraint
+        identity = found.get()
+        created = False
     if not created:
         if made_contact:
             # Another worker created this identity first; drop the contact we made for it.

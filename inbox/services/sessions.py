@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from accounts.models import AgentProfile
 from inbox import live
@@ -85,12 +85,22 @@ def _session_open(
         session = Session.objects.create(account=account, external_id="", **defaults)
         created = True
     else:
-        with transaction.atomic():
-            session, created = Session.objects.get_or_create(
-                account=account, external_id=ref.external_id, defaults=defaults
+        # The caller found no session with this id a moment ago: insert straight away.
+        try:
+            with transaction.atomic():
+                session = Session.objects.create(
+                    account=account, external_id=ref.external_id, **defaults
+                )
+            created = True
+        except IntegrityError:  # another worker opened it meanwhile: lock it as callers expect
+            winner = (
+                Session.objects.select_for_update()
+                .filter(account=account, external_id=ref.external_id)
+                .first()
             )
-        if not created:  # another worker opened it a moment ago: lock it as callers expect
-            session = Session.objects.select_for_update().get(pk=session.pk)
+            if winner is None:
+                raise  # not the race: another constraint
+            session, created = winner, False
     if created:
         live.publish(live.SESSION_CREATED, session_id=session.pk, channel_id=session.channel_id)
         _assignee_from_platform(session, session.platform_agent)
