@@ -396,3 +396,25 @@ def test_a_new_customer_holds_up_only_their_own_messages_not_everyone_elses(acco
         "drain-2": "s-111",
         "drain-3": "s-222",
     }
+
+
+@pytest.mark.django_db
+def test_a_bulk_run_that_hits_a_database_outage_hands_every_event_back_untried(account):
+    base = 1_790_000_000_000
+    _store_bodies(account, [_plain(0, at_ms=base)])
+    webhook_events_drain()
+    events = _store_bodies(account, [_plain(1, at_ms=base + 1000), _plain(2, at_ms=base + 2000)])
+
+    with (
+        mock.patch(
+            "inbox.services.inbound.Message.objects.bulk_create",
+            side_effect=OperationalError("server closed the connection unexpectedly"),
+        ),
+        pytest.raises(OperationalError),
+    ):
+        webhook_events_drain()
+
+    for event in events:
+        event.refresh_from_db()
+        assert (event.state, event.attempts) == (WebhookEvent.State.PENDING, 0)
+    assert webhook_events_drain() == 2  # the retry takes them all

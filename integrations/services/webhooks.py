@@ -128,9 +128,9 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
     """Process fresh callbacks in claimed batches until none are left; return how many.
 
     Each batch is claimed in one statement (FOR UPDATE SKIP LOCKED, so two drains take
-    different events) and each event is then applied in its own transaction, as
-    `webhook_event_process` does, so one customer's row locks are never held across another's
-    event. Only fresh events (never claimed) are drained; deferred and replayed ones keep
+    different events), then applied by `_apply_claimed`: the everyday messages of returning
+    customers in bulk, every other event in its own transaction as `webhook_event_process`
+    does. Only fresh events (never claimed) are drained; deferred and replayed ones keep
     their own schedule. After WEBHOOK_DRAIN_BUDGET_SECONDS the drain hands over to a new one,
     so sends queued behind it get a worker.
     """
@@ -165,9 +165,18 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
     """
     parsed = {event.pk: _parse_quietly(event) for event in events}
     applied: set[int] = set()
-    for account_id in dict.fromkeys(event.account_id for event in events):
-        mine = [event for event in events if event.account_id == account_id]
-        applied |= _apply_in_bulk(mine, parsed)
+    try:
+        for account_id in dict.fromkeys(event.account_id for event in events):
+            mine = [event for event in events if event.account_id == account_id]
+            applied |= _apply_in_bulk(mine, parsed)
+    except OperationalError:
+        # The database is in trouble: what is not applied goes back untried, for the retry.
+        with contextlib.suppress(Exception):
+            WebhookEvent.objects.filter(
+                pk__in=[e.pk for e in events if e.pk not in applied],
+                state=WebhookEvent.State.PROCESSING,
+            ).update(state=WebhookEvent.State.PENDING, attempts=F("attempts") - 1)
+        raise
     rest = [event for event in events if event.pk not in applied]
     for position, event in enumerate(rest):
         try:
