@@ -67,6 +67,14 @@ def publish(kind: str, *, session_id: int, channel_id: int, message_id: int | No
     transaction.on_commit(partial(send, [event]))
 
 
+def publish_many(events: Iterable[Event]) -> None:
+    """Publish events together, in one round trip, once the current transaction commits."""
+    events = list(events)
+    if _client() is None or not events:
+        return
+    transaction.on_commit(partial(send, events))
+
+
 def send(events: Iterable[Event]) -> None:
     """Write events to the stream now (a failure is logged; pages then catch up by polling)."""
     client = _client()

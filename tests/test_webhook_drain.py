@@ -15,7 +15,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from config.redis import redis_client
-from inbox.models import Message
+from inbox.models import Message, Session
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.services import webhooks
 from integrations.services.webhooks import webhook_events_drain, webhook_events_kick
@@ -361,41 +361,197 @@ def test_a_run_that_loses_an_insert_race_is_applied_one_by_one_instead(account):
     assert Message.objects.count() == 3
 
 
+def _customer(number: int, who: str, at_ms: int, *, contact_id: str = "", name: str = "") -> str:
+    """A plain message from customer `who` (their phone) in their own session."""
+    body = json.loads(_plain(number, at_ms=at_ms, session=f"s-{contact_id or who}"))
+    contact_id = contact_id or f"wa{who}_918828218374"
+    body["contacts"][0]["contactId"] = body["messages"][0]["contactId"] = contact_id
+    body["contacts"][0]["profile"]["phone"] = who
+    if name:
+        body["contacts"][0]["profile"]["name"] = name
+    body["messages"][0]["from"] = who
+    return json.dumps(body)
+
+
 @pytest.mark.django_db
-def test_a_new_customer_holds_up_only_their_own_messages_not_everyone_elses(account):
+def test_a_customer_applied_alone_holds_up_only_their_own_messages_not_everyone_elses(account):
+    from inbox.models import Contact
+
     base = 1_790_000_000_000
-
-    def customer(number: int, who: str, at_ms: int) -> str:
-        body = json.loads(_plain(number, at_ms=at_ms, session=f"s-{who}"))
-        contact_id = f"wa{who}_918828218374"
-        body["contacts"][0]["contactId"] = body["messages"][0]["contactId"] = contact_id
-        body["contacts"][0]["profile"]["phone"] = who
-        body["messages"][0]["from"] = who
-        return json.dumps(body)
-
-    _store_bodies(account, [customer(0, "111", base)])
+    _store_bodies(account, [_customer(0, "111", base)])
     webhook_events_drain()  # a returning customer, 111
-    new, _returning, new_again = _store_bodies(
+    # A new identity with 111's phone joins that contact, which is done one by one.
+    alone, _returning, alone_again = _store_bodies(
         account,
         [
-            customer(1, "222", base + 1000),
-            customer(2, "111", base + 2000),
-            customer(3, "222", base + 3000),
+            _customer(1, "111", base + 1000, contact_id="sms111"),
+            _customer(2, "111", base + 2000),
+            _customer(3, "111", base + 3000, contact_id="sms111"),
         ],
     )
     real = webhooks._process_claimed
     with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
         assert webhook_events_drain() == 3
 
-    assert [call.args[0].pk for call in one_by_one.call_args_list] == [new.pk, new_again.pk]
+    assert [call.args[0].pk for call in one_by_one.call_args_list] == [alone.pk, alone_again.pk]
     assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
     bodies = dict(Message.objects.values_list("external_id", "session__external_id"))
     assert bodies == {
         "drain-0": "s-111",
-        "drain-1": "s-222",
+        "drain-1": "s-sms111",
         "drain-2": "s-111",
-        "drain-3": "s-222",
+        "drain-3": "s-sms111",
     }
+    assert Contact.objects.filter(account=account).count() == 1
+
+
+def _customers_state(account: ProviderAccount) -> dict[str, list[tuple[Any, ...]]]:
+    from inbox.models import Contact, ContactIdentity, TimelineEntry
+
+    return {
+        "contacts": sorted(
+            Contact.objects.filter(account=account).values_list("phone", "name", "profile")
+        ),
+        "identities": sorted(
+            ContactIdentity.objects.filter(account=account).values_list(
+                "external_id",
+                "contact__phone",
+                "channel__external_id",
+                "medium",
+                "address",
+                "profile_name",
+                "raw",
+            )
+        ),
+        "sessions": sorted((*row[:-1], str(row[-1])) for row in _session_state(account)),
+        "session owners": sorted(
+            Session.objects.filter(account=account).values_list(
+                "external_id",
+                "contact__phone",
+                "identity__external_id",
+                "channel__external_id",
+                "opened_at",
+                "assignee__username",
+            )
+        ),
+        "timeline": sorted(
+            TimelineEntry.objects.filter(account=account).values_list(
+                "session__external_id", "contact__phone", "kind", "summary", "occurred_at"
+            )
+        ),
+        "messages": sorted(_messages(account)),
+    }
+
+
+@pytest.mark.django_db
+def test_new_customers_are_applied_in_bulk_leaving_the_inbox_as_one_by_one_would(
+    django_assert_max_num_queries,
+):
+    from tests.factories import AgentProfileFactory, ProviderAccountFactory
+
+    base = 1_790_000_000_000
+    bodies = [
+        _customer(0, "201", base),
+        _customer(1, "202", base + 100, name="Ana"),
+        _customer(2, "201", base + 200),  # the new customer's second message
+        _customer(3, "203", base + 300),
+        _customer(4, "202", base + 400, name="Ana Lima"),  # a new name on their profile
+        _customer(5, "204", base + 500, contact_id="other-id-same-phone-as-203")
+        .replace('"from": "204"', '"from": "203"')
+        .replace('"phone": "204"', '"phone": "203"'),  # a second new identity, 203's phone
+    ]
+    AgentProfileFactory(platform_code="SUPPORT")  # the platform's agent code in every message
+    one, bulk = ProviderAccountFactory(), ProviderAccountFactory()
+    for event in _store_bodies(one, bodies):
+        webhooks.webhook_event_process(event.pk)
+    _store_bodies(bulk, bodies)
+
+    real = webhooks._process_claimed
+    with (
+        mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
+        django_assert_max_num_queries(60),
+    ):
+        assert webhook_events_drain(batch=10) == 6
+
+    # Only the identity that joins a contact made in the same run waits to go alone.
+    assert len(one_by_one.call_args_list) == 1
+    assert _customers_state(bulk) == _customers_state(one)
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+
+
+@pytest.mark.django_db
+def test_the_statements_for_new_customers_do_not_grow_with_their_number(
+    account, django_assert_max_num_queries
+):
+    from inbox.models import Session, TimelineEntry
+
+    base = 1_790_000_000_000
+    _store_bodies(account, [_customer(n, str(300 + n), base + n) for n in range(40)])
+
+    real = webhooks._process_claimed
+    with (
+        mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
+        # Claiming, channel, identities, sessions, stored ids, phones; then one insert each
+        # of contacts, identities, sessions, timeline, messages (SQLite splits some in two);
+        # one session update; the events marked processed; savepoints; the empty claim that
+        # ends the drain. One by one this takes about twenty a message: 800.
+        django_assert_max_num_queries(30),
+    ):
+        assert webhook_events_drain(batch=40) == 40
+
+    one_by_one.assert_not_called()
+    assert Session.objects.filter(account=account, unread_count=1).count() == 40
+    assert TimelineEntry.objects.filter(account=account, kind="opened").count() == 40
+
+
+@pytest.mark.django_db
+def test_a_new_customer_inserted_meanwhile_by_another_worker_is_found_one_by_one(account):
+    from django.db import IntegrityError
+
+    base = 1_790_000_000_000
+    _store_bodies(account, [_customer(0, "401", base), _customer(1, "402", base + 1)])
+
+    with mock.patch(
+        "inbox.services.contacts.ContactIdentity.objects.bulk_create",
+        side_effect=IntegrityError("duplicate key value violates unique constraint"),
+    ):
+        assert webhook_events_drain() == 2
+
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    assert Message.objects.filter(account=account).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_bulk_run_that_loses_a_race_once_is_applied_in_bulk_again(account):
+    from django.db import IntegrityError
+
+    from inbox.models import ContactIdentity
+
+    base = 1_790_000_000_000
+    _store_bodies(account, [_customer(0, "501", base), _customer(1, "502", base + 1)])
+    real_bulk_create = ContactIdentity.objects.bulk_create
+    calls = mock.Mock(
+        side_effect=[IntegrityError("duplicate key value violates unique constraint"), None]
+    )
+
+    def lose_the_first_race(*args: Any, **kwargs: Any) -> Any:
+        calls()
+        return real_bulk_create(*args, **kwargs)
+
+    real = webhooks._process_claimed
+    with (
+        mock.patch(
+            "inbox.services.contacts.ContactIdentity.objects.bulk_create",
+            side_effect=lose_the_first_race,
+        ),
+        mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
+    ):
+        assert webhook_events_drain() == 2
+
+    assert calls.call_count == 2
+    one_by_one.assert_not_called()
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
+    assert ContactIdentity.objects.filter(account=account).count() == 2
 
 
 @pytest.mark.django_db

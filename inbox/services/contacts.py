@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
 
@@ -73,22 +74,14 @@ def _identity_create(
     made_contact = contact is None
     if contact is None:
         contact = Contact.objects.create(account=account, phone=phone)
-    medium = profile.medium or (channel.medium if channel else Medium.OTHER.value)
-    address = phone if medium in PHONE_MEDIUMS else (profile.email or profile.phone)
     # The caller found no identity a moment ago, so insert straight away (no second look);
     # if a concurrent callback inserted it since, the unique constraint says so.
     try:
         with transaction.atomic():
-            identity = ContactIdentity.objects.create(
-                account=account,
-                external_id=profile.external_id,
-                contact=contact,
-                channel=channel,
-                medium=medium,
-                address=address,
-                profile_name=profile.name,
-                raw=profile.raw,
+            identity = _identity_row(
+                account, profile, contact=contact, channel=channel, phone=phone
             )
+            identity.save(force_insert=True)
         created = True
     except IntegrityError:
         found = ContactIdentity.objects.filter(account=account, external_id=profile.external_id)
@@ -106,6 +99,56 @@ def _identity_create(
             .get(pk=identity.pk)
         )
     return identity
+
+
+def _identity_row(
+    account: ProviderAccount,
+    profile: ContactProfile,
+    *,
+    contact: Contact,
+    channel: Channel | None,
+    phone: str,
+) -> ContactIdentity:
+    """Return the (unsaved) identity row for a platform contact first seen in `profile`."""
+    medium = profile.medium or (channel.medium if channel else Medium.OTHER.value)
+    address = phone if medium in PHONE_MEDIUMS else (profile.email or profile.phone)
+    return ContactIdentity(
+        account=account,
+        external_id=profile.external_id,
+        contact=contact,
+        channel=channel,
+        medium=medium,
+        address=address,
+        profile_name=profile.name,
+        raw=profile.raw,
+    )
+
+
+def identities_create_new(
+    account: ProviderAccount, new: Sequence[tuple[ContactProfile, Channel]]
+) -> list[ContactIdentity]:
+    """Insert brand-new customers, a contact and an identity each, in two statements.
+
+    For callers that have checked, in this transaction, that no identity has these platform
+    ids and no contact has these phone numbers (else `identity_upsert` joins or finds them),
+    and that no two of them share a phone. The result matches `identity_upsert` one by one. A
+    concurrent insert of the same identity makes the unique constraint raise IntegrityError.
+    Returns the identities, with their contact and channel loaded, in the order given.
+    """
+    contacts: list[Contact] = []
+    identities: list[ContactIdentity] = []
+    for profile, channel in new:
+        phone = phone_normalize(profile.phone or profile.business_phone)
+        contact = Contact(account=account, phone=phone)
+        _contact_fill_fields(contact, profile, phone=phone)
+        contacts.append(contact)
+        identities.append(
+            _identity_row(account, profile, contact=contact, channel=channel, phone=phone)
+        )
+    Contact.objects.bulk_create(contacts)
+    for identity, contact in zip(identities, contacts, strict=True):
+        identity.contact = contact  # now with its primary key
+    return ContactIdentity.objects.bulk_create(identities)
 
 
 def _identity_refresh(
@@ -126,6 +169,13 @@ def _identity_refresh(
 
 
 def _contact_fill(contact: Contact, profile: ContactProfile, *, phone: str) -> None:
+    changed = _contact_fill_fields(contact, profile, phone=phone)
+    if changed:
+        contact.save(update_fields=[*changed, "updated_at"])
+
+
+def _contact_fill_fields(contact: Contact, profile: ContactProfile, *, phone: str) -> list[str]:
+    """Fill a contact's blanks from a profile in memory; return the fields changed."""
     changed: list[str] = []
     for field, value in (
         ("name", profile.business_name or profile.name),
@@ -146,5 +196,4 @@ def _contact_fill(contact: Contact, profile: ContactProfile, *, phone: str) -> N
         if merged != contact.profile:
             contact.profile = merged
             changed.append("profile")
-    if changed:
-        contact.save(update_fields=[*changed, "updated_at"])
+    return changed

@@ -13,14 +13,20 @@ from datetime import datetime
 from django.db import transaction
 
 from inbox import live
-from inbox.models import ContactIdentity, Message, Session, TimelineEntry
-from inbox.services.contacts import identity_refresh, identity_upsert
+from inbox.models import Contact, ContactIdentity, Message, Session, TimelineEntry
+from inbox.services.contacts import (
+    identities_create_new,
+    identity_refresh,
+    identity_upsert,
+    phone_normalize,
+)
 from inbox.services.messages import media_fields, receipt_record
 from inbox.services.sessions import (
     session_event_apply,
     session_for_inbound,
     session_has_newer,
     session_latest_for_contact,
+    sessions_open_new,
 )
 from inbox.services.timeline import timeline_add
 from integrations.base import (
@@ -367,16 +373,18 @@ def callback_keys(callback: Callback) -> set[str]:
 
 
 def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[int]:
-    """Apply the plain messages of returning customers in `run` in bulk; return their keys.
+    """Apply the plain customer messages in `run` in bulk; return their keys.
 
     Each callback must be a `plain_message`, for a customer we know on that channel, in a
     session we know that is open or pending, whose routing the message does not change, and
-    not already stored. Those are applied with a few statements in all (identities, sessions
-    and messages read and written in bulk, rows locked in id order) instead of about ten per
-    message, with the same result as `callback_apply` one by one. One that does not qualify
-    is left for the caller to apply on its own, and so is every later one for the same
-    customer or session, so each customer's callbacks still apply in order (different
-    customers' do not depend on each other). Runs in the caller's transaction.
+    not already stored; or the first message of a brand-new customer (no identity with that
+    platform id, no contact with that phone) opening a session we have never seen. Those are
+    applied with a few statements in all (contacts, identities, sessions and messages read
+    and written in bulk, rows locked in id order) instead of about ten to twenty per message,
+    with the same result as `callback_apply` one by one. One that does not qualify is left
+    for the caller to apply on its own, and so is every later one for the same customer or
+    session, so each customer's callbacks still apply in order (different customers' do not
+    depend on each other). Runs in the caller's transaction.
     """
     blocked: set[str] = set()
     head: list[tuple[Pending, InboundMessage]] = []
@@ -418,34 +426,80 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
             external_id__in={m.external_id for _, m in head},
         ).values_list("external_id", flat=True)
     )
+    # Phones of contacts we already have: a new identity with one of them joins that contact
+    # (and may supersede its sessions), which `callback_apply` does one by one.
+    phones_taken = set(
+        Contact.objects.filter(
+            account=account,
+            phone__in={
+                _profile_phone(item.callback.contacts[0])
+                for item, message in head
+                if message.contact_external_id not in identities
+            }
+            - {""},
+        ).values_list("phone", flat=True)
+    )
     ready: list[tuple[Pending, InboundMessage, Session, datetime]] = []
+    fresh: list[tuple[ContactProfile, Channel, SessionRef, datetime]] = []
+    refresh: list[tuple[str, ContactProfile, Channel]] = []  # (identity's platform id, ...)
     for item, message in head:
         profile = item.callback.contacts[0]
         ref = message.session
         assert ref is not None  # (plain_message)
-        identity = identities.get(message.contact_external_id)
-        session = sessions.get(ref.external_id)
         channel = channels[profile.channel_external_id]
         at = message.sent_at or item.received_at
         keys = callback_keys(item.callback)
-        if (
-            keys & blocked
-            or identity is None
+        if keys & blocked or message.external_id in stored:
+            blocked |= keys
+            continue
+        identity = identities.get(message.contact_external_id)
+        session = sessions.get(ref.external_id)
+        if identity is None and session is None:
+            phone = _profile_phone(profile)
+            if phone in phones_taken:
+                blocked |= keys
+                continue
+            if phone:
+                phones_taken.add(phone)  # a second new customer with this phone waits
+            # Stand-ins until the rows exist: later messages of this customer in the run
+            # find them as a returning customer's, in the session this message opens.
+            identity = ContactIdentity(external_id=message.contact_external_id, channel=channel)
+            identities[message.contact_external_id] = identity
+            session = Session(
+                external_id=ref.external_id,
+                channel=channel,
+                routing_id=ref.routing_id,
+                platform_agent=ref.assigned_agent,
+                platform_dept=ref.assigned_dept,
+            )
+            sessions[ref.external_id] = session
+            fresh.append((profile, channel, ref, at))
+        elif (
+            identity is None
             or identity.channel_id != channel.pk
             or session is None
             or session.channel_id != channel.pk
             or session.status not in (Session.Status.OPEN, Session.Status.PENDING)
-            or message.external_id in stored
             or not _ref_settled(session, ref, at=at)
         ):
             blocked |= keys
             continue
+        else:
+            # What the contact's profile brings that is new (rarely anything) is written
+            # once the new customers' rows exist.
+            refresh.append((identity.external_id, profile, channel))
         stored.add(message.external_id)
-        # What the contact's profile brings that is new (rarely anything) is written now.
-        identity_refresh(identity, profile, channel=channel)
         ready.append((item, message, session, at))
     if not ready:
         return set()
+    if fresh:
+        _customers_create_new(account, fresh, identities, sessions)
+        ready = [
+            (item, message, sessions[stand_in.external_id], at)
+            for item, message, stand_in, at in ready
+        ]
+    for external_id, profile, channel in refresh:
+        identity_refresh(identities[external_id], profile, channel=channel)
     rows = Message.objects.bulk_create(
         [_message_row(account, message, session, at=at) for _, message, session, at in ready]
     )
@@ -456,14 +510,39 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
         changed.update(_session_bump(session, row, at=at))
     if changed:
         Session.objects.bulk_update(touched.values(), sorted(changed))
-    for (_, _, session, _), row in zip(ready, rows, strict=True):
-        live.publish(
-            live.MESSAGE_CREATED,
-            session_id=session.pk,
-            channel_id=session.channel_id,
-            message_id=row.pk,
+    live.publish_many(
+        live.Event(
+            live.MESSAGE_CREATED, session=session.pk, channel=session.channel_id, message=row.pk
         )
+        for (_, _, session, _), row in zip(ready, rows, strict=True)
+    )
     return {item.key for item, _, _, _ in ready}
+
+
+def _profile_phone(profile: ContactProfile) -> str:
+    return phone_normalize(profile.phone or profile.business_phone)
+
+
+def _customers_create_new(
+    account: ProviderAccount,
+    fresh: Sequence[tuple[ContactProfile, Channel, SessionRef, datetime]],
+    identities: dict[str, ContactIdentity],
+    sessions: dict[str, Session],
+) -> None:
+    """Insert new customers and their first sessions; put the rows in place of the stand-ins."""
+    created = identities_create_new(
+        account, [(profile, channel) for profile, channel, _, _ in fresh]
+    )
+    opened = sessions_open_new(
+        account,
+        [
+            (identity, channel, ref, at)
+            for identity, (_, channel, ref, at) in zip(created, fresh, strict=True)
+        ],
+    )
+    for identity, session in zip(created, opened, strict=True):
+        identities[identity.external_id] = identity
+        sessions[session.external_id] = session
 
 
 def _ref_settled(session: Session, ref: SessionRef, *, at: datetime) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -119,6 +121,69 @@ def _session_open(
         )
         _settle_supersession(session, at=at)
     return session
+
+
+def sessions_open_new(
+    account: ProviderAccount, new: Sequence[tuple[ContactIdentity, Channel, SessionRef, datetime]]
+) -> list[Session]:
+    """Open the first sessions of brand-new customers in bulk; return them, in order.
+
+    For callers that have just created these identities (`identities_create_new`) in this
+    transaction, each named by one new platform session id: what `_session_open` does one by
+    one, in a few statements. There is nothing to supersede, since a new contact has no other
+    session; a concurrent insert of the same session id raises IntegrityError.
+    """
+    codes = {ref.assigned_agent for _, _, ref, _ in new if ref.assigned_agent}
+    # As `_assignee_from_platform` maps one code: the first profile claiming it.
+    assignees = dict(
+        AgentProfile.objects.filter(platform_code__in=codes)
+        .order_by("-id")
+        .values_list("platform_code", "user_id")
+        if codes
+        else ()
+    )
+    sessions = Session.objects.bulk_create(
+        [
+            Session(
+                account=account,
+                assignee_id=assignees.get(ref.assigned_agent),
+                external_id=ref.external_id,
+                channel=channel,
+                contact=identity.contact,
+                identity=identity,
+                routing_id=ref.routing_id,
+                platform_agent=ref.assigned_agent,
+                platform_dept=ref.assigned_dept,
+                opened_at=at,
+                last_activity_at=at,
+            )
+            for identity, channel, ref, at in new
+        ]
+    )
+    live.publish_many(
+        [
+            live.Event(live.SESSION_CREATED, session=session.pk, channel=session.channel_id)
+            for session in sessions
+        ]
+    )
+    TimelineEntry.objects.bulk_create(
+        [
+            TimelineEntry(
+                account=account,
+                session=session,
+                contact=session.contact,
+                kind=TimelineEntry.Kind.OPENED,
+                summary=f"Session opened on {channel}"[:500],
+                occurred_at=at,
+                dedupe_key=f"opened:{session.pk}",
+            )
+            for session, (_, channel, _, at) in zip(sessions, new, strict=True)
+        ]
+    )
+    if settings.IMPORT_SESSION_HISTORY:
+        for session in sessions:
+            transaction.on_commit(partial(_history_import_later, session.pk))
+    return sessions
 
 
 def _history_import_later(session_id: int) -> None:

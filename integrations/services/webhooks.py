@@ -215,22 +215,26 @@ def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None
         if tenant:  # its warnings are recorded one by one; it still orders its customer's
             callback = dataclasses.replace(callback, warnings=[*callback.warnings, *tenant])
         run.append(Pending(key=event.pk, callback=callback, received_at=event.received_at))
-    try:
-        with transaction.atomic():
-            applied = messages_apply_run(account, run)
-            if applied:
-                WebhookEvent.objects.filter(pk__in=applied).update(
-                    state=WebhookEvent.State.PROCESSED,
-                    kind="messages",
-                    warnings=[],
-                    error="",
-                    processed_at=timezone.now(),
-                )
-    except IntegrityError:
-        # A concurrent delivery of one of these messages won its insert: nothing was
-        # written; one by one, each finds out what it is.
-        return set()
-    return applied
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                applied = messages_apply_run(account, run)
+                if applied:
+                    WebhookEvent.objects.filter(pk__in=applied).update(
+                        state=WebhookEvent.State.PROCESSED,
+                        kind="messages",
+                        warnings=[],
+                        error="",
+                        processed_at=timezone.now(),
+                    )
+            return applied
+        except IntegrityError:
+            # Another drain inserted one of these customers, sessions or messages first
+            # (usually a new customer's, whose next message it had): nothing was written.
+            # Once more in bulk, which now finds the winner's rows; if that loses a race
+            # too, one by one, each finds out what it is.
+            logger.info("a bulk run lost an insert race (attempt %s)", attempt + 1)
+    return set()
 
 
 def _claim_fresh(limit: int) -> list[WebhookEvent]:
