@@ -574,3 +574,23 @@ def test_a_bulk_run_that_hits_a_database_outage_hands_every_event_back_untried(a
         event.refresh_from_db()
         assert (event.state, event.attempts) == (WebhookEvent.State.PENDING, 0)
     assert webhook_events_drain() == 2  # the retry takes them all
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_run_holds_its_customers_until_it_commits_so_another_run_waits_for_them(account):
+    import psycopg
+    from django.db import connection, transaction
+
+    from inbox.services.inbound import _customers_lock
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    key = f"customer:{account.pk}:wa601_918828218374"
+    probe = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
+    with psycopg.connect(**params, autocommit=True) as other:
+        with transaction.atomic():
+            _customers_lock(account, {"wa601_918828218374", "wa602_918828218374"})
+            assert other.execute(probe, [key]).fetchone() == (False,)
+        assert other.execute(probe, [key]).fetchone() == (True,)  # released at commit
