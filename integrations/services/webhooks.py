@@ -128,8 +128,8 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
     """Process fresh callbacks in claimed batches until none are left; return how many.
 
     Each batch is claimed in one statement (FOR UPDATE SKIP LOCKED, so two drains take
-    different events), then applied by `_apply_claimed`: the everyday messages of returning
-    customers in bulk, every other event in its own transaction as `webhook_event_process`
+    different events), then applied by `_apply_claimed`: the everyday messages of returning and
+    new customers in bulk, every other event in its own transaction as `webhook_event_process`
     does. Only fresh events (never claimed) are drained; deferred and replayed ones keep
     their own schedule. After WEBHOOK_DRAIN_BUDGET_SECONDS the drain hands over to a new one,
     so sends queued behind it get a worker.
@@ -158,10 +158,10 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
 def _apply_claimed(events: list[WebhookEvent]) -> None:
     """Apply claimed events: everyday customer messages in bulk, the rest one by one, in order.
 
-    The plain messages of returning customers are applied together, in one transaction per
-    account with a few statements in all (`messages_apply_run`). Every other event, and any
-    later one for the same customer or session, then goes through `_process_claimed` on its
-    own, in the order received.
+    The plain messages of returning and brand-new customers are applied together, in one
+    transaction per account with a few statements in all (`messages_apply_run`). Every other
+    event, and any later one for the same customer or session, then goes through
+    `_process_claimed` on its own, in the order received.
     """
     parsed = {event.pk: _parse_quietly(event) for event in events}
     applied: set[int] = set()
