@@ -374,35 +374,63 @@ def _customer(number: int, who: str, at_ms: int, *, contact_id: str = "", name: 
 
 
 @pytest.mark.django_db
-def test_a_customer_applied_alone_holds_up_only_their_own_messages_not_everyone_elses(account):
+def test_a_customer_applied_alone_holds_up_only_messages_of_their_ids_and_phone():
     from inbox.models import Contact
+    from tests.factories import ProviderAccountFactory
 
     base = 1_790_000_000_000
-    _store_bodies(account, [_customer(0, "111", base)])
-    webhook_events_drain()  # a returning customer, 111
-    # A new identity with 111's phone joins that contact, which is done one by one.
-    alone, _returning, alone_again = _store_bodies(
-        account,
-        [
-            _customer(1, "111", base + 1000, contact_id="sms111"),
-            _customer(2, "111", base + 2000),
-            _customer(3, "111", base + 3000, contact_id="sms111"),
-        ],
-    )
+    first = [_customer(0, "111", base), _customer(1, "333", base + 1)]
+    later = [
+        # A new identity with 111's phone joins that contact (and may close its session on
+        # the same channel), which is done one by one...
+        _customer(2, "111", base + 1000, contact_id="sms111"),
+        _customer(3, "111", base + 2000),  # ...so 111's own next message waits for it
+        _customer(4, "333", base + 3000),  # someone else's does not
+        _customer(5, "111", base + 4000, contact_id="sms111"),
+    ]
+    one, bulk = ProviderAccountFactory(), ProviderAccountFactory()
+    for event in _store_bodies(one, first + later):
+        webhooks.webhook_event_process(event.pk)
+    _store_bodies(bulk, first)
+    webhook_events_drain()  # returning customers from here on
+    alone, owner, _other, alone_again = _store_bodies(bulk, later)
+
+    real = webhooks._process_claimed
+    with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
+        assert webhook_events_drain() == 4
+
+    assert [call.args[0].pk for call in one_by_one.call_args_list] == [
+        alone.pk,
+        owner.pk,
+        alone_again.pk,
+    ]
+    assert _customers_state(bulk) == _customers_state(one)
+    assert Contact.objects.filter(account=bulk).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_new_customer_whose_phone_an_earlier_callback_in_the_run_names_is_applied_alone():
+    from tests.factories import ProviderAccountFactory
+
+    base = 1_790_000_000_000
+    sessionless = json.loads(_customer(0, "777", base))
+    del sessionless["messages"][0]["session"]  # not plain: applied alone, after the bulk run
+    bodies = [
+        json.dumps(sessionless),
+        _customer(1, "777", base + 1000, contact_id="tg777"),  # new, with the same phone
+        _customer(2, "888", base + 2000),
+    ]
+    one, bulk = ProviderAccountFactory(), ProviderAccountFactory()
+    for event in _store_bodies(one, bodies):
+        webhooks.webhook_event_process(event.pk)
+    first, same_phone, _ = _store_bodies(bulk, bodies)
+
     real = webhooks._process_claimed
     with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
         assert webhook_events_drain() == 3
 
-    assert [call.args[0].pk for call in one_by_one.call_args_list] == [alone.pk, alone_again.pk]
-    assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
-    bodies = dict(Message.objects.values_list("external_id", "session__external_id"))
-    assert bodies == {
-        "drain-0": "s-111",
-        "drain-1": "s-sms111",
-        "drain-2": "s-111",
-        "drain-3": "s-sms111",
-    }
-    assert Contact.objects.filter(account=account).count() == 1
+    assert [call.args[0].pk for call in one_by_one.call_args_list] == [first.pk, same_phone.pk]
+    assert _customers_state(bulk) == _customers_state(one)
 
 
 def _customers_state(account: ProviderAccount) -> dict[str, list[tuple[Any, ...]]]:

@@ -390,16 +390,28 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
     """
     blocked: set[str] = set()
     head: list[tuple[Pending, InboundMessage]] = []
-    for item in run:
+    # A phone joins identities into one contact, so it orders callbacks as a customer id
+    # does; a new customer's phone must not appear earlier in the run (that callback, even
+    # one applied alone, would create or fill the contact it joins).
+    first_mention: dict[str, int] = {}
+    positions: dict[int, int] = {}
+    for position, item in enumerate(run):
+        positions[item.key] = position
         message = plain_message(item.callback)
-        keys = callback_keys(item.callback)
+        keys = _run_keys(item.callback)
+        for key in keys:
+            first_mention.setdefault(key, position)
         if message is None or keys & blocked:
             blocked |= keys
         else:
             head.append((item, message))
     if not head:
         return set()
-    _customers_lock(account, {m.contact_external_id for _, m in head})
+    _customers_lock(
+        account,
+        {m.contact_external_id for _, m in head}
+        | {key for item, _ in head for key in _run_keys(item.callback) if key.startswith("phone:")},
+    )
     profiles = {
         item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
     }
@@ -451,15 +463,19 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
         assert ref is not None  # (plain_message)
         channel = channels[profile.channel_external_id]
         at = message.sent_at or item.received_at
-        keys = callback_keys(item.callback)
+        keys = _run_keys(item.callback)
+        identity = identities.get(message.contact_external_id)
+        if identity is not None and identity.pk is not None and identity.contact.phone:
+            keys.add(f"phone:{identity.contact.phone}")
         if keys & blocked or message.external_id in stored:
             blocked |= keys
             continue
-        identity = identities.get(message.contact_external_id)
         session = sessions.get(ref.external_id)
         if identity is None and session is None:
             phone = _profile_phone(profile)
-            if phone in phones_taken:
+            if phone and (
+                phone in phones_taken or first_mention[f"phone:{phone}"] < positions[item.key]
+            ):
                 blocked |= keys
                 continue
             if phone:
@@ -573,6 +589,14 @@ def _sessions_update(sessions: Sequence[Session], fields: Sequence[str]) -> None
             f"WHERE t.{names[0]} = v.{names[0]}",  # (every name above is the model's own)
             params,
         )
+
+
+def _run_keys(callback: Callback) -> set[str]:
+    """Name what orders a callback within a bulk run: its customers, sessions and phones."""
+    phones = {_profile_phone(profile) for profile in callback.contacts}
+    phones.update(phone_normalize(message.sender) for message in callback.messages)
+    phones.update(_profile_phone(event.contact) for event in callback.events if event.contact)
+    return callback_keys(callback) | {f"phone:{phone}" for phone in phones if phone}
 
 
 def _profile_phone(profile: ContactProfile) -> str:

@@ -234,6 +234,7 @@ def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None
             # Once more in bulk, which now finds the winner's rows; if that loses a race
             # too, one by one, each finds out what it is.
             logger.info("a bulk run lost an insert race (attempt %s)", attempt + 1)
+            channels_cache_clear()  # (a cached channel deleted meanwhile fails the same way)
     return set()
 
 
