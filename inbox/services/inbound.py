@@ -395,10 +395,11 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
     # one applied alone, would create or fill the contact it joins).
     first_mention: dict[str, int] = {}
     positions: dict[int, int] = {}
+    run_keys: dict[int, set[str]] = {}
     for position, item in enumerate(run):
         positions[item.key] = position
         message = plain_message(item.callback)
-        keys = _run_keys(item.callback)
+        keys = run_keys[item.key] = _run_keys(item.callback)
         for key in keys:
             first_mention.setdefault(key, position)
         if message is None or keys & blocked:
@@ -410,7 +411,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
     _customers_lock(
         account,
         {m.contact_external_id for _, m in head}
-        | {key for item, _ in head for key in _run_keys(item.callback) if key.startswith("phone:")},
+        | {key for item, _ in head for key in run_keys[item.key] if key.startswith("phone:")},
     )
     profiles = {
         item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
@@ -463,7 +464,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
         assert ref is not None  # (plain_message)
         channel = channels[profile.channel_external_id]
         at = message.sent_at or item.received_at
-        keys = _run_keys(item.callback)
+        keys = set(run_keys[item.key])
         identity = identities.get(message.contact_external_id)
         if identity is not None and identity.pk is not None and identity.contact.phone:
             keys.add(f"phone:{identity.contact.phone}")
