@@ -20,6 +20,11 @@ def phone_normalize(value: str) -> str:
     return _NON_DIGITS.sub("", value or "")[:20]
 
 
+def profile_phone(profile: ContactProfile) -> str:
+    """Return the phone number a platform profile gives for its contact, normalized."""
+    return phone_normalize(profile.phone or profile.business_phone)
+
+
 def identity_upsert(
     account: ProviderAccount, profile: ContactProfile, *, channel: Channel | None = None
 ) -> ContactIdentity:
@@ -39,7 +44,7 @@ def identity_upsert(
         .first()
     )
     if identity is None:
-        phone = phone_normalize(profile.phone or profile.business_phone)
+        phone = profile_phone(profile)
         identity = _identity_create(account, profile, channel=channel, phone=phone)
         _contact_fill(identity.contact, profile, phone=phone)
         if channel is not None and identity.channel_id == channel.pk:
@@ -58,9 +63,7 @@ def identity_refresh(
     Writes only when something changed, which for a returning customer is rarely.
     """
     _identity_refresh(identity, profile, channel=channel)
-    _contact_fill(
-        identity.contact, profile, phone=phone_normalize(profile.phone or profile.business_phone)
-    )
+    _contact_fill(identity.contact, profile, phone=profile_phone(profile))
     if channel is not None and identity.channel_id == channel.pk:
         identity.channel = channel  # already loaded: spares callers a query
 
@@ -138,7 +141,7 @@ def identities_create_new(
     contacts: list[Contact] = []
     identities: list[ContactIdentity] = []
     for profile, channel in new:
-        phone = phone_normalize(profile.phone or profile.business_phone)
+        phone = profile_phone(profile)
         contact = Contact(account=account, phone=phone)
         _contact_fill_fields(contact, profile, phone=phone)
         contacts.append(contact)

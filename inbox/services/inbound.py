@@ -21,6 +21,7 @@ from inbox.services.contacts import (
     identity_refresh,
     identity_upsert,
     phone_normalize,
+    profile_phone,
 )
 from inbox.services.messages import media_fields, receipt_record
 from inbox.services.sessions import (
@@ -401,7 +402,8 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
         message = plain_message(item.callback)
         keys = run_keys[item.key] = _run_keys(item.callback)
         for key in keys:
-            first_mention.setdefault(key, position)
+            if key.startswith("phone:"):
+                first_mention.setdefault(key, position)
         if message is None or keys & blocked:
             blocked |= keys
         else:
@@ -411,7 +413,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
     _customers_lock(
         account,
         {m.contact_external_id for _, m in head}
-        | {key for item, _ in head for key in run_keys[item.key] if key.startswith("phone:")},
+        | {key for item, _ in head for key in run_keys[item.key] if key in first_mention},
     )
     profiles = {
         item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
@@ -448,7 +450,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
         Contact.objects.filter(
             account=account,
             phone__in={
-                _profile_phone(item.callback.contacts[0])
+                profile_phone(item.callback.contacts[0])
                 for item, message in head
                 if message.contact_external_id not in identities
             }
@@ -473,14 +475,13 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
             continue
         session = sessions.get(ref.external_id)
         if identity is None and session is None:
-            phone = _profile_phone(profile)
+            phone = profile_phone(profile)
+            # (A second new customer with this phone in the run is not its first mention.)
             if phone and (
                 phone in phones_taken or first_mention[f"phone:{phone}"] < positions[item.key]
             ):
                 blocked |= keys
                 continue
-            if phone:
-                phones_taken.add(phone)  # a second new customer with this phone waits
             # Stand-ins until the rows exist: later messages of this customer in the run
             # find them as a returning customer's, in the session this message opens.
             identity = ContactIdentity(external_id=message.contact_external_id, channel=channel)
@@ -539,23 +540,24 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
     return {item.key for item, _, _, _ in ready}
 
 
-def _customers_lock(account: ProviderAccount, contact_ids: set[str]) -> None:
-    """Wait for other bulk runs with any of these customers, and hold them off until commit.
+def _customers_lock(account: ProviderAccount, keys: set[str]) -> None:
+    """Wait for other bulk runs with any of these customers or phones; hold them till commit.
 
-    Known customers' identity rows are locked anyway; this also covers customers not stored
-    yet. Two drains whose batches share a new customer would otherwise both insert them, and
+    `keys` are platform contact ids and "phone:<digits>". Known customers' identity rows are
+    locked anyway; this also covers customers and phones not stored yet. Two drains whose
+    batches share a new customer would otherwise both insert them, and
     the loser's whole run would roll back (at the start of a burst of new customers, most
     runs). Transaction-scoped PostgreSQL advisory locks, taken in one sorted order by every
     run (so runs never deadlock on them); SQLite, the embedded default, has one writer anyway.
     """
-    if connection.vendor != "postgresql" or not contact_ids:
+    if connection.vendor != "postgresql" or not keys:
         return
     with connection.cursor() as cursor:
         # (A SELECT list is evaluated after its ORDER BY: the locks are taken in that order.)
         cursor.execute(
             "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
             "FROM unnest(%s::text[]) AS k) AS keys ORDER BY h",
-            [sorted(f"customer:{account.pk}:{external_id}" for external_id in contact_ids)],
+            [sorted(f"customer:{account.pk}:{key}" for key in keys)],
         )
 
 
@@ -594,14 +596,10 @@ def _sessions_update(sessions: Sequence[Session], fields: Sequence[str]) -> None
 
 def _run_keys(callback: Callback) -> set[str]:
     """Name what orders a callback within a bulk run: its customers, sessions and phones."""
-    phones = {_profile_phone(profile) for profile in callback.contacts}
+    phones = {profile_phone(profile) for profile in callback.contacts}
     phones.update(phone_normalize(message.sender) for message in callback.messages)
-    phones.update(_profile_phone(event.contact) for event in callback.events if event.contact)
+    phones.update(profile_phone(event.contact) for event in callback.events if event.contact)
     return callback_keys(callback) | {f"phone:{phone}" for phone in phones if phone}
-
-
-def _profile_phone(profile: ContactProfile) -> str:
-    return phone_normalize(profile.phone or profile.business_phone)
 
 
 def _customers_create_new(

@@ -115,7 +115,7 @@ def _session_open(
             account,
             session=session,
             kind=TimelineEntry.Kind.OPENED,
-            summary=f"Session opened on {channel}",
+            summary=_opened_summary(channel),
             occurred_at=at,
             dedupe_key=f"opened:{session.pk}",
         )
@@ -173,7 +173,7 @@ def sessions_open_new(
                 session=session,
                 contact=session.contact,
                 kind=TimelineEntry.Kind.OPENED,
-                summary=f"Session opened on {channel}"[:500],
+                summary=_opened_summary(channel)[:500],
                 occurred_at=at,
                 dedupe_key=f"opened:{session.pk}",
             )
@@ -184,6 +184,10 @@ def sessions_open_new(
         for session in sessions:
             transaction.on_commit(partial(_history_import_later, session.pk))
     return sessions
+
+
+def _opened_summary(channel: Channel) -> str:
+    return f"Session opened on {channel}"
 
 
 def _history_import_later(session_id: int) -> None:
