@@ -12,6 +12,7 @@ from django.urls import path
 from django.utils.deprecation import MiddlewareMixin
 
 from config.asgi import BodyLimit
+from tests.patience import PATIENCE_SECONDS
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -140,7 +141,7 @@ def _view(request: Any) -> Any:
     return HttpResponse("ok")
 
 
-_both_in_flight = threading.Barrier(2, timeout=10)
+_both_in_flight = threading.Barrier(2, timeout=PATIENCE_SECONDS)
 
 
 def _meet(request: Any) -> Any:

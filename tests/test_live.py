@@ -17,6 +17,7 @@ from config.redis import redis_client
 from inbox import live
 from tests.conftest import load_fixture, redis_up
 from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
+from tests.patience import PATIENCE_SECONDS
 
 LIVE_REDIS = "redis://127.0.0.1:6379/13"
 
@@ -95,7 +96,7 @@ async def _read_sse(
     buffer = ""
     iterator = response.streaming_content.__aiter__()
     while len([b for b in blocks if b.startswith("id:")]) < want:
-        chunk = await asyncio.wait_for(iterator.__anext__(), timeout=5)
+        chunk = await asyncio.wait_for(iterator.__anext__(), timeout=PATIENCE_SECONDS)
         buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
         while "\n\n" in buffer:
             block, buffer = buffer.split("\n\n", 1)
@@ -199,6 +200,6 @@ def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
             chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
         return chunks
 
-    chunks = asyncio.run(asyncio.wait_for(run(), timeout=10))
+    chunks = asyncio.run(asyncio.wait_for(run(), timeout=PATIENCE_SECONDS))
 
     assert any("event: live.ended" in c for c in chunks)

@@ -25,6 +25,7 @@ from integrations.services.webhooks import (
     webhook_events_sweep,
 )
 from tests.conftest import load_fixture
+from tests.patience import PATIENCE_SECONDS
 
 TEXT = load_fixture("xms", "inbound-message-text")
 
@@ -349,7 +350,7 @@ def _post_concurrently(account, bodies: list[dict]) -> list[int]:
     def worker(body: dict) -> None:
         try:
             client = Client()
-            barrier.wait(timeout=10)
+            barrier.wait(timeout=PATIENCE_SECONDS)
             response = client.post(
                 account.webhook_path,
                 data=json.dumps(body),
@@ -365,7 +366,7 @@ def _post_concurrently(account, bodies: list[dict]) -> list[int]:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=PATIENCE_SECONDS)
     return statuses
 
 

@@ -14,6 +14,7 @@ from django.db import connection
 
 from integrations.models import ProviderAccount
 from tests.e2e.harness import Stack
+from tests.patience import PATIENCE_SECONDS
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/9")
 
@@ -92,10 +93,12 @@ def api(stack: Stack, transactional_db: None) -> Any:
 
     class Api:
         def get(self, path: str, **kwargs: Any) -> requests.Response:
-            return session.get(f"{stack.web_url}/api/v1/{path}", timeout=10, **kwargs)
+            return session.get(f"{stack.web_url}/api/v1/{path}", timeout=PATIENCE_SECONDS, **kwargs)
 
         def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
-            return session.post(f"{stack.web_url}/api/v1/{path}", json=body, timeout=10, **kwargs)
+            return session.post(
+                f"{stack.web_url}/api/v1/{path}", json=body, timeout=PATIENCE_SECONDS, **kwargs
+            )
 
     return Api()
 

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import requests
 
+from tests.patience import PATIENCE_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 T = TypeVar("T")
@@ -37,7 +39,11 @@ def free_port() -> int:
 
 
 def wait_for(
-    check: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.1, what: str = ""
+    check: Callable[[], T],
+    *,
+    timeout: float = PATIENCE_SECONDS,
+    interval: float = 0.1,
+    what: str = "",
 ) -> T:
     """Call `check` until it returns something truthy; raise TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -222,7 +228,7 @@ class Stack:
                 handle.seek(offset)
                 return b"ready." in handle.read()
 
-        wait_for(ready, what="celery worker", timeout=40)
+        wait_for(ready, what="celery worker")
 
     def stop_worker(self) -> None:
         """Stop the Celery worker (and its pool), as when it crashes or is redeployed."""
@@ -270,7 +276,7 @@ class Stack:
     def sandbox(self, method: str, path: str, body: Any = None) -> Any:
         """Call the sandbox's control API (`/_sandbox/...`) and return its JSON."""
         response = requests.request(
-            method, f"{self.sandbox_url}/_sandbox/{path}", json=body, timeout=10
+            method, f"{self.sandbox_url}/_sandbox/{path}", json=body, timeout=PATIENCE_SECONDS
         )
         response.raise_for_status()
         return response.json()

@@ -20,6 +20,7 @@ from integrations.models import Channel
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
 from tests.e2e.harness import ROOT, Stack, wait_for
+from tests.patience import PATIENCE_MS
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 # Playwright's sync API keeps an event loop in this thread; the ORM calls these tests make
@@ -79,7 +80,7 @@ def page(
     """A signed-in agent's page; screenshots at both sizes when the test ends."""
     context = chromium.new_context(viewport=DESKTOP, base_url=stack.web_url)
     agent_page = context.new_page()
-    agent_page.set_default_timeout(10_000)
+    agent_page.set_default_timeout(PATIENCE_MS)
     live_log: list[str] = []
     agent_page.on(
         "response", lambda r: live_log.append(f"{r.status} {r.url}") if "/live/" in r.url else None
@@ -154,7 +155,7 @@ def test_an_agent_replies_and_the_ticks_go_to_read(page, stack):
         "[data-testid=thread-message][data-direction=out]", has_text="premium includes five users"
     )
     reply.wait_for()
-    reply.locator("[data-testid=delivery-state][data-state=read]").wait_for(timeout=15_000)
+    reply.locator("[data-testid=delivery-state][data-state=read]").wait_for()
     sent = [s for s in stack.sandbox("GET", "state")["outbound"] if s["customer"] == "priya"]
     assert [s["text"] for s in sent] == ["Yes, premium includes five users 🙂"]
 
@@ -174,7 +175,7 @@ def test_outside_the_window_the_composer_offers_templates_and_one_goes_out(page,
 
     sent = page.locator("[data-testid=thread-message][data-type=template]")
     sent.wait_for()
-    sent.locator("[data-testid=delivery-state][data-state=read]").wait_for(timeout=15_000)
+    sent.locator("[data-testid=delivery-state][data-state=read]").wait_for()
     assert Message.objects.filter(session=session, direction="out", type="template").count() == 1
 
 
@@ -187,12 +188,10 @@ def test_route_resolve_and_reopen_show_in_the_thread_and_the_list(page, stack):
     page.fill("[data-testid=route-queue]", "billing")
     page.fill("[data-testid=route-skills]", "hebrew, billing")
     page.click("[data-testid=action-route]")
-    page.locator("[data-testid=thread-event]", has_text="Routed to queue billing").wait_for(
-        timeout=15_000
-    )
+    page.locator("[data-testid=thread-event]", has_text="Routed to queue billing").wait_for()
 
     page.click("[data-testid=action-resolve]")
-    page.locator("[data-testid=thread-event]", has_text="Resolved").wait_for(timeout=15_000)
+    page.locator("[data-testid=thread-event]", has_text="Resolved").wait_for()
     # The open session stays in the list (marked resolved) until the agent moves on.
     row = page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']")
     wait_for(

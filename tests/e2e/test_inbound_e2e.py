@@ -11,6 +11,7 @@ from inbox.services.messages import message_external_ids_set
 from integrations.models import WebhookEvent
 from tests.e2e.harness import Stack, group_alive, wait_for
 from tests.factories import OutboundMessageFactory
+from tests.patience import PATIENCE_SECONDS
 
 
 def message_with(external_id: str) -> Message | None:
@@ -24,7 +25,7 @@ def test_a_scripted_customer_message_becomes_a_message_in_the_right_session(stac
         "POST", "inbound", {"customer": "lucas", "type": "text", "text": "Bonjour 👋"}
     )
 
-    message = wait_for(lambda: message_with(sent["id"]), what="the message row", timeout=15)
+    message = wait_for(lambda: message_with(sent["id"]), what="the message row")
 
     assert message.body == "Bonjour 👋"
     assert message.session.external_id == sent["sessionId"]
@@ -43,7 +44,7 @@ def test_each_media_type_arrives_with_a_link_the_sandbox_serves(stack, e2e_accou
 
     assert [m.type for m in messages] == ["image", "voice", "document", "video", "location"]
     for message in messages[:4]:
-        response = requests.get(message.media_url, timeout=5)
+        response = requests.get(message.media_url, timeout=PATIENCE_SECONDS)
         assert response.ok
         assert (
             response.headers["content-type"].split(";")[0] == message.media_mime_type.split(";")[0]
@@ -58,7 +59,7 @@ def test_a_callback_delivered_three_times_is_one_message(stack, e2e_account):
         events = WebhookEvent.objects.filter(account=e2e_account, body__contains=sent["id"])
         return events.count() == 3 and not events.exclude(state="processed").exists()
 
-    wait_for(three_processed, what="three processed deliveries", timeout=15)
+    wait_for(three_processed, what="three processed deliveries")
     assert Message.objects.filter(external_id=sent["id"]).count() == 1
     assert Session.objects.get(external_id=sent["sessionId"]).unread_count == 1
 
@@ -81,14 +82,13 @@ def test_an_out_of_order_receipt_never_downgrades_the_status(stack, e2e_account)
             "to": {"contactId": customer["contactId"]},
             "text": {"body": "Shalom!"},
         },
-        timeout=5,
+        timeout=PATIENCE_SECONDS,
     )
     message_external_ids_set(outbound, external_id=response.json()["data"]["id"])
 
     wait_for(
         lambda: MessageReceipt.objects.filter(message=outbound).count() == 3,
         what="three receipts",
-        timeout=15,
     )
     outbound.refresh_from_db()
     assert outbound.status == Message.Status.READ

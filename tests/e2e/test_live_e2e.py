@@ -14,6 +14,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from accounts.models import User
 from inbox.models import Message
 from tests.e2e.harness import wait_for
+from tests.patience import PATIENCE_SECONDS
 
 
 def signed_in_cookie(user: User) -> dict[str, str]:
@@ -45,7 +46,10 @@ def test_with_the_worker_stopped_a_customer_message_still_reaches_the_open_strea
 ):
     agent = User.objects.create_superuser("live-agent", password="not-used-0123")
     stream = requests.get(
-        f"{stack.web_url}/live/events/", cookies=signed_in_cookie(agent), stream=True, timeout=15
+        f"{stack.web_url}/live/events/",
+        cookies=signed_in_cookie(agent),
+        stream=True,
+        timeout=PATIENCE_SECONDS,
     )
     assert stream.status_code == 200, stream.text
     stack.stop_worker()
@@ -65,7 +69,9 @@ def test_with_the_worker_stopped_a_customer_message_still_reaches_the_open_strea
 def test_a_reconnecting_stream_resumes_from_its_last_event_id(stack, e2e_account):
     agent = User.objects.create_superuser("live-agent-2", password="not-used-0123")
     cookies = signed_in_cookie(agent)
-    first = requests.get(f"{stack.web_url}/live/events/", cookies=cookies, stream=True, timeout=15)
+    first = requests.get(
+        f"{stack.web_url}/live/events/", cookies=cookies, stream=True, timeout=PATIENCE_SECONDS
+    )
     stack.sandbox("POST", "inbound", {"customer": "mei", "type": "text", "text": "one"})
     seen = next(e for e in sse_events(first) if e.get("type") == "message.created")
     first.close()
@@ -80,7 +86,7 @@ def test_a_reconnecting_stream_resumes_from_its_last_event_id(stack, e2e_account
         f"{stack.web_url}/live/events/",
         cookies=cookies,
         stream=True,
-        timeout=15,
+        timeout=PATIENCE_SECONDS,
         headers={"Last-Event-ID": seen["id"]},
     )
     caught_up = []

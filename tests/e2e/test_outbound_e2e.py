@@ -101,7 +101,6 @@ def test_under_injected_5xx_and_timeouts_every_message_arrives_exactly_once(
 
     wait_for(
         lambda: all(status_of(i) in ("read", "failed") for i in ids),
-        timeout=90,
         what="every message settled",
     )
     stack.sandbox("POST", "faults", {"error_rate": 0, "timeout_rate": 0})
