@@ -686,6 +686,19 @@ def contact_sessions_other(user: User, session: Session, limit: int = 10) -> lis
     )
 
 
+def session_newer(session: Session) -> Session | None:
+    """Return the session that followed this one for its customer on its channel, if any.
+
+    (Same channel, so whoever sees this session sees that one.)
+    """
+    return (
+        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
+        .filter(Q(opened_at__gt=session.opened_at) | Q(opened_at=session.opened_at, pk__gt=session.pk))
+        .order_by("opened_at", "id")
+        .first()
+    )
+
+
 def contact_labels(session: Session, user: User) -> list[Label]:
     """Return the labels on the contact's sessions this user may see."""
     sessions = sessions_visible_to(user).filter(contact_id=session.contact_id)

@@ -253,9 +253,26 @@ def _check(session: Session, draft: Draft) -> None:
                 "template_data", f"Fill in the template's placeholders: {', '.join(missing)}."
             )
         return
+    _refuse_reply_if_closed(session)
     window = session_window(session)
     if not window.is_open:
         raise SendRefused("window_closed", window.reason)
+
+
+SESSION_CLOSED_REASON = (
+    "This session is closed: a reply cannot be sent into it. Send a template to start a new "
+    "conversation with the customer."
+)
+
+
+def _refuse_reply_if_closed(session: Session) -> None:
+    """Refuse a free-form message in a closed session (a template may start a new one).
+
+    The platform ends a closed session for good: the customer's next message opens a new one
+    (spec §6.4, §6.6), and only a template may open a conversation.
+    """
+    if session.status == Session.Status.CLOSED:
+        raise SendRefused("session_closed", SESSION_CLOSED_REASON)
 
 
 def message_send(
@@ -696,6 +713,8 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
     """Send a failed message again (a new set of attempts)."""
     if message.direction != Message.Direction.OUTBOUND or message.status != Message.Status.FAILED:
         raise SendRefused("not_failed", "Only a failed outbound message can be retried.")
+    if message.type != MessageType.TEMPLATE:
+        _refuse_reply_if_closed(message.session)
     refused_for_window = message.error_code in get_provider(message.account.kind).window_error_codes
     if message.type != MessageType.TEMPLATE and (
         refused_for_window or not session_window(message.session).is_open

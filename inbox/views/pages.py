@@ -37,6 +37,7 @@ from inbox.selectors import (
     platform_queues_known,
     session_list_page,
     session_list_stamp,
+    session_newer,
     session_thread_stamp,
     session_view_counts,
     session_window_from_row,
@@ -68,6 +69,9 @@ from inbox.views.common import (
 )
 from inbox.views.composer import (
     canned_reply_render,
+    compose_mode,
+    composer_state,
+    reply_blocked,
     template_choice,
     template_form_fields,
     template_prefill,
@@ -223,13 +227,9 @@ def conversation_context(
     before = _message_param(session, request.GET.get("before"))
     page = thread_page(session, before=before)
     templates = picker_templates(user, session)
-    compose = request.GET.get("compose", "")
-    if compose not in ("reply", "note", "template"):
-        compose = "template" if window.is_closed else "reply"
     replaces = _message_param(session, request.GET.get("replaces"))
+    compose = "template" if replaces is not None else request.GET.get("compose", "")
     chosen = template_choice(templates, request.GET.get("template"))
-    if replaces is not None and compose != "template":
-        compose = "template"
     query = filters_query(filters)
     return {
         "session": session,
@@ -282,11 +282,20 @@ def composer_context(
     template_values: dict[str, str] | None = None,
     template_error: str = "",
 ) -> dict[str, Any]:
-    """Return what the composer shows: mode, draft, canned replies, template picker."""
+    """Return what the composer shows: mode, draft, canned replies, template picker.
+
+    The mode is the one asked for only when it can send (`compose_mode`); a closed session
+    says so and points to the session that replaced it, if any.
+    """
     user = request_user(request)
     values = template_values if template_values is not None else template_prefill(chosen, session)
+    session_closed = session.status == Session.Status.CLOSED
     return {
-        "compose": compose,
+        "compose": compose_mode(compose, session, window),
+        "can_reply": not reply_blocked(session, window),
+        "session_closed": session_closed,
+        "composer_state": composer_state(session, window),
+        "newer_session": session_newer(session) if session_closed else None,
         "body": body,
         "error": error,
         "idempotency_key": uuid.uuid4().hex,
@@ -463,11 +472,10 @@ def thread_updates(request: HttpRequest, session_id: int) -> HttpResponse:
         **actions_context(request, session),
         **panel_context(request, session),
     }
-    if request.GET.get("w") not in (None, window.state):
+    if request.GET.get("w") not in (None, composer_state(session, window)):
         templates = picker_templates(user, session)
-        compose = "template" if window.is_closed else "reply"
         context["composer"] = True
-        context.update(composer_context(request, session, window, templates, compose, None, None))
+        context.update(composer_context(request, session, window, templates, "", None, None))
     return render(request, "inbox/_thread_updates.html", context)
 
 

@@ -297,7 +297,7 @@
     var composer = $("#composer");
     var params = new URLSearchParams({
       m: maxId("message"), n: maxId("note"), t: maxId("event"), st: movingStatuses(),
-      w: composer ? composer.dataset.windowState : "",
+      w: composer ? composer.dataset.state || composer.dataset.windowState : "",
       seen: document.visibilityState === "visible" ? "1" : "0"
     });
     var url = conv.dataset.updatesUrl + (conv.dataset.updatesUrl.indexOf("?") === -1 ? "?" : "&") + params;
