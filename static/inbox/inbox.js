@@ -59,6 +59,21 @@
     return hours ? hours + " h" : minutes + " min";
   }
 
+  // "in 8 s", "in 2 min": when a send being retried tries again.
+  function countdown(date) {
+    var seconds = Math.round((date.getTime() - Date.now()) / 1000);
+    if (seconds <= 0) return "any moment now";
+    if (seconds < 60) return "in " + seconds + " s";
+    return "in " + duration(seconds * 1000);
+  }
+
+  function renderCountdowns() {
+    $$('time[data-format="countdown"]').forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (!isNaN(date)) el.textContent = countdown(date);
+    });
+  }
+
   function renderTimes(root) {
     $$("time[datetime]", root).forEach(function (el) {
       var date = new Date(el.getAttribute("datetime"));
@@ -66,6 +81,7 @@
       el.title = fullFormat.format(date);
       if (el.dataset.format === "relative") el.textContent = relative(date);
       else if (el.dataset.format === "clock") el.textContent = clock(date);
+      else if (el.dataset.format === "countdown") el.textContent = countdown(date);
     });
     $$("[data-closes-at]", root).forEach(function (el) {
       var left = new Date(el.dataset.closesAt).getTime() - Date.now();
@@ -258,7 +274,7 @@
     return $$('#thread > [data-kind="message"][data-direction="out"]')
       .filter(function (el) { return el.dataset.status !== "read" && el.dataset.status !== "deleted"; })
       .slice(-200)
-      .map(function (el) { return el.dataset.i + "." + el.dataset.status; })
+      .map(function (el) { return el.dataset.i + "." + (el.dataset.shown || el.dataset.status); })
       .join(",");
   }
 
@@ -722,6 +738,7 @@
   var flash = $("#flash .sb-flash-success");
   if (flash) window.setTimeout(function () { flash.remove(); }, 6000);
   window.setInterval(function () { renderTimes(document); }, 30000);
+  window.setInterval(renderCountdowns, 1000);
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") { refreshList(); updateThread(); }
   });
