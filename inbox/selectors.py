@@ -671,6 +671,36 @@ def thread_page(
     return ThreadPage(items=items, older_than=oldest.pk if has_older and oldest else None)
 
 
+def session_before(session: Session) -> Session | None:
+    """Return the session this customer had on this channel before this one, if any.
+
+    A thread is the customer on a channel; its sessions follow each other (spec §6.1), and the
+    thread shows the earlier ones above a separator as the agent scrolls up. (Same channel, so
+    whoever sees this session sees that one.)
+    """
+    return (
+        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
+        .filter(
+            Q(opened_at__lt=session.opened_at) | Q(opened_at=session.opened_at, pk__lt=session.pk)
+        )
+        .order_by("-opened_at", "-id")
+        .first()
+    )
+
+
+def session_in_thread(session: Session, session_id: int) -> Session | None:
+    """Return an earlier session of the same thread (customer and channel) by id, or None."""
+    return (
+        Session.objects.filter(
+            pk=session_id, channel_id=session.channel_id, contact_id=session.contact_id
+        )
+        .filter(
+            Q(opened_at__lt=session.opened_at) | Q(opened_at=session.opened_at, pk__lt=session.pk)
+        )
+        .first()
+    )
+
+
 def thread_items_after(
     session: Session, *, message_id: int, note_id: int, event_id: int
 ) -> list[ThreadItem]:
@@ -689,7 +719,9 @@ def message_shown_state(message: Message) -> str:
     """Return the delivery state a thread shows: the status, with the attempt while a send
     is being retried ("queued-2"), since each attempt changes what the thread says."""
     retrying = message.status in (Message.Status.QUEUED, Message.Status.SENDING)
-    return f"{message.status}-{message.attempts}" if retrying and message.attempts else message.status
+    return (
+        f"{message.status}-{message.attempts}" if retrying and message.attempts else message.status
+    )
 
 
 def thread_messages_changed(session: Session, shown: dict[int, str]) -> list[Message]:
@@ -721,7 +753,9 @@ def session_newer(session: Session) -> Session | None:
     """
     return (
         Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
-        .filter(Q(opened_at__gt=session.opened_at) | Q(opened_at=session.opened_at, pk__gt=session.pk))
+        .filter(
+            Q(opened_at__gt=session.opened_at) | Q(opened_at=session.opened_at, pk__gt=session.pk)
+        )
         .order_by("opened_at", "id")
         .first()
     )

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from accounts.models import AgentProfile, User
 from inbox.models import Message, Session
 from inbox.services import outbound
-from inbox.templatetags.inbox_tags import iso
 from inbox.services.outbound import DeliveryDeferred, Draft, message_send, send_failure_text
+from inbox.templatetags.inbox_tags import iso
 from tests.factories import (
     AgentProfileFactory,
     InboundMessageFactory,
@@ -72,12 +72,12 @@ def test_the_agent_text_of_any_failure_holds_no_url_address_or_exception_name(pa
 
 
 def test_the_platforms_own_words_reach_the_agent():
-    assert send_failure_text("INVALID_URL", "The platform refused the message: image.link: must be http(s)") == (
-        "The platform refused the message: image.link: must be http(s)"
-    )
-    assert send_failure_text("470", "Message failed to send because more than 24 hours have passed") == (
-        "Message failed to send because more than 24 hours have passed"
-    )
+    assert send_failure_text(
+        "INVALID_URL", "The platform refused the message: image.link: must be http(s)"
+    ) == ("The platform refused the message: image.link: must be http(s)")
+    assert send_failure_text(
+        "470", "Message failed to send because more than 24 hours have passed"
+    ) == ("Message failed to send because more than 24 hours have passed")
 
 
 # --- Through the production path ----------------------------------------------------------------

@@ -265,13 +265,22 @@
     return true;
   }
 
+  // The open session's items: those below the last separator (earlier sessions sit above it).
+  function sessionItems(selector) {
+    var items = $$(selector);
+    var separators = $$("#thread > .sb-separator");
+    if (!separators.length) return items;
+    var last = separators[separators.length - 1];
+    return items.filter(function (el) { return last.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING; });
+  }
+
   function maxId(kind) {
-    var ids = $$('#thread > [data-kind="' + kind + '"]').map(function (el) { return Number(el.dataset.i || 0); });
+    var ids = sessionItems('#thread > [data-kind="' + kind + '"]').map(function (el) { return Number(el.dataset.i || 0); });
     return ids.length ? Math.max.apply(null, ids) : 0;
   }
 
   function movingStatuses() {
-    return $$('#thread > [data-kind="message"][data-direction="out"]')
+    return sessionItems('#thread > [data-kind="message"][data-direction="out"]')
       .filter(function (el) { return el.dataset.status !== "read" && el.dataset.status !== "deleted"; })
       .slice(-200)
       .map(function (el) { return el.dataset.i + "." + (el.dataset.shown || el.dataset.status); })
