@@ -284,8 +284,7 @@ def _hours_text(delta: timedelta) -> str:
     minutes = max(int(delta.total_seconds() // 60), 0)
     if minutes < 60:
         return f"{minutes} min"
-    hours = minutes / 60
-    return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h".replace(".0 h", " h")
+    return f"{round(minutes / 60)} h"
 
 
 def _opened_summary(channel: Channel) -> str:
