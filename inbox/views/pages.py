@@ -54,7 +54,7 @@ from inbox.selectors import (
     users_serving_session,
 )
 from inbox.services.outbound import template_render
-from inbox.services.sessions_local import session_mark_read
+from inbox.services.sessions_local import session_mark_read, session_reopen_refusal
 from inbox.views.common import (
     PAGE_SIZE,
     WindowView,
@@ -332,6 +332,7 @@ def actions_context(request: HttpRequest, session: Session) -> dict[str, Any]:
     supervisor = user_sees_everything(user)
     return {
         "is_supervisor": supervisor,
+        "can_reopen": not session_reopen_refusal(session),
         "assignable_users": list(users_serving_session(session)) if supervisor else [],
         "assignable_teams": list(teams_assignable_by(user)),
         "all_labels": list(labels_all()),
