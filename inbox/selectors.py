@@ -155,6 +155,27 @@ def sessions_for_list(sessions: QuerySet[Session]) -> QuerySet[Session]:
     )
 
 
+def sessions_with_failed_send(sessions: QuerySet[Session]) -> QuerySet[Session]:
+    """Annotate `has_failed_send`: a message to the customer failed and nobody dealt with it.
+
+    Dealt with: retried (it is no longer failed), re-sent as a template, or followed by a
+    message the platform accepted. One EXISTS a row, on the (session, sent_at) index.
+    """
+    accepted_later = Message.objects.filter(
+        session=OuterRef("session"),
+        direction=Message.Direction.OUTBOUND,
+        status__in=[Message.Status.SENT, Message.Status.DELIVERED, Message.Status.READ],
+        sent_at__gt=OuterRef("sent_at"),
+    )
+    failed = Message.objects.filter(
+        session=OuterRef("pk"),
+        direction=Message.Direction.OUTBOUND,
+        status=Message.Status.FAILED,
+        replaced_by__isnull=True,
+    ).filter(~Exists(accepted_later))
+    return sessions.annotate(has_failed_send=Exists(failed))
+
+
 def session_list_for_user(user: User) -> QuerySet[Session]:
     """Return the visible sessions with what a list shows, in a constant number of queries."""
     return sessions_for_list(sessions_visible_to(user))
@@ -531,7 +552,7 @@ def session_list_page(
     sessions = sessions_visible_to(user).filter(condition)
     page = _sessions_sorted(sessions, filters.sort).values("pk")[offset : offset + limit]
     # The page's ids are visible sessions already; filtering again would only add a join.
-    rows = sessions_for_list(Session.objects.filter(pk__in=page))
+    rows = sessions_with_failed_send(sessions_for_list(Session.objects.filter(pk__in=page)))
     labels = Prefetch("labels", queryset=Label.objects.order_by("name"))
     return list(_sessions_sorted(rows, filters.sort).prefetch_related(labels))
 
@@ -650,6 +671,36 @@ def thread_page(
     return ThreadPage(items=items, older_than=oldest.pk if has_older and oldest else None)
 
 
+def session_before(session: Session) -> Session | None:
+    """Return the session this customer had on this channel before this one, if any.
+
+    A thread is the customer on a channel; its sessions follow each other (spec §6.1), and the
+    thread shows the earlier ones above a separator as the agent scrolls up. (Same channel, so
+    whoever sees this session sees that one.)
+    """
+    return (
+        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
+        .filter(
+            Q(opened_at__lt=session.opened_at) | Q(opened_at=session.opened_at, pk__lt=session.pk)
+        )
+        .order_by("-opened_at", "-id")
+        .first()
+    )
+
+
+def session_in_thread(session: Session, session_id: int) -> Session | None:
+    """Return an earlier session of the same thread (customer and channel) by id, or None."""
+    return (
+        Session.objects.filter(
+            pk=session_id, channel_id=session.channel_id, contact_id=session.contact_id
+        )
+        .filter(
+            Q(opened_at__lt=session.opened_at) | Q(opened_at=session.opened_at, pk__lt=session.pk)
+        )
+        .first()
+    )
+
+
 def thread_items_after(
     session: Session, *, message_id: int, note_id: int, event_id: int
 ) -> list[ThreadItem]:
@@ -664,12 +715,21 @@ def thread_items_after(
     return items
 
 
+def message_shown_state(message: Message) -> str:
+    """Return the delivery state a thread shows: the status, with the attempt while a send
+    is being retried ("queued-2"), since each attempt changes what the thread says."""
+    retrying = message.status in (Message.Status.QUEUED, Message.Status.SENDING)
+    return (
+        f"{message.status}-{message.attempts}" if retrying and message.attempts else message.status
+    )
+
+
 def thread_messages_changed(session: Session, shown: dict[int, str]) -> list[Message]:
-    """Return the session's messages among `shown` ({id: status}) whose status differs now."""
+    """Return the session's messages among `shown` ({id: state}) whose state differs now."""
     if not shown:
         return []
     rows = _thread_messages(session).filter(pk__in=list(shown)[:500])
-    return [m for m in rows if shown.get(m.pk) != m.status]
+    return [m for m in rows if shown.get(m.pk) != message_shown_state(m)]
 
 
 # --- Around a conversation --------------------------------------------------------------------
@@ -683,6 +743,21 @@ def contact_sessions_other(user: User, session: Session, limit: int = 10) -> lis
         .exclude(pk=session.pk)
         .select_related("channel")
         .order_by("-last_activity_at", "-id")[:limit]
+    )
+
+
+def session_newer(session: Session) -> Session | None:
+    """Return the session that followed this one for its customer on its channel, if any.
+
+    (Same channel, so whoever sees this session sees that one.)
+    """
+    return (
+        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
+        .filter(
+            Q(opened_at__gt=session.opened_at) | Q(opened_at=session.opened_at, pk__gt=session.pk)
+        )
+        .order_by("opened_at", "id")
+        .first()
     )
 
 

@@ -285,6 +285,9 @@ SEND_STALE_SECONDS = env_int("SEND_STALE_SECONDS", 120)
 SEND_RECONCILE_AFTER_SECONDS = env_int("SEND_RECONCILE_AFTER_SECONDS", 20)
 # Import the earlier messages of a session the first time we see it.
 IMPORT_SESSION_HISTORY = env_bool("IMPORT_SESSION_HISTORY", True)
+# A new platform session keeps the assignee, team and labels of the customer's previous session
+# on that channel when that one ended less than this many hours earlier (0: never).
+SESSION_CARRY_OVER_HOURS = env_float("SESSION_CARRY_OVER_HOURS", 24.0)
 TEMPLATE_SYNC_INTERVAL_SECONDS = env_int("TEMPLATE_SYNC_INTERVAL_SECONDS", 15 * 60)
 CHANNEL_SYNC_INTERVAL_SECONDS = env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)
 

@@ -20,7 +20,7 @@ from inbox.selectors import (
     session_timeline_recent,
     session_window_from_row,
 )
-from inbox.services.outbound import window_hours
+from inbox.services.outbound import send_failure_text, window_hours
 from integrations.models import Channel, Template, TemplateApproval
 
 # --- Small references -------------------------------------------------------------------------
@@ -187,7 +187,12 @@ class LocationSerializer(serializers.Serializer[Any]):
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField(source="error_code", read_only=True)
-    title = serializers.CharField(source="error_title", read_only=True)
+    title = serializers.SerializerMethodField(
+        help_text="Why it failed, in words for people (the full detail is in admin)."
+    )
+
+    def get_title(self, message: Message) -> str:
+        return send_failure_text(message.error_code, message.error_title)
 
 
 class TemplateRefSerializer(serializers.Serializer[Template]):

@@ -253,9 +253,26 @@ def _check(session: Session, draft: Draft) -> None:
                 "template_data", f"Fill in the template's placeholders: {', '.join(missing)}."
             )
         return
+    _refuse_reply_if_closed(session)
     window = session_window(session)
     if not window.is_open:
         raise SendRefused("window_closed", window.reason)
+
+
+SESSION_CLOSED_REASON = (
+    "This session is closed: a reply cannot be sent into it. Send a template to start a new "
+    "conversation with the customer."
+)
+
+
+def _refuse_reply_if_closed(session: Session) -> None:
+    """Refuse a free-form message in a closed session (a template may start a new one).
+
+    The platform ends a closed session for good: the customer's next message opens a new one
+    (spec §6.4, §6.6), and only a template may open a conversation.
+    """
+    if session.status == Session.Status.CLOSED:
+        raise SendRefused("session_closed", SESSION_CLOSED_REASON)
 
 
 def message_send(
@@ -448,7 +465,7 @@ def message_deliver(message_id: int) -> str:
         result = provider.send_message(message.account.config(), _request_for(message))
     except http.AmbiguousError as exc:
         Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
-            outcome_unknown=True, error_title=f"No answer from the platform: {exc}"
+            outcome_unknown=True, error_title=f"No answer from the platform.{DETAIL}{exc}"
         )
         _enqueue_reconcile(message.pk, settings.SEND_RECONCILE_AFTER_SECONDS)
         return "outcome unknown"
@@ -460,7 +477,7 @@ def message_deliver(message_id: int) -> str:
             message,
             code=str(exc.status or "auth"),
             title="The platform refused the account's credentials (HTTP "
-            f"{exc.status}). An admin must fix the API key; then retry.",
+            f"{exc.status}). An admin must fix the API key; then retry.{DETAIL}{exc}",
         )
         return "failed"
     except http.RejectedError as exc:
@@ -519,21 +536,25 @@ def _transient(message: Message, exc: http.HttpError) -> str:
         message_fail(
             message,
             code=str(exc.status or "unavailable"),
-            title=f"The platform was unavailable for {message.attempts} attempts ({exc}). Retry later.",
+            title=f"The platform was unavailable for {message.attempts} attempts. Retry later."
+            f"{DETAIL}{exc}",
         )
         return "failed"
     countdown = backoff_seconds(message.attempts)
     _requeue(
         message,
         at=timezone.now() + timedelta(seconds=countdown),
-        note=f"Attempt {message.attempts} failed ({exc}); retrying.",
+        note=f"Attempt {message.attempts} failed; retrying.{DETAIL}{exc}",
     )
     raise DeliveryDeferred(countdown, str(exc))
 
 
 def _rejection(exc: http.HttpError) -> tuple[str, str]:
     code = exc.code or str(exc.status or "rejected")
-    return code[:64], f"The platform refused the message: {exc.detail}"
+    if exc.detail and exc.detail != str(exc):  # the platform's own words (spec §1.5)
+        return code[:64], f"The platform refused the message: {exc.detail}{DETAIL}{exc}"
+    status = f" (HTTP {exc.status})" if exc.status else ""
+    return code[:64], f"The platform refused the message{status}.{DETAIL}{exc}"
 
 
 @transaction.atomic
@@ -689,6 +710,61 @@ def messages_reap() -> ReapResult:
     return result
 
 
+# --- What agents read about a failure -------------------------------------------------------------
+
+# A stored reason is what agents read, then (after this mark) the detail for admins: the
+# request, the URL, the exception. Admin shows the whole text; agents never see the detail.
+DETAIL = "\n\nDetail: "
+_REQUEST_METHODS = r"(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)"
+_INTERNAL = re.compile(
+    r"(?i:[a-z][a-z0-9+.\-]*)://\S*"  # any URL
+    rf"|\b{_REQUEST_METHODS}\s+\S+"  # a request line: "POST message/send"
+    r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?"  # an IP address
+    r"|\blocalhost(?::\d+)?\b"
+    r"|\b[\w-]+(?:\.[\w-]+)+:\d{2,5}\b"  # host:port
+    r"|\b[\w-]+(?:\.[\w-]+)*\.(?:internal|local|lan|corp|intranet)\b"  # private host names
+    # An exception's name, dotted or not: requests.exceptions.ReadTimeout, ConnectionError.
+    r"|\b(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Timeout)\b"
+)
+_GROUP = re.compile(r"\s*\([^()]*\)")
+_GENERIC_FAILURE = "The platform did not deliver this message."
+
+
+def send_failure_text(code: str, title: str) -> str:
+    """Return the reason a send failed, as agents read it (pages and API alike).
+
+    The reason's own words, without what only helps an admin: the detail after `DETAIL`, and
+    any URL, request line, address, host name or exception name wherever it appears (a
+    platform's words or an older stored reason may hold them). When nothing readable is left,
+    a plain sentence; the code is shown beside it.
+    """
+    if code == "unknown_outcome":
+        return _UNKNOWN_TITLE
+    text = title.split(DETAIL, 1)[0].replace("\x01", "").replace("\x02", "")
+    # Innermost brackets first: a group holding internals goes whole, with its brackets; one
+    # without stays, its brackets masked so that the group around it is reached next.
+    while True:
+        shorter = _GROUP.sub(_group_kept, text)
+        if shorter == text:
+            break
+        text = shorter
+    text = _INTERNAL.sub("", text.replace("\x01", "(").replace("\x02", ")"))
+    text = re.sub(r"\s*([:;,])(?:\s*[:;,])+", r"\1", text)  # what a removal left doubled
+    text = re.sub(r"\(\s*\)", "", text)
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"\s+([.,;:)])", r"\1", text).strip(" :;,-")
+    if not re.search(r"[^\W\d_]{2,}", text):
+        return _GENERIC_FAILURE
+    return text[:500]
+
+
+def _group_kept(match: re.Match[str]) -> str:
+    group = match.group(0)
+    if _INTERNAL.search(group):
+        return ""
+    return group.replace("(", "\x01").replace(")", "\x02")
+
+
 # --- Agent actions on failed messages -----------------------------------------------------------
 
 
@@ -696,6 +772,8 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
     """Send a failed message again (a new set of attempts)."""
     if message.direction != Message.Direction.OUTBOUND or message.status != Message.Status.FAILED:
         raise SendRefused("not_failed", "Only a failed outbound message can be retried.")
+    if message.type != MessageType.TEMPLATE:
+        _refuse_reply_if_closed(message.session)
     refused_for_window = message.error_code in get_provider(message.account.kind).window_error_codes
     if message.type != MessageType.TEMPLATE and (
         refused_for_window or not session_window(message.session).is_open

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 
 from accounts.models import AgentProfile
 from inbox import live
@@ -119,6 +120,8 @@ def _session_open(
             occurred_at=at,
             dedupe_key=f"opened:{session.pk}",
         )
+        # (Before the supersession below closes the previous session: it is judged as it was.)
+        sessions_carry_over([session])
         _settle_supersession(session, at=at)
     return session
 
@@ -180,10 +183,108 @@ def sessions_open_new(
             for session, (_, channel, _, at) in zip(sessions, new, strict=True)
         ]
     )
+    sessions_carry_over(sessions)
     if settings.IMPORT_SESSION_HISTORY:
         for session in sessions:
             transaction.on_commit(partial(_history_import_later, session.pk))
     return sessions
+
+
+# --- Carrying ownership over to the customer's next session --------------------------------------
+
+
+def session_ended_at(session: Session) -> datetime:
+    """Return when a session ended, or the last moment it was known alive if it has not."""
+    if session.status == Session.Status.CLOSED and session.closed_at is not None:
+        return session.closed_at
+    if session.status == Session.Status.RESOLVED and session.resolved_at is not None:
+        return session.resolved_at
+    return session.last_activity_at
+
+
+def carries_over(previous: Session, *, opened_at: datetime) -> bool:
+    """Say whether a session opened at `opened_at` keeps what `previous` (the customer's last
+    session on the channel) had: it ended less than SESSION_CARRY_OVER_HOURS before."""
+    hours = settings.SESSION_CARRY_OVER_HOURS
+    if hours <= 0 or previous.opened_at > opened_at:
+        return False
+    return opened_at - session_ended_at(previous) < timedelta(hours=hours)
+
+
+def sessions_carry_over(opened: Sequence[Session]) -> int:
+    """Give sessions just opened the assignee, team and labels of their customer's previous
+    session on the same channel, when `carries_over` says so; return how many took any.
+
+    Both ways of opening sessions call this (one by one and in bulk), so the rule holds on
+    both. One query finds the previous sessions of all of them; only a session that takes
+    something costs writes: its row, its labels, and a timeline line that says what it kept.
+    An assignee or team the platform already gave the new session is not replaced.
+    """
+    if not opened or settings.SESSION_CARRY_OVER_HOURS <= 0:
+        return 0
+    latest: dict[tuple[int, int], list[Session]] = {}
+    for candidate in (
+        Session.objects.filter(
+            channel_id__in={s.channel_id for s in opened},
+            contact_id__in={s.contact_id for s in opened},
+        )
+        .exclude(pk__in=[s.pk for s in opened])
+        .select_related("assignee", "team")
+        .annotate(label_count=Count("labels"))
+        .order_by("-opened_at", "-id")
+    ):
+        latest.setdefault((candidate.channel_id, candidate.contact_id), []).append(candidate)
+    carried = 0
+    for session in opened:
+        previous = next(
+            (
+                p
+                for p in latest.get((session.channel_id, session.contact_id), [])
+                if p.opened_at <= session.opened_at
+            ),
+            None,
+        )
+        if previous is not None and carries_over(previous, opened_at=session.opened_at):
+            carried += int(_carry_over(previous, session))
+    return carried
+
+
+def _carry_over(previous: Session, session: Session) -> bool:
+    kept: list[str] = []
+    updates: dict[str, int] = {}
+    assignee = previous.assignee
+    if session.assignee_id is None and assignee is not None and assignee.is_active:
+        updates["assignee_id"] = session.assignee_id = assignee.pk
+        kept.append(f"assigned to {assignee}")
+    if session.team_id is None and previous.team is not None:
+        updates["team_id"] = session.team_id = previous.team.pk
+        kept.append(f"team {previous.team}")
+    labels = list(previous.labels.order_by("name")) if getattr(previous, "label_count", 1) else []
+    if labels:
+        session.labels.add(*labels)
+        kept.append("labels " + ", ".join(label.name for label in labels))
+    if not kept:
+        return False
+    if updates:
+        Session.objects.filter(pk=session.pk).update(**updates)
+    ago = _hours_text(session.opened_at - session_ended_at(previous))
+    timeline_add(
+        session.account,
+        session=session,
+        kind=TimelineEntry.Kind.EVENT,
+        summary=f"Kept from the previous session, which ended {ago} before: " + "; ".join(kept),
+        occurred_at=session.opened_at,
+        data={"carried_from": previous.pk, "kept": kept},
+        dedupe_key=f"carried:{session.pk}",
+    )
+    return True
+
+
+def _hours_text(delta: timedelta) -> str:
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{round(minutes / 60)} h"
 
 
 def _opened_summary(channel: Channel) -> str:

@@ -193,3 +193,31 @@ def template_source(template: Any) -> str:
         return ""
     parts = (template.header, template.body, template.footer)
     return str(template.text or "\n\n".join(p for p in parts if p))
+
+
+# --- An outbound message's delivery, as agents read it ------------------------------------------
+
+
+@register.filter
+def failure_text(message: Any) -> str:
+    """Return why a message failed, in words without internals (`send_failure_text`)."""
+    from inbox.services.outbound import send_failure_text
+
+    return send_failure_text(message.error_code, message.error_title)
+
+
+@register.filter
+def shown_state(message: Any) -> str:
+    """Return what the thread shows of a message's delivery: its status, and the attempt of a
+    send being retried ("queued-2"), so a live refresh redraws each new attempt."""
+    from inbox.selectors import message_shown_state
+
+    return message_shown_state(message)
+
+
+@register.simple_tag
+def send_attempts_max() -> int:
+    """Return how many attempts a send gets before it fails (SEND_MAX_ATTEMPTS)."""
+    from django.conf import settings
+
+    return int(settings.SEND_MAX_ATTEMPTS)

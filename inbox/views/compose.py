@@ -85,9 +85,8 @@ def _sent(request: HttpRequest, session: Session, notice: str) -> HttpResponse:
     user = request_user(request)
     window = window_view(session_window_from_row(session))
     templates = picker_templates(user, session)
-    compose = request.POST.get("mode", "reply")
-    if compose not in ("reply", "note"):
-        compose = "template" if window.is_closed else "reply"
+    # The template form sends no mode: the composer comes back in whatever mode can send now.
+    compose = request.POST.get("mode", "")
     context = composer_context(request, session, window, templates, compose, None, None)
     context.update(session=session, window=window, query=request.GET.urlencode(), sent=True)
     response = render(request, "inbox/_composer.html", context)

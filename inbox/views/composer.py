@@ -6,9 +6,36 @@ import re
 from typing import Any
 
 from inbox.models import CannedReply, Session
+from inbox.views.common import WindowView
 from integrations.models import Template
 
 _CANNED_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
+
+
+COMPOSE_MODES = ("reply", "note", "template")
+
+
+def reply_blocked(session: Session, window: WindowView) -> bool:
+    """Say whether a free-form reply cannot go out: the session is closed or the window is."""
+    return session.status == Session.Status.CLOSED or window.is_closed
+
+
+def compose_mode(asked: str, session: Session, window: WindowView) -> str:
+    """Return the mode the composer opens in: the one asked for when it can send, else the
+    one that can (a template when replies are blocked, a reply otherwise).
+
+    Every way the composer is drawn (the page, a refusal, the answer to a send, a live
+    refresh) goes through here, so it never comes back in a mode whose send is refused.
+    """
+    blocked = reply_blocked(session, window)
+    if asked in ("note", "template") or (asked == "reply" and not blocked):
+        return asked
+    return "template" if blocked else "reply"
+
+
+def composer_state(session: Session, window: WindowView) -> str:
+    """Name what decides the composer's modes; a live refresh redraws it when this changes."""
+    return "session-closed" if session.status == Session.Status.CLOSED else window.state
 
 
 def template_choice(templates: list[Template], value: str | None) -> Template | None:

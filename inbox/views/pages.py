@@ -35,8 +35,11 @@ from inbox.selectors import (
     labels_all,
     message_preview_text,
     platform_queues_known,
+    session_before,
+    session_in_thread,
     session_list_page,
     session_list_stamp,
+    session_newer,
     session_thread_stamp,
     session_view_counts,
     session_window_from_row,
@@ -51,7 +54,7 @@ from inbox.selectors import (
     users_serving_session,
 )
 from inbox.services.outbound import template_render
-from inbox.services.sessions_local import session_mark_read
+from inbox.services.sessions_local import session_mark_read, session_reopen_refusal
 from inbox.views.common import (
     PAGE_SIZE,
     WindowView,
@@ -68,6 +71,9 @@ from inbox.views.common import (
 )
 from inbox.views.composer import (
     canned_reply_render,
+    compose_mode,
+    composer_state,
+    reply_blocked,
     template_choice,
     template_form_fields,
     template_prefill,
@@ -193,8 +199,11 @@ def filter_options(request: HttpRequest) -> dict[str, Any]:
 # --- A conversation ---------------------------------------------------------------------------
 
 
-def _decorate(items: list[ThreadItem], session: Session, window: WindowView) -> None:
-    """Say on each failed outbound message which recovery the thread offers."""
+def _decorate(
+    items: list[ThreadItem], session: Session, window: WindowView, *, actionable: bool = True
+) -> None:
+    """Say on each failed outbound message which recovery the thread offers (none on an
+    earlier session's messages shown above a separator: those are history)."""
     codes = get_provider(session.account.kind).window_error_codes
     for item in items:
         message = item.obj
@@ -203,14 +212,18 @@ def _decorate(items: list[ThreadItem], session: Session, window: WindowView) -> 
         replaced = bool(message.replaced_by.all())
         is_template = message.type == MessageType.TEMPLATE
         window_refused = message.error_code in codes or window.is_closed
-        message.can_retry = not replaced and (is_template or not window_refused)
-        message.can_resend_as_template = not replaced and not is_template and window_refused
+        message.can_retry = actionable and not replaced and (is_template or not window_refused)
+        message.can_resend_as_template = (
+            actionable and not replaced and not is_template and window_refused
+        )
         message.was_replaced = replaced
 
 
-def thread_context(session: Session, window: WindowView, items: list[ThreadItem]) -> dict[str, Any]:
+def thread_context(
+    session: Session, window: WindowView, items: list[ThreadItem], *, actionable: bool = True
+) -> dict[str, Any]:
     """Return what the thread template needs besides its items."""
-    _decorate(items, session, window)
+    _decorate(items, session, window, actionable=actionable)
     return {"items": items}
 
 
@@ -223,20 +236,16 @@ def conversation_context(
     before = _message_param(session, request.GET.get("before"))
     page = thread_page(session, before=before)
     templates = picker_templates(user, session)
-    compose = request.GET.get("compose", "")
-    if compose not in ("reply", "note", "template"):
-        compose = "template" if window.is_closed else "reply"
     replaces = _message_param(session, request.GET.get("replaces"))
+    compose = "template" if replaces is not None else request.GET.get("compose", "")
     chosen = template_choice(templates, request.GET.get("template"))
-    if replaces is not None and compose != "template":
-        compose = "template"
     query = filters_query(filters)
     return {
         "session": session,
         "contact": session.contact,
         "window": window,
         "query": query,
-        "older_than": page.older_than,
+        **older_context(session, page.older_than),
         "showing_older": before is not None,
         **thread_context(session, window, page.items),
         **composer_context(request, session, window, templates, compose, chosen, replaces),
@@ -282,11 +291,20 @@ def composer_context(
     template_values: dict[str, str] | None = None,
     template_error: str = "",
 ) -> dict[str, Any]:
-    """Return what the composer shows: mode, draft, canned replies, template picker."""
+    """Return what the composer shows: mode, draft, canned replies, template picker.
+
+    The mode is the one asked for only when it can send (`compose_mode`); a closed session
+    says so and points to the session that replaced it, if any.
+    """
     user = request_user(request)
     values = template_values if template_values is not None else template_prefill(chosen, session)
+    session_closed = session.status == Session.Status.CLOSED
     return {
-        "compose": compose,
+        "compose": compose_mode(compose, session, window),
+        "can_reply": not reply_blocked(session, window),
+        "session_closed": session_closed,
+        "composer_state": composer_state(session, window),
+        "newer_session": session_newer(session) if session_closed else None,
         "body": body,
         "error": error,
         "idempotency_key": uuid.uuid4().hex,
@@ -314,6 +332,7 @@ def actions_context(request: HttpRequest, session: Session) -> dict[str, Any]:
     supervisor = user_sees_everything(user)
     return {
         "is_supervisor": supervisor,
+        "can_reopen": not session_reopen_refusal(session),
         "assignable_users": list(users_serving_session(session)) if supervisor else [],
         "assignable_teams": list(teams_assignable_by(user)),
         "all_labels": list(labels_all()),
@@ -392,23 +411,49 @@ def list_partial(request: HttpRequest) -> HttpResponse:
     return vary_on_htmx(render(request, "inbox/_list.html", context))
 
 
+def older_context(shown: Session, older_than: int | None) -> dict[str, Any]:
+    """Return where the thread's "older" link leads from the top of `shown`'s messages: its
+    older messages, else the customer's previous session on the channel, else nowhere.
+
+    (The previous session is looked up either way, so a page's queries stay the same however
+    many messages it has.)
+    """
+    previous = session_before(shown)
+    if older_than is not None:
+        return {"older_than": older_than, "older_in": shown.pk}
+    return {"older_than": None, "older_in": previous.pk if previous is not None else None}
+
+
 @login_required
 @require_GET
 def thread_older(request: HttpRequest, session_id: int) -> HttpResponse:
-    """Return the thread items before a message (scrolling up), with the next "older" link."""
+    """Return the thread items before a message (scrolling up), with the next "older" link.
+
+    `in` names an earlier session of the same thread: its messages before `before`, or, with
+    no `before`, its latest ones followed by the separator from the session after it.
+    """
     session = session_for_page(request, session_id)
-    before = _message_param(session, request.GET.get("before"))
-    if before is None:
+    source: Session | None = session
+    if request.GET.get("in") not in (None, "", str(session.pk)):
+        source = session_in_thread(session, _int(request.GET.get("in")))
+        if source is None:
+            raise Http404("No such session in this conversation.")
+    assert source is not None
+    before = _message_param(source, request.GET.get("before"))
+    if before is None and source.pk == session.pk:
         raise Http404("No such message.")
-    page = thread_page(session, before=before)
+    page = thread_page(source, before=before)
     window = window_view(session_window_from_row(session))
     context = {
         "session": session,
         "window": window,
-        "older_than": page.older_than,
+        **older_context(source, page.older_than),
         "query": filters_query(filters_from(request)),
-        **thread_context(session, window, page.items),
+        **thread_context(source, window, page.items, actionable=source.pk == session.pk),
     }
+    if before is None:
+        # The top of the session after `source`: the separator sits below `source`'s items.
+        context["separator"] = {"previous": source, "next": session_newer(source)}
     return render(request, "inbox/_thread_older.html", context)
 
 
@@ -463,11 +508,10 @@ def thread_updates(request: HttpRequest, session_id: int) -> HttpResponse:
         **actions_context(request, session),
         **panel_context(request, session),
     }
-    if request.GET.get("w") not in (None, window.state):
+    if request.GET.get("w") not in (None, composer_state(session, window)):
         templates = picker_templates(user, session)
-        compose = "template" if window.is_closed else "reply"
         context["composer"] = True
-        context.update(composer_context(request, session, window, templates, compose, None, None))
+        context.update(composer_context(request, session, window, templates, "", None, None))
     return render(request, "inbox/_thread_updates.html", context)
 
 

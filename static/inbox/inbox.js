@@ -59,6 +59,21 @@
     return hours ? hours + " h" : minutes + " min";
   }
 
+  // "in 8 s", "in 2 min": when a send being retried tries again.
+  function countdown(date) {
+    var seconds = Math.round((date.getTime() - Date.now()) / 1000);
+    if (seconds <= 0) return "any moment now";
+    if (seconds < 60) return "in " + seconds + " s";
+    return "in " + duration(seconds * 1000);
+  }
+
+  function renderCountdowns() {
+    $$('time[data-format="countdown"]').forEach(function (el) {
+      var date = new Date(el.getAttribute("datetime"));
+      if (!isNaN(date)) el.textContent = countdown(date);
+    });
+  }
+
   function renderTimes(root) {
     $$("time[datetime]", root).forEach(function (el) {
       var date = new Date(el.getAttribute("datetime"));
@@ -66,6 +81,7 @@
       el.title = fullFormat.format(date);
       if (el.dataset.format === "relative") el.textContent = relative(date);
       else if (el.dataset.format === "clock") el.textContent = clock(date);
+      else if (el.dataset.format === "countdown") el.textContent = countdown(date);
     });
     $$("[data-closes-at]", root).forEach(function (el) {
       var left = new Date(el.dataset.closesAt).getTime() - Date.now();
@@ -249,16 +265,25 @@
     return true;
   }
 
+  // The open session's items: those below the last separator (earlier sessions sit above it).
+  function sessionItems(selector) {
+    var items = $$(selector);
+    var separators = $$("#thread > .sb-separator");
+    if (!separators.length) return items;
+    var last = separators[separators.length - 1];
+    return items.filter(function (el) { return last.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING; });
+  }
+
   function maxId(kind) {
-    var ids = $$('#thread > [data-kind="' + kind + '"]').map(function (el) { return Number(el.dataset.i || 0); });
+    var ids = sessionItems('#thread > [data-kind="' + kind + '"]').map(function (el) { return Number(el.dataset.i || 0); });
     return ids.length ? Math.max.apply(null, ids) : 0;
   }
 
   function movingStatuses() {
-    return $$('#thread > [data-kind="message"][data-direction="out"]')
+    return sessionItems('#thread > [data-kind="message"][data-direction="out"]')
       .filter(function (el) { return el.dataset.status !== "read" && el.dataset.status !== "deleted"; })
       .slice(-200)
-      .map(function (el) { return el.dataset.i + "." + el.dataset.status; })
+      .map(function (el) { return el.dataset.i + "." + (el.dataset.shown || el.dataset.status); })
       .join(",");
   }
 
@@ -297,7 +322,7 @@
     var composer = $("#composer");
     var params = new URLSearchParams({
       m: maxId("message"), n: maxId("note"), t: maxId("event"), st: movingStatuses(),
-      w: composer ? composer.dataset.windowState : "",
+      w: composer ? composer.dataset.state || composer.dataset.windowState : "",
       seen: document.visibilityState === "visible" ? "1" : "0"
     });
     var url = conv.dataset.updatesUrl + (conv.dataset.updatesUrl.indexOf("?") === -1 ? "?" : "&") + params;
@@ -722,6 +747,7 @@
   var flash = $("#flash .sb-flash-success");
   if (flash) window.setTimeout(function () { flash.remove(); }, 6000);
   window.setInterval(function () { renderTimes(document); }, 30000);
+  window.setInterval(renderCountdowns, 1000);
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") { refreshList(); updateThread(); }
   });
