@@ -607,3 +607,35 @@ def test_every_hostile_callback_is_refused_or_settled_and_never_holds_the_ordina
             assert hostile.error.strip()
     assert_ordinary_applied(numbers)
     assert_nothing_processing()
+
+
+@pytest.mark.django_db
+def test_the_admin_page_of_a_stored_callback_shows_what_was_shortened(
+    account, production_drain, admin_client
+):
+    (event,) = drained(account, [text_with(name="N" * 300)])
+
+    page = admin_client.get(f"/admin/integrations/webhookevent/{event.pk}/change/")
+
+    assert page.status_code == 200
+    assert (
+        "contacts[0].name is 300 characters; shortened to 255 for display" in page.content.decode()
+    )
+
+
+def test_only_a_database_in_trouble_counts_as_an_outage_not_a_value_it_refuses():
+    import psycopg
+    from django.db import OperationalError
+
+    from integrations.services.webhooks import database_outage
+
+    def wrapped(cause: Exception) -> OperationalError:
+        error = OperationalError(str(cause))
+        error.__cause__ = cause
+        return error
+
+    assert database_outage(OperationalError("server closed the connection unexpectedly"))
+    assert database_outage(wrapped(psycopg.errors.AdminShutdown("terminating connection")))
+    assert database_outage(wrapped(psycopg.errors.DeadlockDetected("deadlock detected")))
+    assert not database_outage(wrapped(psycopg.errors.ProgramLimitExceeded("index row too big")))
+    assert not database_outage(DataError("value too long for type character varying(255)"))
