@@ -58,9 +58,8 @@ class ContactIdentity(models.Model):
         related_name="identities",
     )
     medium = models.CharField(max_length=20, choices=MEDIUM_CHOICES)
-    external_id = models.CharField(
-        "platform id", max_length=255, help_text="The platform's contact id."
-    )
+    # Platform ids are kept whole (text), up to integrations.payload.KEY_MAX_CHARS.
+    external_id = models.TextField("platform id", help_text="The platform's contact id.")
     address = models.CharField(max_length=255, blank=True, help_text="Phone/handle on the medium.")
     profile_name = models.CharField(max_length=255, blank=True)
     raw = models.JSONField(default=dict, blank=True)
@@ -98,9 +97,7 @@ class Session(models.Model):
     identity = models.ForeignKey(
         ContactIdentity, on_delete=models.SET_NULL, null=True, blank=True, related_name="sessions"
     )
-    external_id = models.CharField(
-        "platform id", max_length=255, blank=True, help_text="Platform sessionId."
-    )
+    external_id = models.TextField("platform id", blank=True, help_text="Platform sessionId.")
     routing_id = models.CharField(max_length=255, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
     # Ownership as the platform reports it.
@@ -204,8 +201,8 @@ class Message(models.Model):
     location_address = models.CharField(max_length=500, blank=True)
     location_url = models.URLField(max_length=2000, blank=True)
     # The platform's ids: XMS `id` (service) and `messageIdExt` (channel, e.g. WhatsApp).
-    external_id = models.CharField(max_length=255, blank=True)
-    external_id_ext = models.CharField(max_length=255, blank=True)
+    external_id = models.TextField(blank=True)
+    external_id_ext = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=Status.choices)
     sent_at = models.DateTimeField(help_text="When the sender sent it (platform time).")
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -314,8 +311,8 @@ class MessageReceipt(models.Model):
     message = models.ForeignKey(
         Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="receipts"
     )
-    external_id = models.CharField(max_length=255)
-    external_id_ext = models.CharField(max_length=255, blank=True)
+    external_id = models.TextField()
+    external_id_ext = models.TextField(blank=True)
     status = models.CharField(
         max_length=20, choices=[(s.value, s.name.title()) for s in DeliveryStatus]
     )

@@ -404,6 +404,17 @@ class Provider(abc.ABC):
     def parse_callback(self, body: JSON) -> Callback:
         """Turn a callback body into a `Callback`; raise `PayloadError` for a body it cannot read."""
 
+    def read_callback(self, body: JSON) -> Callback:
+        """Parse a callback body into values the inbox can store, whatever was sent.
+
+        The one boundary for every platform (`integrations/payload.py`): strings are cleaned
+        of what no database text holds before `parse_callback` sees them, and its result is
+        fitted to the inbox's columns, each change a warning on the callback.
+        """
+        from integrations import payload
+
+        return payload.callback_fit(self.parse_callback(payload.json_clean(body)))
+
     def wants_sync_reply(self, body: JSON) -> bool:
         """Say, from its shape alone, whether a callback expects an answer in the response."""
         return False

@@ -2,14 +2,14 @@
 
 Order of checks, each answered in JSON and none writing a message row: unknown account or
 sub-path 404; missing or wrong token 401; body over the size limit 413; a body that is not a
-JSON object 400. A valid callback is stored and answered `200 {}` at once; a platform that
+JSON object by the standard (not UTF-8, not JSON, NaN or Infinity, nested deeper than
+WEBHOOK_MAX_JSON_DEPTH) 400 with the reason, before anything is stored. A valid callback is stored and answered `200 {}` at once; a platform that
 expects a synchronous answer (XMS `contact/info`) gets it from the inbox's own data.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 
 from integrations.base import ProviderNotFound
 from integrations.models import ProviderAccount
+from integrations.payload import BodyError, json_loads
 from integrations.registry import get_provider
 from integrations.services.webhooks import webhook_event_answer, webhook_event_receive
 
@@ -69,13 +70,14 @@ class BoundedJSONParser(BaseParser):
         if not raw.strip():
             raise exceptions.ParseError("The body is empty; a JSON object is expected.")
         try:
-            text = raw.decode("utf-8")
+            # (A byte order mark is tolerated and dropped: RFC 8259 lets a parser ignore it.)
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise exceptions.ParseError(f"The body is not UTF-8 text: {exc.reason}.") from exc
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise exceptions.ParseError(f"The body is not valid JSON: {exc}.") from exc
+            data = json_loads(text, max_depth=settings.WEBHOOK_MAX_JSON_DEPTH)
+        except BodyError as exc:
+            raise exceptions.ParseError(str(exc)) from exc
         if not isinstance(data, dict):
             kind = {list: "an array", str: "a string", bool: "a boolean"}.get(
                 type(data), "a number" if isinstance(data, int | float) else "null"

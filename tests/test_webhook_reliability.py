@@ -204,7 +204,7 @@ def test_a_callback_of_nothing_but_malformed_items_is_ignored_with_the_reasons(
 
 
 @pytest.mark.django_db
-def test_nul_characters_are_stripped_rather_than_failing_on_postgresql(account, post_callback):
+def test_nul_characters_are_replaced_rather_than_failing_on_postgresql(account, post_callback):
     body = json.loads(json.dumps(TEXT))
     body["messages"][0]["text"]["body"] = "nul\u0000here".encode().decode("unicode_escape")
     body["contacts"][0]["profile"]["name"] = "Jo\u0000hn".encode().decode("unicode_escape")
@@ -212,8 +212,8 @@ def test_nul_characters_are_stripped_rather_than_failing_on_postgresql(account, 
     post_callback(account, body)
 
     assert WebhookEvent.objects.get().state == WebhookEvent.State.PROCESSED
-    assert Message.objects.get().body == "nulhere"
-    assert Contact.objects.get().identities.get().profile_name == "John"
+    assert Message.objects.get().body == "nul\ufffdhere"
+    assert Contact.objects.get().identities.get().profile_name == "Jo\ufffdhn"
 
 
 @pytest.mark.django_db

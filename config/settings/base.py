@@ -235,6 +235,8 @@ CELERY_BEAT_SCHEDULE = {
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)
+# Deeper nesting is refused with 400 (the documented callbacks nest 5 levels).
+WEBHOOK_MAX_JSON_DEPTH = env_int("WEBHOOK_MAX_JSON_DEPTH", 64)
 # After a verify token is regenerated, the old one is still accepted this long.
 WEBHOOK_TOKEN_GRACE_HOURS = env_float("WEBHOOK_TOKEN_GRACE_HOURS", 24.0)
 # Seconds a web process keeps an account found by its callback URL (0: read it every time).

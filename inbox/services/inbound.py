@@ -199,7 +199,7 @@ def _message_row(
         location_name=location.name[:255] if location else "",
         location_address=location.address[:500] if location else "",
         location_url=location.url[:2000] if location else "",
-        external_id_ext=message.external_id_ext[:255],
+        external_id_ext=message.external_id_ext,
         status=Message.Status.RECEIVED,
         sent_at=at,
         raw=message.raw,

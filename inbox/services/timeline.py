@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 
 from inbox.models import Contact, Session, TimelineEntry
 from integrations.models import ProviderAccount
+from integrations.payload import key_fit
 
 
 def timeline_add(
@@ -33,7 +34,9 @@ def timeline_add(
                 summary=summary[:500],
                 occurred_at=occurred_at,
                 data=data or {},
-                dedupe_key=dedupe_key[:200],
+                # (A longer key, e.g. one naming a long platform session id, is hashed rather
+                # than cut: two keys sharing their first 200 characters stay apart.)
+                dedupe_key=key_fit(dedupe_key, 200),
             )
     except IntegrityError:
         if not dedupe_key:

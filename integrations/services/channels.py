@@ -11,6 +11,7 @@ from django.utils import timezone
 from integrations.base import ChannelInfo, Medium
 from integrations.http import HttpError
 from integrations.models import Channel, ProviderAccount, SyncRun
+from integrations.payload import key_fit
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
 
@@ -18,7 +19,7 @@ UNKNOWN_CHANNEL_ID = "unknown"
 
 
 def _lane_placeholder(lane: str) -> str:
-    return f"lane:{lane}"
+    return key_fit(f"lane:{lane}", 255)  # (a lane fills the column: hashed, not cut)
 
 
 def channel_find(
@@ -83,7 +84,7 @@ def channel_resolve(
     medium = medium if medium in Medium._value2member_map_ else Medium.OTHER.value
     if external_id or lane:
         key = external_id or _lane_placeholder(lane)
-        defaults = {"medium": medium, "lane": lane, "name": lane, "discovered": True}
+        defaults = {"medium": medium, "lane": lane, "name": lane[:200], "discovered": True}
     else:
         key = UNKNOWN_CHANNEL_ID
         defaults = {"medium": Medium.OTHER.value, "name": "Unknown channel", "discovered": True}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -30,9 +29,9 @@ from django.utils import timezone
 from config.redis import redis_client
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
 from integrations.models import ProviderAccount, WebhookEvent
+from integrations.payload import BodyError, json_loads, text_clean
 from integrations.registry import get_provider
 from integrations.services.channels import channels_cache_clear
-from integrations.xms.schemas import without_nul
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +44,42 @@ SECRET_HEADERS = frozenset(
 def headers_without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
     """Return the request headers worth keeping, lower-cased, with secrets removed."""
     return {
-        key.lower(): value[:500]
+        text_clean(key.lower()): text_clean(value[:500])
         for key, value in headers.items()
         if key.lower() not in SECRET_HEADERS
     }
+
+
+# SQLSTATE classes that say the database itself is in trouble (connection lost, shutting down,
+# out of resources, a serialization failure or deadlock to retry), not this callback's values.
+_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def database_outage(exc: BaseException) -> bool:
+    """Say whether an error means "retry later": the database, not the event, is at fault.
+
+    Only such errors put events back to pending; any other (a value refused, an index entry
+    too large, a constraint, a bug) fails the one event that caused it, with its reason.
+    """
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return not sqlstate or sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
+
+
+def _body(event: WebhookEvent) -> JSON:
+    """Read a stored body as the webhook did (bodies stored before a limit changed included)."""
+    try:
+        body = json_loads(event.body, max_depth=settings.WEBHOOK_MAX_JSON_DEPTH)
+    except BodyError as exc:
+        raise PayloadError(f"stored body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise PayloadError("stored body is not a JSON object")
+    return body
+
+
+def _read(event: WebhookEvent) -> Callback:
+    return get_provider(event.account.kind).read_callback(_body(event))
 
 
 def webhook_event_receive(
@@ -161,7 +192,10 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
     The plain messages of returning and brand-new customers are applied together, in one
     transaction per account with a few statements in all (`messages_apply_run`). Every other
     event, and any later one for the same customer or session, then goes through
-    `_process_claimed` on its own, in the order received.
+    `_process_claimed` on its own, in the order received. A bulk run that fails for any reason
+    but a database outage is rolled back and its events go one by one too, each in its own
+    transaction: one event's error fails that event alone, and the rest still apply now.
+    Nothing claimed here is left `processing`.
     """
     parsed = {event.pk: _parse_quietly(event) for event in events}
     applied: set[int] = set()
@@ -169,7 +203,7 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
         for account_id in dict.fromkeys(event.account_id for event in events):
             mine = [event for event in events if event.account_id == account_id]
             applied |= _apply_in_bulk(mine, parsed)
-    except OperationalError:
+    except OperationalError:  # (`_apply_in_bulk` lets only an outage through)
         # The database is in trouble: what is not applied goes back untried, for the retry.
         with contextlib.suppress(Exception):
             WebhookEvent.objects.filter(
@@ -181,7 +215,7 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
     for position, event in enumerate(rest):
         try:
             _process_claimed(event)
-        except OperationalError:
+        except OperationalError:  # (`_process_claimed` re-raises only an outage)
             # The database is in trouble. The rest go back untried, for this task's retry;
             # the event that hit it (pending again) gets a task of its own, which retries it
             # with backoff and gives it up after WEBHOOK_MAX_ATTEMPTS.
@@ -197,8 +231,7 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
 def _parse_quietly(event: WebhookEvent) -> Callback | None:
     """Parse a stored body, or None (`_process_claimed` then records why it cannot)."""
     try:
-        body = without_nul(json.loads(event.body))
-        return get_provider(event.account.kind).parse_callback(body)
+        return _read(event)
     except Exception:
         return None
 
@@ -235,6 +268,18 @@ def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None
             # too, one by one, each finds out what it is.
             logger.info("a bulk run lost an insert race (attempt %s)", attempt + 1)
             channels_cache_clear()  # (a cached channel deleted meanwhile fails the same way)
+        except Exception as exc:
+            if database_outage(exc):
+                raise
+            # One event's value or a bug: nothing was written. One by one, each event in its
+            # own transaction, finds out which (it fails alone, with its reason).
+            logger.warning(
+                "a bulk run of %s events failed (%s); applying them one by one",
+                len(run),
+                "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500],
+            )
+            channels_cache_clear()
+            return set()
     return set()
 
 
@@ -402,12 +447,7 @@ def _process_claimed(event: WebhookEvent) -> str:
 
     event_id = event.pk
     try:
-        provider = get_provider(event.account.kind)
-        try:
-            body = without_nul(json.loads(event.body))
-        except ValueError as exc:
-            raise PayloadError(f"stored body is not valid JSON: {exc}") from exc
-        callback = provider.parse_callback(body)
+        callback = _read(event)
         for attempt in (1, 2):
             try:
                 with transaction.atomic():
@@ -422,7 +462,7 @@ def _process_claimed(event: WebhookEvent) -> str:
                     WebhookEvent.objects.filter(pk=event_id).update(
                         state=state,
                         kind=callback.kind,
-                        warnings=warnings[:50],
+                        warnings=[text_clean(w)[:1000] for w in warnings[:50]],
                         error="" if applied else "; ".join(warnings[:5]) or "nothing to apply",
                         processed_at=timezone.now(),
                     )
@@ -433,17 +473,17 @@ def _process_claimed(event: WebhookEvent) -> str:
                 channels_cache_clear()
                 if attempt == 2:
                     raise
-    except OperationalError:
-        WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
-        raise
     except ApplyDeferred as exc:
         return _defer(event_id, str(exc))
     except Exception as exc:
+        if database_outage(exc):
+            WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
+            raise
         logger.exception("webhook event %s failed", event_id)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         WebhookEvent.objects.filter(pk=event_id).update(
             state=WebhookEvent.State.FAILED,
-            error=detail[:4000],
+            error=text_clean(detail[:4000]) or type(exc).__name__,
             processed_at=timezone.now(),
         )
         return WebhookEvent.State.FAILED
@@ -539,8 +579,7 @@ def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:
             webhook_events_enqueue([event.pk])
         return {}
     try:
-        body = json.loads(event.body)
-        callback = provider.parse_callback(body)
+        callback = _read(event)
         if not callback.contacts:
             return {}
         view = contact_view_for_identity(account, callback.contacts[0].external_id)

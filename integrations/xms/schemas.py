@@ -94,19 +94,8 @@ def as_str(value: Any, where: str = "") -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() and abs(value) >= 1e6 else repr(value)
     if isinstance(value, str):
-        return value.replace("\x00", "").strip()
+        return value.strip()
     raise PayloadError(f"{where or 'field'} should be a string, got {type(value).__name__}")
-
-
-def without_nul(value: Any) -> Any:
-    """Return a JSON value with NUL characters removed (PostgreSQL text cannot hold them)."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    return value
 
 
 def as_dict(value: Any, where: str) -> JSON:
@@ -133,7 +122,7 @@ def as_float(value: Any, where: str, warnings: list[str]) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         warnings.append(f"{where}: {value!r} is not a number")
         return None
     return number
@@ -152,18 +141,19 @@ def parse_timestamp(value: Any, where: str, warnings: list[str]) -> datetime | N
                 warnings.append(f"{where}: unreadable timestamp {value!r}")
                 return None
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        value = int(stripped)
+        try:
+            value = int(stripped)
+        except ValueError:  # over 4,300 digits, or digits int() does not read ("²")
+            warnings.append(f"{where}: unreadable timestamp of {len(stripped)} characters")
+            return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         warnings.append(f"{where}: unreadable timestamp {value!r}")
         return None
-    if value >= _MS_FLOOR:
-        seconds = value / 1000
-    elif 0 < value < _S_CEILING:
-        seconds = float(value)
-    else:
+    if not (value >= _MS_FLOOR or 0 < value < _S_CEILING):
         warnings.append(f"{where}: timestamp {value} is neither ms nor s; using receipt time")
         return None
     try:
+        seconds = value / 1000 if value >= _MS_FLOOR else float(value)
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         warnings.append(f"{where}: timestamp {value} is out of range; using receipt time")
@@ -480,7 +470,9 @@ def _tolerant(
 ) -> T | None:
     try:
         return parse(item, where, warnings)
-    except PayloadError as exc:
+    except (PayloadError, ValueError, TypeError, OverflowError) as exc:
+        # (ValueError and the like: a value no parser rule foresaw, e.g. a digit string
+        # Python will not turn into a number; the item is named, the rest still applies.)
         warnings.append(f"{where}: skipped: {exc}")
         return None
 
