@@ -12,10 +12,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import AgentProfile, User
+from accounts.services import api_token_create
 from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.services.outbound import session_window
 from inbox.services.timeline import timeline_add
@@ -49,9 +49,9 @@ def accepted(message_id: str = "abc") -> dict[str, Any]:
 
 def client_for(user: User) -> APIClient:
     """Return an API client that authenticates as `user` with a token."""
-    token, _ = Token.objects.get_or_create(user=user)
+    _, key = api_token_create(user, name="tests")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 
