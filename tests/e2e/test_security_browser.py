@@ -46,11 +46,11 @@ document.addEventListener("securitypolicyviolation", (e) => {
 class Watched:
     """A browser context whose policy violations and console errors are collected."""
 
-    def __init__(self, chromium: Any, stack: Stack) -> None:
+    def __init__(self, browser: Any, stack: Stack) -> None:
         self.violations: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.missing_policy: list[str] = []
-        self.context = chromium.new_context(viewport=DESKTOP, base_url=stack.web_url)
+        self.context = browser.new_context(viewport=DESKTOP, base_url=stack.web_url)
         self.context.expose_function("__cspViolation", lambda v: self.violations.append(v))
         self.context.add_init_script(REPORT_VIOLATIONS)
         self.page = self.context.new_page()
