@@ -168,6 +168,8 @@ AXES_LOCKOUT_CALLABLE = "accounts.signin.signin_locked_out"
 AXES_CLIENT_IP_CALLABLE = "accounts.signin.client_address"
 # Successful sign-ins are in the users' last_login already; axes keeps failures only.
 AXES_DISABLE_ACCESS_LOG = True
+# No "AXES: BEGIN" line at the start of every process and command.
+AXES_VERBOSE = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
