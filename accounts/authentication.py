@@ -6,10 +6,12 @@ looked up, so keys cannot be guessed at speed; requests with valid keys never co
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from django.conf import settings
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -19,6 +21,7 @@ from accounts.models import ApiToken, User
 from accounts.services import ApiTokenError, ApiTokenUnknown, api_token_authenticate
 
 KEYWORDS = (b"token", b"bearer")
+logger = logging.getLogger(__name__)
 
 
 class TokenFailureThrottle(SimpleRateThrottle):
@@ -49,16 +52,28 @@ class TokenFailureThrottle(SimpleRateThrottle):
             self.history.pop()
 
     def blocked(self, request: Request) -> bool:
-        """Return whether this address sent its allowance of unknown keys in the window."""
-        self._load(request)
+        """Return whether this address sent its allowance of unknown keys in the window.
+
+        With the cache unreachable (Redis down) nothing is blocked: keys are still checked,
+        only not counted, and the outage is logged.
+        """
+        try:
+            self._load(request)
+        except RedisError:
+            logger.warning("API token throttle: the cache is unreachable; not counting")
+            self.history = []
+            return False
         return len(self.history) >= self.num_requests
 
     def record_failure(self, request: Request) -> None:
-        """Count one unknown key from this address."""
-        self._load(request)
-        self.history.insert(0, self.now)
-        del self.history[self.num_requests :]
-        self.cache.set(self.key, self.history, self.duration)
+        """Count one unknown key from this address (not at all while the cache is down)."""
+        try:
+            self._load(request)
+            self.history.insert(0, self.now)
+            del self.history[self.num_requests :]
+            self.cache.set(self.key, self.history, self.duration)
+        except RedisError:
+            logger.warning("API token throttle: the cache is unreachable; not counting")
 
     def wait(self) -> float:
         """Return the seconds until the oldest counted failure leaves the window."""

@@ -14,6 +14,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import redis
 from axes.models import AccessAttempt
 from django.apps import apps
 from django.conf import settings
@@ -345,6 +346,20 @@ def test_a_clients_own_forwarded_for_header_does_not_escape_the_guessing_limit(g
         client.get("/api/v1/channels/", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}")
 
     assert api("guess-more", address=guesser).status_code == 429
+
+
+def test_tokens_are_still_checked_when_the_cache_is_down(guesser, caplog):
+    _, key = api_token_create(UserFactory(), name="CRM")
+    down = mock.patch.object(
+        TokenFailureThrottle.cache, "get", side_effect=redis.ConnectionError("refused")
+    )
+
+    with down:
+        valid, invalid = api(key, address=guesser), api("guess", address=guesser)
+
+    assert valid.status_code == 200
+    assert invalid.status_code == 401
+    assert "the cache is unreachable" in caplog.text
 
 
 # --- Headers ----------------------------------------------------------------------------------
