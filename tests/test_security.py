@@ -27,7 +27,7 @@ from rest_framework.test import APIClient
 from accounts.authentication import TokenFailureThrottle, token_failures_reset
 from accounts.models import ApiToken, User
 from accounts.services import api_token_create, api_token_revoke
-from config.settings.base import BASE_DIR
+from config.env import BASE_DIR
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
