@@ -22,5 +22,9 @@ RUN DJANGO_SECRET_KEY=build-only \
 
 USER switchboard
 EXPOSE 8000
+# Whose X-Forwarded-For/-Proto uvicorn believes: set FORWARDED_ALLOW_IPS to the TLS proxy's
+# address when clients can reach this port directly (with *, they could claim any address and
+# slip past the per-address sign-in and token throttles).
+ENV FORWARDED_ALLOW_IPS="*"
 CMD ["uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
-     "--workers", "2", "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log"]
+     "--workers", "2", "--proxy-headers", "--no-access-log"]

@@ -78,3 +78,33 @@ class AgentProfile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.get_role_display()})"
+
+
+class ApiToken(models.Model):
+    """A key an integrator sends as `Authorization: Token <key>`; only its hash is stored.
+
+    The full key is shown once, when it is made (`accounts.services.api_token_create`); the
+    database keeps its SHA-256 `digest` (keys are 256 random bits, so a plain hash suffices and
+    survives a SECRET_KEY rotation) and a short `prefix` so people can tell their keys apart.
+    A revoked or expired token authenticates nobody; it stays listed until deleted.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="What or who uses this token.")
+    prefix = models.CharField(max_length=12, help_text="The first characters of the key.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: the token does not expire."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -102,6 +102,11 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_active", "health", "last_success_at", "last_error_at")
     list_filter = ("kind", "is_active")
     search_fields = ("name", "base_url")
+
+    class Media:
+        # Click-to-select for the callback URL and token, without inline handlers (CSP).
+        js = ("inbox/admin.js",)
+
     readonly_fields = (
         "id",
         "callback_url",
@@ -153,7 +158,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     @admin.display(description="Callback URL")
     def callback_url(self, obj: ProviderAccount) -> SafeString:
         return format_html(
-            '<input type="text" readonly value="{}" size="90" onclick="this.select()" '
+            '<input type="text" readonly value="{}" size="90" data-select-on-click '
             'aria-label="Callback URL">',
             obj.webhook_url,
         )
@@ -161,7 +166,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     @admin.display(description="Verify token (x-verify-token)")
     def callback_token(self, obj: ProviderAccount) -> SafeString:
         return format_html(
-            '<input type="text" readonly value="{}" size="60" onclick="this.select()" '
+            '<input type="text" readonly value="{}" size="60" data-select-on-click '
             'aria-label="Verify token">',
             obj.verify_token,
         )
@@ -309,6 +314,11 @@ class WebhookEventAdmin(admin.ModelAdmin):
     date_hierarchy = "received_at"
     list_select_related = ("account",)
     actions = ["replay"]
+
+    class Media:
+        # Styles live in a file: the Content-Security-Policy refuses style="" attributes.
+        css = {"all": ("inbox/admin.css",)}
+
     readonly_fields = (
         "account",
         "received_at",
@@ -355,7 +365,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
             text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
         except ValueError:
             text = obj.body
-        return format_html('<pre style="white-space: pre-wrap">{}</pre>', text)
+        return format_html('<pre class="sb-pre-wrap">{}</pre>', text)
 
     @admin.action(description="Replay selected failed or ignored events")
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:

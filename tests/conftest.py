@@ -64,6 +64,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _api_token_failures_forgotten() -> None:
+    """Unknown API keys counted for the test client's address (in Redis) start at zero."""
+    from accounts.authentication import token_failures_reset
+
+    token_failures_reset("127.0.0.1")
+
+
 @pytest.fixture
 def account(db: None) -> ProviderAccount:
     return ProviderAccountFactory()

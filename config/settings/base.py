@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import BASE_DIR, env_bool, env_float, env_int, env_list, env_str
@@ -67,7 +69,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",
+    "csp",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -78,13 +81,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -141,6 +148,29 @@ LOGIN_URL = "inbox:login"
 LOGIN_REDIRECT_URL = "inbox:index"
 LOGOUT_REDIRECT_URL = "inbox:login"
 
+# AxesStandaloneBackend first: it refuses a locked-out sign-in before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Sign-in throttling (django-axes, accounts/signin.py), on the inbox's sign-in page and admin's:
+# after SIGNIN_FAILURE_LIMIT wrong passwords for one account, or from one address, signing in
+# is paused for SIGNIN_COOLOFF_MINUTES (each further attempt restarts the wait); a successful
+# sign-in clears its account's count. The address is the one the ASGI server reports (behind a
+# proxy, run uvicorn with --proxy-headers and --forwarded-allow-ips set to the proxy).
+AXES_FAILURE_LIMIT = env_int("SIGNIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("SIGNIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "accounts.signin.SignInAttemptHandler"
+AXES_LOCKOUT_CALLABLE = "accounts.signin.signin_locked_out"
+AXES_CLIENT_IP_CALLABLE = "accounts.signin.client_address"
+# Successful sign-ins are in the users' last_login already; axes keeps failures only.
+AXES_DISABLE_ACCESS_LOG = True
+# No "AXES: BEGIN" line at the start of every process and command.
+AXES_VERBOSE = False
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -167,6 +197,20 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = VAR_DIR / "media"
 
 REDIS_URL = env_str("REDIS_URL")
+
+# The cache holds short-lived counters shared by all web processes (the API's count of invalid
+# tokens per address): Redis when configured, else each process's memory.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "switchboard",
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 # Celery. Without a broker URL, kombu's filesystem transport under var/ needs no server and
 # still works with real worker and beat processes.
@@ -295,10 +339,14 @@ CHANNEL_SYNC_INTERVAL_SECONDS = env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60
 
 REST_FRAMEWORK = {
     # Token first: an integrator without credentials gets 401 with `WWW-Authenticate: Token`.
+    # Tokens are hashed (accounts.models.ApiToken); unknown keys are throttled per address.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # The client address is the one the ASGI server reports; a client's own X-Forwarded-For
+    # is never trusted (uvicorn --proxy-headers resolves a trusted proxy's).
+    "NUM_PROXIES": 0,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -336,10 +384,71 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+# API keys sent with too many unknown keys from one address get 429 (accounts/authentication.py).
+API_TOKEN_FAILURE_RATE = env_str("API_TOKEN_FAILURE_RATE", "20/min")
+
+# HTTPS. A deployment (DJANGO_DEBUG=0) is served over HTTPS behind a proxy: plain HTTP is
+# redirected, browsers are told to use HTTPS only (HSTS), cookies are sent over HTTPS only.
+# `make run`, the end-to-end tests and the benchmark serve plain HTTP on loopback
+# (DJANGO_HTTPS=0). The proxy must set X-Forwarded-Proto (and overwrite a client's).
+HTTPS = env_bool("DJANGO_HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS
+# Health checks come from inside the container network, over HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SECURE_REFERRER_POLICY = "same-origin"
+
+# Content-Security-Policy on every page (django-csp): scripts and styles from our own static
+# files only, no inline script or style. Customer media (images, audio, video) is loaded from
+# the platforms' own hosts, so those come from any HTTPS origin (and plain HTTP without
+# DJANGO_HTTPS, where the sandbox serves them). Pages that need more say so next to their view.
+_MEDIA_SOURCES = ["https:"] if HTTPS else ["https:", "http:"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "blob:", *_MEDIA_SOURCES],
+        "media-src": [SELF, "blob:", *_MEDIA_SOURCES],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# Browser features the pages never use, off for them and anything they embed.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "ambient-light-sensor",
+        "autoplay",
+        "bluetooth",
+        "camera",
+        "display-capture",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "serial",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
 
 LOGGING = {
     "version": 1,

@@ -82,14 +82,13 @@ def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> Provider
 @pytest.fixture
 def api(stack: Stack, transactional_db: None) -> Any:
     """A client of the running web server's REST API, signed in as a supervisor."""
-    from rest_framework.authtoken.models import Token
-
     from accounts.models import User
+    from accounts.services import api_token_create
 
     user = User.objects.create_superuser("e2e-admin", password="not-used-0123")
-    token = Token.objects.create(user=user)
+    _, key = api_token_create(user, name="e2e")
     session = requests.Session()
-    session.headers["Authorization"] = f"Token {token.key}"
+    session.headers["Authorization"] = f"Token {key}"
 
     class Api:
         def get(self, path: str, **kwargs: Any) -> requests.Response:

@@ -152,6 +152,7 @@ class Stack:
             DJANGO_SETTINGS_MODULE="config.settings.base",
             DJANGO_DEBUG="0",
             DJANGO_SECURE_COOKIES="0",
+            DJANGO_HTTPS="0",  # plain HTTP on loopback: no redirect to HTTPS, no HSTS
             DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
