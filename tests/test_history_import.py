@@ -174,3 +174,21 @@ def test_a_history_message_without_timestamp_takes_its_earliest_stamp():
     )
 
     assert parsed is not None and parsed.sent_at == at
+
+
+def test_a_sessions_first_message_dates_it_even_when_the_event_announcing_it_came_first(
+    account, announced, post_callback
+):
+    # The platform's routed event overtook the customer's 30-hour-old message (they travel
+    # separately): the message, not the event's arrival, says how old the conversation is.
+    sent = timezone.now() - timedelta(hours=30)
+    body = load_fixture("xms", "inbound-message-text")
+    body["messages"][0]["timestamp"] = ms(sent)
+
+    post_callback(account, body)
+
+    announced.refresh_from_db()
+    message = Message.objects.get(external_id="1234567")
+    assert announced.last_message_id == message.pk
+    assert announced.last_activity_at == message.sent_at
+    assert timezone.now() - announced.last_activity_at > timedelta(hours=29)
