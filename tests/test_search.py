@@ -237,3 +237,10 @@ def test_the_accent_free_name_is_what_is_compared_on_every_database(account):
 
     assert list(contacts_matching("MULLER").values_list("name", flat=True)) == ["Jonas Müller"]
     assert Contact.objects.count() == 1
+
+
+@pytest.mark.parametrize("typed", ["%", "_", "M_ller", "%ller"])
+def test_like_wildcards_in_a_search_are_taken_literally(as_agent, account, channel, typed):
+    make_session(account, channel, contact=ContactFactory(account=account, name="Jonas Müller"))
+
+    assert search(as_agent, typed) == []
