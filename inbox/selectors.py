@@ -32,7 +32,6 @@ from django.utils import timezone
 from accounts.models import AgentProfile, Team, User
 from inbox.models import (
     CannedReply,
-    Contact,
     ContactIdentity,
     Label,
     Message,
@@ -41,6 +40,7 @@ from inbox.models import (
     SessionAction,
     TimelineEntry,
 )
+from inbox.search import contacts_matching
 from inbox.services.outbound import Window, window_at
 from integrations.base import ContactView, MessageType
 from integrations.models import Channel, ProviderAccount, Template, TemplateApproval
@@ -193,14 +193,14 @@ def session_detail_for_user(user: User) -> QuerySet[Session]:
 
 def sessions_matching_ids(text: str) -> QuerySet[Any]:
     """Return (as a subquery) the ids of the sessions whose contact name/phone or any message
-    body contains `text`.
+    body contains `text` (a name accents aside, a phone however it is typed: `inbox.search`).
 
     The matching sessions are found from the matches (contacts and messages through their
     trigram indexes, migration 0006), so the cost follows the number of matches rather than the
     number of sessions; one subquery, without OR, lets PostgreSQL join on it.
     """
     text = text.strip()
-    contacts = Contact.objects.filter(Q(name__icontains=text) | Q(phone__icontains=text))
+    contacts = contacts_matching(text)
     # No ORDER BY in the parts of a UNION (the models' default orderings would add one).
     by_contact = (
         Session.objects.filter(contact_id__in=contacts.values("pk")).order_by().values("pk")
@@ -219,7 +219,7 @@ def sessions_matching_q(text: str, *, many_match: bool = False) -> Q:
     text = text.strip()
     if not many_match:
         return Q(pk__in=sessions_matching_ids(text))
-    contacts = Contact.objects.filter(Q(name__icontains=text) | Q(phone__icontains=text))
+    contacts = contacts_matching(text)
     first_match = Message.objects.filter(session_id=OuterRef("pk"), body__icontains=text)
     # A scalar subquery, not EXISTS: PostgreSQL would turn EXISTS into a hash of every matching
     # message (its estimate of a LIKE's matches is far too low), which is the cost avoided here.
@@ -400,17 +400,21 @@ def _user_team_ids(user: User) -> QuerySet[Any]:
     return Team.members.through.objects.filter(user_id=user.pk).values("team_id")
 
 
+def _status_q(status: str) -> Q:
+    if status == "active":
+        return Q(status__in=[Session.Status.OPEN, Session.Status.PENDING])
+    if status in Session.Status.values:
+        return Q(status=status)
+    return Q()
+
+
 def session_filters_q(filters: SessionListFilters, *, many_match: bool = False) -> Q:
     """Return every list filter except the view (status, channel, medium, team, label, text)
     as one condition on the session row, without joins.
 
     `many_match` says that the text matches many sessions (see `session_list_page`).
     """
-    condition = Q()
-    if filters.status == "active":
-        condition &= Q(status__in=[Session.Status.OPEN, Session.Status.PENDING])
-    elif filters.status in Session.Status.values:
-        condition &= Q(status=filters.status)
+    condition = _status_q(filters.status)
     if filters.channel is not None:
         condition &= Q(channel_id=filters.channel)
     if filters.medium:
@@ -533,7 +537,9 @@ def session_list_page(
     """Return one page of the inbox list: rows with all they show, labels prefetched.
 
     `keep` is the session the agent has open: it stays in the list, in its place, even when it
-    no longer matches the filters (just resolved, assigned away), until they open another.
+    no longer matches the view or the channel, team and label filters (just assigned away),
+    until they open another. It does leave a status it no longer has (resolved: out of "Open &
+    pending"), and a search shows only what matches it ("Nothing matches", not the open one).
 
     The page's ids are chosen first, on the session table alone; only those rows are then
     joined with what they show. Joining first would join every matching session (thousands)
@@ -544,11 +550,11 @@ def session_list_page(
     """
     walk = _search_walks(filters, offset, limit, matching)
     condition = session_filters_q(filters, many_match=walk) & _view_q(filters.view, user)
-    if keep is not None and condition:
+    if keep is not None and condition and not filters.q.strip():
         # One condition on the row (not "in the matching set, or"): PostgreSQL can then walk
         # the sessions in list order and stop after a page. (An empty condition matches every
         # session already; `Q() | Q(pk=keep)` would match only the kept one.)
-        condition |= Q(pk=keep)
+        condition |= Q(pk=keep) & _status_q(filters.status)
     sessions = sessions_visible_to(user).filter(condition)
     page = _sessions_sorted(sessions, filters.sort).values("pk")[offset : offset + limit]
     # The page's ids are visible sessions already; filtering again would only add a join.

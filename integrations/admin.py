@@ -369,8 +369,11 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay selected failed or ignored events")
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
+        # Counted before the replay: the selection may be a filtered changelist ("state:
+        # failed", select all) that no longer matches the events once they are pending again.
+        selected = queryset.count()
         count = webhook_events_replay(queryset)
-        skipped = queryset.count() - count
+        skipped = selected - count
         note = (
             f" ({skipped} skipped: only failed or ignored events are replayed)" if skipped else ""
         )

@@ -362,6 +362,14 @@ class HistoryMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Language:
+    """A contact language a platform takes: its code as sent, and a name for people."""
+
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelInfo:
     """A channel as the platform lists it."""
 
@@ -399,6 +407,8 @@ class Provider(abc.ABC):
     # Error codes by which the platform says a free-form message fell outside the window
     # (only a template can go out): the inbox offers "send as template" instead of "retry".
     window_error_codes: ClassVar[frozenset[str]] = frozenset()
+    # The languages `contact_set_language` takes, with names for a picker (none: it takes none).
+    contact_languages: ClassVar[tuple[Language, ...]] = ()
 
     @abc.abstractmethod
     def parse_callback(self, body: JSON) -> Callback:
@@ -476,6 +486,13 @@ class Provider(abc.ABC):
     ) -> None:
         """Tell the platform a contact's preferred language (locale, e.g. en_US)."""
         raise NotImplementedError(f"{self.kind} cannot set a contact's language")
+
+    def contact_language_find(self, code: str) -> Language | None:
+        """Return the listed language `code` names (case and `-`/`_` aside), or None."""
+        wanted = code.strip().replace("-", "_").casefold()
+        return next(
+            (lang for lang in self.contact_languages if lang.code.casefold() == wanted), None
+        )
 
     def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
         """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""

@@ -246,3 +246,52 @@ def test_platform_actions_in_admin_report_each_accounts_outcome(
         )
 
     assert expected in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("states", "filtered"),
+    [
+        (["failed", "failed", "failed"], True),
+        (["failed", "ignored", "failed"], False),
+        (["failed", "processed", "ignored", "pending"], False),
+        (["processed", "processed"], False),
+        (["ignored", "ignored"], True),
+    ],
+)
+def test_the_replay_action_reports_true_counts_whatever_is_selected_and_filtered(
+    admin_client, account, states, filtered
+):
+    from django.utils import timezone
+
+    events = [
+        WebhookEvent.objects.create(
+            account=account, received_at=timezone.now(), body="{}", state=state
+        )
+        for state in states
+    ]
+    replayable = sum(state in ("failed", "ignored") for state in states)
+    # Filtered by one state, "select all" sends the filter along: the selection is the
+    # changelist's queryset, which no longer matches once the events are pending again.
+    query = f"?state__exact={states[0]}" if filtered else ""
+
+    with mock.patch("integrations.services.webhooks.webhook_events_enqueue"):
+        response = admin_client.post(
+            f"/admin/integrations/webhookevent/{query}",
+            {
+                "action": "replay",
+                "_selected_action": [e.pk for e in events],
+                **({"select_across": "1"} if filtered else {}),
+            },
+            follow=True,
+        )
+
+    text = response.content.decode()
+    assert f"Replaying {replayable} event(s)" in text
+    skipped = len(states) - replayable
+    if skipped:
+        assert f"({skipped} skipped: only failed or ignored events are replayed)" in text
+    else:
+        assert "skipped" not in text
+    assert WebhookEvent.objects.filter(state="pending").count() == replayable + states.count(
+        "pending"
+    )

@@ -88,18 +88,29 @@ def test_the_open_session_stays_in_an_unfiltered_list_with_everything_else(
     assert sorted(shown) == sorted(s.pk for s in sessions)
 
 
-def test_the_open_session_keeps_its_place_on_a_later_page(as_agent, account, channel):
+def test_the_open_session_keeps_its_place_on_a_later_page(as_agent, agent, account, channel):
     now = timezone.now()
     sessions = [
         make_session(account, channel, last_activity_at=now - timedelta(minutes=i))
         for i in range(60)
     ]
     kept = sessions[55]
-    Session.objects.filter(pk=kept.pk).update(status=Session.Status.RESOLVED)
+    # Assigned away from "Unassigned" while open: it stays until the agent moves on.
+    Session.objects.filter(pk=kept.pk).update(assignee=agent)
 
-    second_page = rows(as_agent, f"/list/?page=2&current={kept.pk}")
+    second_page = rows(as_agent, f"/list/?view=unassigned&page=2&current={kept.pk}")
 
     assert second_page == [s.pk for s in sessions[50:]]
+
+
+def test_a_resolved_open_session_leaves_the_open_and_pending_list(as_agent, account, channel):
+    sessions = [make_session(account, channel) for _ in range(3)]
+    resolved = sessions[1]
+    Session.objects.filter(pk=resolved.pk).update(status=Session.Status.RESOLVED)
+
+    assert resolved.pk not in rows(as_agent, f"/list/?current={resolved.pk}")
+    assert resolved.pk in rows(as_agent, f"/list/?status=any&current={resolved.pk}")
+    assert resolved.pk in rows(as_agent, f"/list/?status=resolved&current={resolved.pk}")
 
 
 def test_search_shows_a_session_once_when_its_contact_and_its_messages_both_match(

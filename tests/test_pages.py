@@ -1638,18 +1638,31 @@ def test_the_conversation_query_count_does_not_grow_with_its_messages(as_agent, 
     assert few == many
 
 
-def test_the_open_session_stays_in_the_list_after_it_was_resolved_until_another_is_opened(
+def test_the_open_session_stays_in_the_list_after_it_was_assigned_away_until_another_is_opened(
     as_agent, session, account, channel
 ):
     other = make_session(account, channel)
+    Session.objects.filter(pk=session.pk).update(assignee=UserFactory())
+
+    while_open = text_of(as_agent.get(f"/list/?view=unassigned&current={session.pk}"))
+    elsewhere = text_of(as_agent.get(f"/list/?view=unassigned&current={other.pk}"))
+
+    assert f'data-session-id="{session.pk}" data-status="open"' in while_open
+    assert f'data-session-id="{session.pk}"' not in elsewhere
+    assert 'data-testid="view-count-unassigned">1<' in while_open  # counts follow the filters
+
+
+def test_a_resolved_session_leaves_the_open_and_pending_list_while_it_is_open(
+    as_agent, session, account, channel
+):
+    make_session(account, channel)
     Session.objects.filter(pk=session.pk).update(status=Session.Status.RESOLVED)
 
     while_open = text_of(as_agent.get(f"/list/?current={session.pk}"))
-    elsewhere = text_of(as_agent.get(f"/list/?current={other.pk}"))
+    any_status = text_of(as_agent.get(f"/list/?status=any&current={session.pk}"))
 
-    assert f'data-session-id="{session.pk}" data-status="resolved"' in while_open
-    assert f'data-session-id="{session.pk}"' not in elsewhere
-    assert 'data-testid="view-count-all">1<' in while_open  # counts follow the filters
+    assert f'data-session-id="{session.pk}"' not in while_open
+    assert f'data-session-id="{session.pk}" data-status="resolved"' in any_status
 
 
 def test_a_session_out_of_reach_gets_the_inbox_not_found_page(as_agent, foreign_session):

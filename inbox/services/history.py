@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -52,24 +51,19 @@ def session_history_import(session_id: int) -> int:
         .values_list("external_id", "external_id_ext")
     ):
         known.update({external_id, ext})
-    imported = 0
-    latest_inbound: datetime | None = None
+    added: list[Message] = []
     for item in history:
         if item.external_id in known or (item.external_id_ext and item.external_id_ext in known):
             continue
         message = _import(session, item)
         if message is None:
             continue
-        imported += 1
-        if not item.outbound:
-            latest_inbound = max(filter(None, (latest_inbound, message.sent_at)), default=None)
-        else:
+        added.append(message)
+        if item.outbound:
             message_receipts_apply_pending(message)
-    if latest_inbound is not None:
-        Session.objects.filter(pk=session.pk).filter(
-            Q(last_inbound_at__isnull=True) | Q(last_inbound_at__lt=latest_inbound)
-        ).update(last_inbound_at=latest_inbound)
-    if imported:
+    imported = len(added)
+    if added:
+        _session_date_from(session.pk, added)
         live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
         timeline_add(
             session.account,
@@ -79,6 +73,40 @@ def session_history_import(session_id: int) -> int:
             occurred_at=timezone.now(),
         )
     return imported
+
+
+def _session_date_from(session_id: int, added: list[Message]) -> None:
+    """Let imported messages say how old the session is, as if they had arrived live.
+
+    The newest becomes the session's last message and activity when it is newer than what the
+    session has; a session with no message before (opened by a platform event, at the moment
+    the event arrived) takes its activity from them even when that is earlier, and its opening
+    (and the "opened" timeline line) moves back to the first of them.
+    """
+    newest = max(added, key=lambda m: (m.sent_at, m.pk))
+    oldest = min(m.sent_at for m in added)
+    inbound = [m.sent_at for m in added if m.direction == Message.Direction.INBOUND]
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session_id)
+        changed: list[str] = []
+        previous = session.last_message  # read after the lock: the current one
+        if previous is None or (previous.sent_at, previous.pk) < (newest.sent_at, newest.pk):
+            session.last_message = newest
+            changed.append("last_message")
+        if previous is None or session.last_activity_at < newest.sent_at:
+            session.last_activity_at = newest.sent_at
+            changed.append("last_activity_at")
+        if inbound and (session.last_inbound_at is None or session.last_inbound_at < max(inbound)):
+            session.last_inbound_at = max(inbound)
+            changed.append("last_inbound_at")
+        if oldest < session.opened_at:
+            session.opened_at = oldest
+            changed.append("opened_at")
+            TimelineEntry.objects.filter(
+                session=session, kind=TimelineEntry.Kind.OPENED, occurred_at__gt=oldest
+            ).update(occurred_at=oldest)
+        if changed:
+            session.save(update_fields=[*changed, "updated_at"])
 
 
 def _import(session: Session, item: HistoryMessage) -> Message | None:
@@ -108,7 +136,9 @@ def _import(session: Session, item: HistoryMessage) -> Message | None:
                     **media_fields(media),
                     "external_id_ext": item.external_id_ext[:255],
                     "status": status,
-                    "sent_at": item.sent_at or timezone.now(),
+                    # Undated (the platform gave no time): not "now", which would make an old
+                    # conversation look new; no later than the session's opening.
+                    "sent_at": item.sent_at or session.opened_at,
                     "raw": item.raw,
                 },
             )

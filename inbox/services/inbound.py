@@ -250,10 +250,13 @@ def _session_bump(locked: Session, message: Message, *, at: datetime) -> list[st
     )
     stays_closed = locked.status == Session.Status.CLOSED and not reopened
     changed: list[str] = []
-    if locked.last_message_id is None or locked.last_activity_at <= at:
+    # A session's first message dates it, even when earlier than its opening: a platform event
+    # that overtook the message opened it on arrival, which is not when the customer wrote.
+    first = locked.last_message_id is None
+    if first or locked.last_activity_at <= at:
         locked.last_message = message
         changed.append("last_message")
-    if locked.last_activity_at < at:
+    if locked.last_activity_at < at or (first and locked.last_activity_at != at):
         locked.last_activity_at = at
         changed.append("last_activity_at")
     if is_customer_message:

@@ -60,9 +60,17 @@ def session_action_request(
         params = {}
     elif kind == SessionAction.Kind.LANGUAGE:
         lang = str(params.get("lang") or "").strip()
-        if not lang or len(lang) > 16:
-            raise SendRefused("lang_required", "Give a language as a locale, e.g. en_US.")
-        params = {"lang": lang}
+        if not lang:
+            raise SendRefused("lang_required", "Choose the contact's language from the list.")
+        # Only what the platform takes (the provider lists it), in the form it takes it.
+        provider = get_provider(session.account.kind)
+        language = provider.contact_language_find(lang)
+        if language is None:
+            raise SendRefused(
+                "lang_unknown",
+                f"{provider.label} does not take that language; choose one from the list.",
+            )
+        params = {"lang": language.code}
     else:
         raise SendRefused("unknown_action", f"Unknown action {kind!r}.")
     pending = SessionAction.objects.filter(

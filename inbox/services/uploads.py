@@ -8,23 +8,27 @@ accepted; anything a browser could run (HTML, SVG, scripts) is refused.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.text import get_valid_filename
 
-from inbox.services.outbound import SendRefused
+from inbox.models import Message, Session
+from inbox.services.outbound import Draft, SendRefused, message_send
 from integrations.base import MessageType
 
+logger = logging.getLogger(__name__)
 UPLOAD_MAX_BYTES = 16 * 1024 * 1024
 UPLOAD_PREFIX = "uploads"
 # A stored path: uploads/2025/11/<22+ url-safe characters>/<file name without slashes>.
@@ -104,18 +108,62 @@ def message_type_for(mime_type: str) -> str:
     return MessageType.DOCUMENT.value
 
 
+# A stored name's budget in UTF-8 bytes (file systems allow 255; the path holds more).
+FILENAME_MAX_BYTES = 180
+FILENAME_MAX_CHARS = 100  # of the stem; UPLOAD_PATH allows 150 for the whole name
+# Format characters some scripts write words with (Persian, Hindi): zero-width (non-)joiner.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _filename_char(char: str) -> str:
+    """Return what a character of a file name becomes: itself, "_" or nothing."""
+    category = unicodedata.category(char)
+    if category[0] in "LMN" or char in "-_." or char in _JOINERS:
+        return char
+    if char.isspace():
+        return "_"
+    # Punctuation, symbols, controls, bidi overrides, separators: dropped.
+    return ""
+
+
+def _utf8_cut(text: str, limit: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode(errors="ignore")
+
+
 def safe_filename(name: str) -> str:
-    """Return a file name that is safe in a path and a URL, keeping its extension."""
-    base = PurePosixPath(name.replace("\\", "/")).name
-    try:
-        cleaned = get_valid_filename(base)
-    except SuspiciousFileOperation:  # ".", ".." and the like
-        cleaned = ""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", cleaned).strip("._") or "file"
+    """Return a file name that is safe in a path, a URL and a header, keeping its extension.
+
+    Letters, marks and digits of every script are kept (NFC), spaces become "_", and
+    everything else (slashes, dots that lead, punctuation, controls, bidi overrides) goes; the
+    name fits FILENAME_MAX_BYTES.
+    """
+    base = unicodedata.normalize("NFC", name.replace("\\", "/")).rsplit("/", 1)[-1]
+    cleaned = "".join(_filename_char(c) for c in base)
+    cleaned = re.sub(r"_{2,}", "_", cleaned).strip("._") or "file"
     stem, dot, suffix = cleaned.rpartition(".")
-    if dot and len(suffix) <= 10:
-        return f"{stem[:100] or 'file'}.{suffix.lower()}"
-    return cleaned[:100]
+    if not (dot and 0 < len(suffix) <= 10 and suffix.isascii() and suffix.isalnum()):
+        stem, suffix = cleaned, ""
+    suffix = suffix.lower()
+    budget = FILENAME_MAX_BYTES - (len(suffix) + 1 if suffix else 0)
+    stem = _utf8_cut(stem[:FILENAME_MAX_CHARS], budget).rstrip("._\u200c\u200d") or "file"
+    # Dropping a character can bring a letter and a mark together: compose them again.
+    return unicodedata.normalize("NFC", f"{stem}.{suffix}" if suffix else stem)
+
+
+def upload_content_disposition(filename: str, *, inline: bool) -> str:
+    """Return a Content-Disposition header for a stored name: plain ASCII for old clients,
+    the whole name in `filename*` (RFC 5987, UTF-8 percent-encoded)."""
+    fallback = "".join(
+        c if c.isascii() and (c.isalnum() or c in "-_.") else "_"
+        for c in unicodedata.normalize("NFKD", filename)
+        if not unicodedata.combining(c)
+    )
+    fallback = re.sub(r"_{2,}", "_", fallback).strip("_") or "file"
+    disposition = "inline" if inline else "attachment"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def upload_url(path: str) -> str:
@@ -155,3 +203,46 @@ def upload_store(file: UploadedFile) -> StoredUpload:
         size=size,
         message_type=message_type_for(mime_type),
     )
+
+
+def upload_delete(path: str) -> None:
+    """Delete a stored upload (a missing one is fine)."""
+    try:
+        default_storage.delete(path)
+    except OSError:
+        logger.warning("could not delete the upload %s", path, exc_info=True)
+
+
+def message_send_upload(
+    session: Session,
+    file: UploadedFile,
+    caption: str,
+    *,
+    author: Any = None,
+    idempotency_key: str = "",
+) -> tuple[Message, bool]:
+    """Store an attachment and send it (as `message_send` does); return the message and whether
+    it is new.
+
+    A send that is refused (`SendRefused`: a closed window, an inactive channel) or fails in
+    any other way deletes the stored file again: no message points at it, so no platform will
+    ever fetch it. So does a repeated request whose idempotency key names an earlier message.
+    """
+    stored = upload_store(file)
+    draft = Draft(
+        type=stored.message_type,
+        media_url=stored.url,
+        media_filename=stored.filename,
+        media_mime_type=stored.mime_type,
+        caption=caption,
+    )
+    try:
+        message, created = message_send(
+            session, draft, author=author, idempotency_key=idempotency_key
+        )
+    except BaseException:
+        upload_delete(stored.path)
+        raise
+    if message.media_url != stored.url:
+        upload_delete(stored.path)
+    return message, created

@@ -26,7 +26,7 @@ from inbox.services.outbound import (
     message_retry,
     message_send,
 )
-from inbox.services.uploads import upload_store
+from inbox.services.uploads import message_send_upload
 from inbox.views.common import (
     back_to_session,
     filters_from,
@@ -127,15 +127,10 @@ def compose_send(request: HttpRequest, session_id: int) -> HttpResponse:
             ).exists()
         )
         if upload is not None and not already:
-            stored = upload_store(upload)
-            draft = Draft(
-                type=stored.message_type,
-                media_url=stored.url,
-                media_filename=stored.filename,
-                media_mime_type=stored.mime_type,
-                caption=body.strip(),
-            )
-        message_send(session, draft, author=user, idempotency_key=key)
+            # Stored, then sent; a refused send deletes the file again.
+            message_send_upload(session, upload, body.strip(), author=user, idempotency_key=key)
+        else:
+            message_send(session, draft, author=user, idempotency_key=key)
     except SendRefused as exc:
         return _refused(request, session, compose="reply", body=body, error=exc.reason)
     return _sent(request, session, "Reply queued; its ticks show when it is delivered.")

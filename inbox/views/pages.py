@@ -82,25 +82,6 @@ from integrations.base import Medium, MessageType
 from integrations.models import Template
 from integrations.registry import get_provider
 
-# Suggestions for the contact language field; any locale may be typed.
-LOCALES = [
-    "en_US",
-    "en_GB",
-    "fr_FR",
-    "de_DE",
-    "es_ES",
-    "pt_BR",
-    "it_IT",
-    "nl_NL",
-    "ar_AE",
-    "he_IL",
-    "hi_IN",
-    "zh_CN",
-    "ja_JP",
-    "ru_RU",
-    "tr_TR",
-]
-
 # --- The list ---------------------------------------------------------------------------------
 
 
@@ -351,8 +332,12 @@ def actions_context(request: HttpRequest, session: Session) -> dict[str, Any]:
 def panel_context(request: HttpRequest, session: Session) -> dict[str, Any]:
     """Return what the contact panel shows."""
     user = request_user(request)
+    # The platform's own list (the provider's), for the language picker.
+    languages = get_provider(session.account.kind).contact_languages
+    current = session.contact.language
     return {
-        "locales": LOCALES,
+        "languages": languages,
+        "language_unlisted": bool(current) and all(lang.code != current for lang in languages),
         "identities": contact_identities_visible(user, session),
         "other_sessions": contact_sessions_other(user, session),
         "contact_labels": contact_labels(session, user),

@@ -11,7 +11,13 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_safe
 
-from inbox.services.uploads import UPLOAD_PATH, UPLOAD_PREFIX, upload_allowed, upload_mime_type
+from inbox.services.uploads import (
+    UPLOAD_PATH,
+    UPLOAD_PREFIX,
+    upload_allowed,
+    upload_content_disposition,
+    upload_mime_type,
+)
 
 
 @require_safe
@@ -29,11 +35,10 @@ def upload_serve(request: HttpRequest, path: str) -> FileResponse:
         raise Http404("No such file.") from None
     # Media plays inline; documents (PDFs too: a sandboxed PDF viewer will not open) download.
     inline = mime_type.split("/", 1)[0] in ("image", "video", "audio")
-    response = FileResponse(
-        handle,
-        content_type=mime_type,
-        as_attachment=not inline,
-        filename=stored.rsplit("/", 1)[-1],
+    response = FileResponse(handle, content_type=mime_type)
+    # Plain ASCII for old clients, the whole name (any script) as RFC 5987 `filename*`.
+    response["Content-Disposition"] = upload_content_disposition(
+        stored.rsplit("/", 1)[-1], inline=inline
     )
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"

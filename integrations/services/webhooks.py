@@ -553,11 +553,13 @@ def webhook_events_replay(events: QuerySet[WebhookEvent]) -> int:
     if not ids:
         return 0
     now = timezone.now()
-    WebhookEvent.objects.filter(pk__in=ids, state__in=replayable).update(
+    # What the UPDATE changed is the count: an event another worker moved on since the SELECT
+    # is not replayed, and is not counted.
+    replayed = WebhookEvent.objects.filter(pk__in=ids, state__in=replayable).update(
         state=WebhookEvent.State.PENDING, error="", enqueued_at=now, claimed_at=None
     )
     transaction.on_commit(lambda: webhook_events_enqueue(ids))
-    return len(ids)
+    return replayed
 
 
 def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:

@@ -198,13 +198,19 @@ def history_message(item: JSON, contact_id: str = "") -> HistoryMessage | None:
             media_id=schemas.as_str(first.get("mediaId"), "mediaId"),
         )
     warnings: list[str] = []
+    sent_at = schemas.parse_timestamp(item.get("timestamp"), "timestamp", warnings)
+    if sent_at is None:
+        # `stamps` maps each status to when it was reached (§3.4): the earliest is the send.
+        stamps = _obj(item.get("stamps"))
+        times = [schemas.parse_timestamp(v, "stamps", warnings) for v in stamps.values()]
+        sent_at = min((t for t in times if t is not None), default=None)
     return HistoryMessage(
         external_id=external_id or f"ext:{external_id_ext}",
         external_id_ext=external_id_ext,
         outbound=outbound,
         type=schemas.as_str(item.get("type"), "type").lower() or "text",
         body=schemas.as_str(item.get("text"), "text"),
-        sent_at=schemas.parse_timestamp(item.get("timestamp"), "timestamp", warnings),
+        sent_at=sent_at,
         status=status,
         media=media,
         raw=item,

@@ -20,6 +20,7 @@ from integrations.base import (
 )
 from integrations.xms import outbound, schemas
 from integrations.xms.client import XmsClient
+from integrations.xms.languages import CONTACT_LANGUAGES
 
 
 class XmsProvider(Provider):
@@ -32,6 +33,8 @@ class XmsProvider(Provider):
     callback_subpaths = ("api/v1/message/receive", "api/v1/contact/info", "api/v1/action/event")
     # WhatsApp's 470, passed through in FAILD receipts (spec §4.12).
     window_error_codes = frozenset({"470"})
+    # Locales of the languages the platform documents (spec §2.5, §3.6).
+    contact_languages = CONTACT_LANGUAGES
 
     def parse_callback(self, body: JSON) -> Callback:
         """Dispatch on the body's shape (§4.0)."""

@@ -384,6 +384,11 @@
     if (String(detail.session) === sessionId()) updateThreadSoon();
   });
   document.addEventListener("switchboard:resync", function () { refreshList(); updateThread(); });
+  // A toast goes away when clicked (errors stay until then).
+  document.addEventListener("click", function (event) {
+    var toast = event.target.closest && event.target.closest(".sb-flash-msg");
+    if (toast) toast.remove();
+  });
   document.body.addEventListener("sb:changed", function () { refreshList(); updateThread(); });
 
   var stamps = { list: null, thread: null, session: null };
