@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('inbox', '0006_search_trigram_indexes'),
+        ('inbox', '0007_external_ids_kept_whole'),
     ]
 
     operations = [
