@@ -122,6 +122,11 @@ def test_a_contact_with_a_5000_character_name_shows_shortened_without_breaking_t
         row.click()
         page.locator("[data-testid=conversation-title]").wait_for()
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+        if size["width"] >= 1200:  # the contact panel is beside the thread: the name stays in it
+            panel = page.locator("[data-testid=contact-panel]").bounding_box()
+            shown_name = page.locator("[data-testid=contact-name]").bounding_box()
+            assert panel is not None and shown_name is not None
+            assert shown_name["x"] + shown_name["width"] <= panel["x"] + panel["width"]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         label = f"{size['width']}x{size['height']}"
         page.screenshot(path=str(ARTIFACTS / f"long-name-conversation-{label}.png"))
