@@ -12,6 +12,7 @@ from rest_framework.request import Request
 
 from inbox.api.permissions import request_user
 from inbox.models import MEDIUM_CHOICES, Session
+from inbox.request_checks import id_from
 from inbox.selectors import (
     channels_visible_to,
     sessions_matching,
@@ -76,8 +77,9 @@ class SessionFilter(django_filters.FilterSet):
             return queryset.filter(assignee_id=request_user(self.request).pk)
         if value == "none":
             return queryset.filter(assignee__isnull=True)
-        if value.isdigit():
-            return queryset.filter(assignee_id=int(value))
+        user_id = id_from(value)
+        if user_id is not None:
+            return queryset.filter(assignee_id=user_id)
         raise ValidationError({"assignee": ['Give a user id, "me" or "none".']})
 
     def filter_unanswered(

@@ -13,11 +13,12 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import Cursor, CursorPagination, PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -137,6 +138,19 @@ class MessageCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        # DRF checks a cursor's shape, not its position: one that is not a time would reach
+        # the query (`sent_at > 'garbage'`) and fail there.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = parse_datetime(str(cursor.position)) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 # --- Sessions ---------------------------------------------------------------------------------
 
@@ -187,7 +201,7 @@ class SessionViewSet(
 
     def _detail(self, session: Session) -> Response:
         fresh = session_detail_for_user(request_user(self.request)).get(pk=session.pk)
-        return Response(SessionDetailSerializer(fresh).data)
+        return Response(SessionDetailSerializer(fresh, context=self.get_serializer_context()).data)
 
     @extend_schema(
         summary="Assign a session",
