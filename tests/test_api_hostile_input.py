@@ -473,3 +473,39 @@ def test_an_assignment_answer_lists_only_the_identities_the_agent_can_see(
 
     assert response.status_code == 200, response.content[:300]
     assert [i["id"] for i in response.json()["contact"]["identities"]] == [session.identity_id]
+
+
+# --- The schema says what the API answers -----------------------------------------------------
+
+
+def test_the_schema_documents_the_errors_every_operation_gives_with_their_shapes():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    components = schema["components"]["schemas"]
+    operations = [
+        (method.upper(), path, operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+    assert len(operations) == 14
+    for method, path, operation in operations:
+        codes = set(operation["responses"])
+        assert {"400", "401", "404", "406"} <= codes, (method, path)
+        if method == "POST":
+            assert "403" in codes, path
+        if "requestBody" in operation:
+            assert "415" in codes, path
+        for code in codes - {"200", "201", "202"}:
+            content = operation["responses"][code]["content"]["application/json"]
+            assert content["schema"]["$ref"] in (
+                "#/components/schemas/Error",
+                "#/components/schemas/ValidationError",
+            ), (method, path, code)
+    assert set(components["Error"]["required"]) == {"error", "detail"}
+    assert set(components["ValidationError"]["required"]) == {"error", "detail"}
+    assert "fields" in components["ValidationError"]["properties"]
+    refusing = {p for m, p, o in operations if "422" in o["responses"]}
+    assert "/api/v1/sessions/{session_id}/messages/" in refusing
+    assert "/api/v1/sessions/{id}/route/" in refusing
