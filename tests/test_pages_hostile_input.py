@@ -295,3 +295,28 @@ def test_a_message_with_a_non_finite_location_shows_without_a_map_link(as_agent,
     assert "Tower" in html
     assert "openstreetmap" not in html
     assert f"{bad:.6f}, 2.290000" not in html
+
+
+def test_every_admin_list_answers_a_search_with_nul_with_a_400_and_garbage_with_no_500():
+    from django.contrib import admin
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+
+    client = Client(raise_request_exception=False)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    lists = [
+        reverse(f"admin:{m._meta.app_label}_{m._meta.model_name}_changelist")
+        for m in admin.site._registry
+    ]
+
+    searched = [(url, client.get(url, {"q": "anna\x00"}).status_code) for url in lists]
+    garbage = [
+        (url, query, client.get(url, query).status_code)
+        for url in lists
+        for query in ({"q": HUGE}, {"p": HUGE}, {"o": "x"}, {"id__exact": "²"}, {"all": "\t"})
+    ]
+
+    assert len(lists) > 5
+    assert [s for s in searched if s[1] != 400] == []
+    assert [g for g in garbage if g[2] >= 500] == []
