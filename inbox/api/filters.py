@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django import forms
 from django.db.models import QuerySet
@@ -12,6 +14,7 @@ from rest_framework.request import Request
 
 from inbox.api.permissions import request_user
 from inbox.models import MEDIUM_CHOICES, Session
+from inbox.request_checks import MAX_ID, id_from
 from inbox.selectors import (
     channels_visible_to,
     sessions_matching,
@@ -28,11 +31,18 @@ ORDERINGS = [
 ]
 
 
-@extend_schema_field(OpenApiTypes.INT)
+class IdField(forms.IntegerField):
+    """An id: a whole number within the database's ids (bigger ones are a 400, not a crash)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
 class IdFilter(django_filters.NumberFilter):
     """A filter on an integer id."""
 
-    field_class = forms.IntegerField
+    field_class = IdField
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -76,8 +86,9 @@ class SessionFilter(django_filters.FilterSet):
             return queryset.filter(assignee_id=request_user(self.request).pk)
         if value == "none":
             return queryset.filter(assignee__isnull=True)
-        if value.isdigit():
-            return queryset.filter(assignee_id=int(value))
+        user_id = id_from(value)
+        if user_id is not None:
+            return queryset.filter(assignee_id=user_id)
         raise ValidationError({"assignee": ['Give a user id, "me" or "none".']})
 
     def filter_unanswered(

@@ -6,15 +6,18 @@ through the services; nothing here decides whether a message may be sent or a se
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Team, User
+from inbox.api.permissions import request_user
 from inbox.api.schema import BUTTON_TYPE_CHOICES, SENDABLE_TYPE_CHOICES
 from inbox.models import ContactIdentity, Message, Session, SessionAction, TimelineEntry
 from inbox.selectors import (
+    contact_identities_visible,
     message_preview_text,
     session_actions_unfinished,
     session_timeline_recent,
@@ -115,9 +118,17 @@ class IdentitySerializer(serializers.ModelSerializer[ContactIdentity]):
 
 
 class ContactDetailSerializer(ContactRefSerializer):
+    """A session's contact; `identities` are given in the context (those the user may see)."""
+
     email = serializers.CharField(read_only=True)
     language = serializers.CharField(read_only=True)
-    identities = IdentitySerializer(many=True, read_only=True)
+    identities = serializers.SerializerMethodField(
+        help_text="The contact's identities on the channels you can see."
+    )
+
+    @extend_schema_field(IdentitySerializer(many=True))
+    def get_identities(self, contact: Any) -> Any:
+        return IdentitySerializer(self.context["identities"], many=True).data
 
 
 class TimelineEntrySerializer(serializers.ModelSerializer[TimelineEntry]):
@@ -149,7 +160,9 @@ class SessionActionSerializer(serializers.ModelSerializer[SessionAction]):
 
 
 class SessionDetailSerializer(SessionSerializer):
-    contact = ContactDetailSerializer(read_only=True)
+    """A session as one user sees it: the context must carry the `request`."""
+
+    contact = serializers.SerializerMethodField()  # type: ignore[assignment]
     timeline = serializers.SerializerMethodField(help_text="The last 50 entries, oldest first.")
     actions = serializers.SerializerMethodField(
         help_text="Actions still pending or running, and those that failed, newest first."
@@ -157,6 +170,12 @@ class SessionDetailSerializer(SessionSerializer):
 
     class Meta(SessionSerializer.Meta):
         fields = [*SessionSerializer.Meta.fields, "timeline", "actions"]
+
+    @extend_schema_field(ContactDetailSerializer)
+    def get_contact(self, session: Session) -> Any:
+        # The same rule as the contact panel of the pages (inbox.selectors).
+        identities = contact_identities_visible(request_user(self.context["request"]), session)
+        return ContactDetailSerializer(session.contact, context={"identities": identities}).data
 
     @extend_schema_field(TimelineEntrySerializer(many=True))
     def get_timeline(self, session: Session) -> Any:
@@ -237,7 +256,10 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
 
     @extend_schema_field(LocationSerializer(allow_null=True))
     def get_location(self, message: Message) -> dict[str, Any] | None:
-        if message.latitude is None or message.longitude is None:
+        # A coordinate stored as NaN or infinity (possible in a float column) is no location,
+        # and JSON has no way to say it.
+        coordinates = (message.latitude, message.longitude)
+        if any(c is None or not math.isfinite(c) for c in coordinates):
             return None
         return LocationSerializer(message).data
 
@@ -277,8 +299,12 @@ class MessageSendSerializer(serializers.Serializer[Any]):
         max_length=255, required=False, default="", allow_blank=True
     )
     caption = serializers.CharField(required=False, default="", allow_blank=True)
-    latitude = serializers.FloatField(required=False, allow_null=True, default=None)
-    longitude = serializers.FloatField(required=False, allow_null=True, default=None)
+    latitude = serializers.FloatField(
+        required=False, allow_null=True, default=None, min_value=-90, max_value=90
+    )
+    longitude = serializers.FloatField(
+        required=False, allow_null=True, default=None, min_value=-180, max_value=180
+    )
     location_name = serializers.CharField(
         max_length=255, required=False, default="", allow_blank=True
     )
@@ -410,5 +436,7 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 class ValidationErrorSerializer(ErrorSerializer):
     fields = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.JSONField(), help_text="Field name -> list of problems."
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Field name -> list of problems (absent when the body is not JSON at all).",
     )

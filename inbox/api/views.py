@@ -2,7 +2,8 @@
 
 Every lookup goes through a visibility selector, so a session, message or action outside the
 user's reach is a 404 whatever the endpoint. A `SendRefused` from a service is a 422 with the
-service's code and reason: {"error": "window_closed", "detail": "..."}.
+service's code and reason: {"error": "window_closed", "detail": "..."}. The schema states the
+errors every operation can give once, in `inbox.api.openapi`; views declare only their own.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from uuid import UUID
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import Cursor, CursorPagination, PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,7 +38,6 @@ from inbox.api.serializers import (
     SessionDetailSerializer,
     SessionSerializer,
     TemplateSerializer,
-    ValidationErrorSerializer,
 )
 from inbox.models import Message, Session, SessionAction
 from inbox.selectors import (
@@ -71,8 +72,6 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
         "instead of sending again."
     ),
 )
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not yours to see.")
-INVALID = OpenApiResponse(ValidationErrorSerializer, description="The request is not valid.")
 REFUSED = OpenApiResponse(
     ErrorSerializer,
     description="Refused before any platform call; `error` says why (e.g. window_closed).",
@@ -137,6 +136,19 @@ class MessageCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        # DRF checks a cursor's shape, not its position: one that is not a time would reach
+        # the query (`sent_at > 'garbage'`) and fail there.
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = parse_datetime(str(cursor.position)) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 # --- Sessions ---------------------------------------------------------------------------------
 
@@ -180,14 +192,14 @@ class SessionViewSet(
         summary="Get a session",
         description="With the contact's identities, the last 50 timeline entries and the "
         "actions pending, running or failed.",
-        responses={200: SessionDetailSerializer, 404: NOT_FOUND},
+        responses={200: SessionDetailSerializer},
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().retrieve(request, *args, **kwargs)
 
     def _detail(self, session: Session) -> Response:
         fresh = session_detail_for_user(request_user(self.request)).get(pk=session.pk)
-        return Response(SessionDetailSerializer(fresh).data)
+        return Response(SessionDetailSerializer(fresh, context=self.get_serializer_context()).data)
 
     @extend_schema(
         summary="Assign a session",
@@ -196,9 +208,10 @@ class SessionViewSet(
         request=AssignSerializer,
         responses={
             200: SessionDetailSerializer,
-            400: INVALID,
-            403: ErrorSerializer,
-            404: NOT_FOUND,
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="The assignment is not yours to make; `detail` says why.",
+            ),
         },
     )
     @action(detail=True, methods=["post"])
@@ -239,7 +252,7 @@ class SessionViewSet(
         description="Answers at once with the action; a worker calls the platform. Poll "
         "/api/v1/actions/{id}/ for its state.",
         request=RouteSerializer,
-        responses={202: SessionActionSerializer, 400: INVALID, 404: NOT_FOUND, 422: REFUSED},
+        responses={202: SessionActionSerializer, 422: REFUSED},
     )
     @action(detail=True, methods=["post"])
     def route(self, request: Request, pk: str | None = None) -> Response:
@@ -254,7 +267,7 @@ class SessionViewSet(
         description="Answers at once with the action; a worker calls the platform and then "
         "marks the session resolved. Poll /api/v1/actions/{id}/ for its state.",
         request=None,
-        responses={202: SessionActionSerializer, 404: NOT_FOUND, 422: REFUSED},
+        responses={202: SessionActionSerializer, 422: REFUSED},
     )
     @action(detail=True, methods=["post"])
     def resolve(self, request: Request, pk: str | None = None) -> Response:
@@ -265,7 +278,7 @@ class SessionViewSet(
         description="Answers at once with the action; a worker calls the platform and then "
         "marks the session closed. Poll /api/v1/actions/{id}/ for its state.",
         request=None,
-        responses={202: SessionActionSerializer, 404: NOT_FOUND, 422: REFUSED},
+        responses={202: SessionActionSerializer, 422: REFUSED},
     )
     @action(detail=True, methods=["post"])
     def close(self, request: Request, pk: str | None = None) -> Response:
@@ -295,7 +308,7 @@ class SessionMessagesView(CodedErrors, generics.GenericAPIView[Message]):
         summary="List a session's messages",
         description="Oldest first; follow `next` to page through (a cursor: pages neither skip "
         "nor repeat messages when new ones arrive).",
-        responses={200: MessageSerializer(many=True), 404: NOT_FOUND},
+        responses={200: MessageSerializer(many=True)},
     )
     def get(self, request: Request, session_id: int) -> Response:
         page = self.paginate_queryset(self.get_queryset())
@@ -313,8 +326,6 @@ class SessionMessagesView(CodedErrors, generics.GenericAPIView[Message]):
             200: OpenApiResponse(
                 MessageSerializer, description="The message this idempotency key first created."
             ),
-            400: INVALID,
-            404: NOT_FOUND,
             422: REFUSED,
         },
     )
@@ -365,7 +376,7 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
             "session__identity",
         )
 
-    @extend_schema(summary="Get a message", responses={200: MessageSerializer, 404: NOT_FOUND})
+    @extend_schema(summary="Get a message", responses={200: MessageSerializer})
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().retrieve(request, *args, **kwargs)
 
@@ -374,7 +385,7 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
         description="Queues the failed message again for a new set of attempts. Refused when "
         "the 24-hour window has closed: re-send it as a template instead.",
         request=None,
-        responses={200: MessageSerializer, 404: NOT_FOUND, 422: REFUSED},
+        responses={200: MessageSerializer, 422: REFUSED},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
@@ -391,7 +402,7 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
         "place (the new message's `replaces` is the failed one).",
         parameters=[IDEMPOTENCY_HEADER],
         request=ResendAsTemplateSerializer,
-        responses={201: MessageSerializer, 400: INVALID, 404: NOT_FOUND, 422: REFUSED},
+        responses={201: MessageSerializer, 422: REFUSED},
     )
     @action(detail=True, methods=["post"], url_path="resend-as-template")
     def resend_as_template(self, request: Request, pk: str | None = None) -> Response:
@@ -428,9 +439,7 @@ class SessionActionViewSet(
             return SessionAction.objects.none()
         return session_actions_visible_to(request_user(self.request))
 
-    @extend_schema(
-        summary="Get a session action", responses={200: SessionActionSerializer, 404: NOT_FOUND}
-    )
+    @extend_schema(summary="Get a session action", responses={200: SessionActionSerializer})
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().retrieve(request, *args, **kwargs)
 
@@ -447,9 +456,7 @@ class TemplateViewSet(CodedErrors, mixins.ListModelMixin, viewsets.GenericViewSe
             return Template.objects.none()
         return template_list_for_user(request_user(self.request))
 
-    @extend_schema(
-        summary="List templates", responses={200: TemplateSerializer(many=True), 400: INVALID}
-    )
+    @extend_schema(summary="List templates", responses={200: TemplateSerializer(many=True)})
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 

@@ -31,6 +31,23 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
 
+# What the session keeps of a route (Session.platform_queue and platform_agent hold 255).
+ROUTE_MAX_LENGTHS = {"queue": 255, "agent": 255, "team": 255}
+SKILL_MAX_LENGTH = 120
+
+
+def _refuse_over_long(route: dict[str, Any]) -> None:
+    for name, limit in ROUTE_MAX_LENGTHS.items():
+        if len(route[name]) > limit:
+            raise SendRefused(
+                f"{name}_too_long", f"The {name} can have at most {limit} characters."
+            )
+    if any(len(skill) > SKILL_MAX_LENGTH for skill in route["skills"]):
+        raise SendRefused(
+            "skill_too_long", f"A skill can have at most {SKILL_MAX_LENGTH} characters."
+        )
+
+
 def session_action_request(
     session: Session, kind: str, params: dict[str, Any] | None = None, *, by: Any = None
 ) -> SessionAction:
@@ -52,6 +69,7 @@ def session_action_request(
             "skills": [str(s) for s in skills],
             "params": params.get("params") if isinstance(params.get("params"), dict) else {},
         }
+        _refuse_over_long(params)
     elif kind in (SessionAction.Kind.RESOLVE, SessionAction.Kind.CLOSE):
         if session.status == Session.Status.CLOSED:
             raise SendRefused("closed", "The session is already closed.")

@@ -6,6 +6,7 @@ the http(s) URLs it finds in links, so no markup in a message can ever reach the
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,10 +70,17 @@ def safe_url(value: Any) -> str:
     return text if re.match(r"^https?://[^\s]+$", text, re.IGNORECASE) else ""
 
 
+def _coordinates(message: Any) -> tuple[float | None, float | None]:
+    """Return a message's latitude and longitude, each None unless a finite number."""
+    values = (getattr(message, "latitude", None), getattr(message, "longitude", None))
+    lat, lon = (v if isinstance(v, float | int) and math.isfinite(v) else None for v in values)
+    return lat, lon
+
+
 @register.filter
 def map_url(message: Any) -> str:
     """Return an OpenStreetMap link for a location message."""
-    lat, lon = getattr(message, "latitude", None), getattr(message, "longitude", None)
+    lat, lon = _coordinates(message)
     if lat is None or lon is None:
         return ""
     return (
@@ -83,7 +91,7 @@ def map_url(message: Any) -> str:
 @register.filter
 def coordinates(message: Any) -> str:
     """Return a location's coordinates as "48.858400, 2.294500"."""
-    lat, lon = getattr(message, "latitude", None), getattr(message, "longitude", None)
+    lat, lon = _coordinates(message)
     if lat is None or lon is None:
         return ""
     return f"{lat:.6f}, {lon:.6f}"

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import Team, User
 from inbox.api.permissions import assignment_refusal
 from inbox.models import Label, SessionAction
+from inbox.request_checks import id_from
 from inbox.selectors import sessions_visible_to
 from inbox.services.labels import session_label_set
 from inbox.services.outbound import SendRefused
@@ -41,13 +42,13 @@ def session_assign_view(request: HttpRequest, session_id: int) -> HttpResponse:
     elif choice == "keep":
         assignee = session.assignee
     else:
-        assignee = User.objects.filter(pk=int(choice) if choice.isdigit() else 0).first()
+        assignee = User.objects.filter(pk=id_from(choice) or 0).first()
         if assignee is None:
             return flash(request, session, "No such agent.", level=messages.ERROR, status=422)
     team_value = request.POST.get("team", "")
     team: Team | None = None
-    if team_value.isdigit():
-        team = Team.objects.filter(pk=int(team_value)).first()
+    if team_value.strip():
+        team = Team.objects.filter(pk=id_from(team_value) or 0).first()
         if team is None:
             return flash(request, session, "No such team.", level=messages.ERROR, status=422)
     reason = assignment_refusal(user, session, assignee=assignee, team=team)
@@ -132,7 +133,7 @@ def session_reopen_view(request: HttpRequest, session_id: int) -> HttpResponse:
 def session_labels_view(request: HttpRequest, session_id: int) -> HttpResponse:
     """Set the session's labels to those ticked."""
     session = session_for_action(request, session_id)
-    ids = [int(v) for v in request.POST.getlist("label") if v.isdigit()]
+    ids = [i for i in map(id_from, request.POST.getlist("label")) if i is not None]
     labels = list(Label.objects.filter(pk__in=ids))
     changed = session_label_set(session, labels, by=request_user(request))
     return flash(request, session, "Labels saved." if changed else "Labels unchanged.")

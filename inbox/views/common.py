@@ -21,6 +21,7 @@ from django.utils.cache import patch_vary_headers
 
 from accounts.models import User
 from inbox.models import Session
+from inbox.request_checks import id_from
 from inbox.selectors import (
     ACCOUNT_SECRETS,
     INBOX_VIEWS,
@@ -85,11 +86,7 @@ def session_for_action(request: HttpRequest, session_id: int) -> Session:
 
 
 def _int_or_none(value: str | None) -> int | None:
-    try:
-        number = int(value or "")
-    except ValueError:
-        return None
-    return number if number > 0 else None
+    return id_from(value)
 
 
 def filters_from(request: HttpRequest) -> SessionListFilters:

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET
 
 from inbox import live
 from inbox.models import Message, Session, SessionAction
+from inbox.request_checks import id_from
 from inbox.selectors import (
     INBOX_VIEWS,
     SORTS,
@@ -388,11 +389,7 @@ def inbox_page(request: HttpRequest, session_id: int | None = None) -> HttpRespo
 def list_partial(request: HttpRequest) -> HttpResponse:
     """Return the list region (view tabs with counts, rows, pagination) for a refresh."""
     filters = filters_from(request)
-    try:
-        current = int(request.GET.get("current", ""))
-    except ValueError:
-        current = None
-    context = list_context(request, filters, current=current)
+    context = list_context(request, filters, current=id_from(request.GET.get("current")))
     return vary_on_htmx(render(request, "inbox/_list.html", context))
 
 
@@ -453,8 +450,8 @@ def _shown_statuses(value: str) -> dict[int, str]:
     shown: dict[int, str] = {}
     for part in value.split(",")[:500]:
         message_id, _, status = part.partition(".")
-        if message_id.isdigit() and status:
-            shown[int(message_id)] = status
+        if (number := id_from(message_id)) is not None and status:
+            shown[number] = status
     return shown
 
 
