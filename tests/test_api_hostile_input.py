@@ -18,10 +18,10 @@ from urllib.parse import urlencode
 
 import pytest
 import responses
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import AgentProfile, User
+from accounts.services import api_token_create
 from inbox.models import Message, Note, Session, SessionAction
 from integrations.models import Channel, ProviderAccount, Template
 from tests.factories import (
@@ -43,9 +43,9 @@ HUGE = "99999999999999999999999999"
 
 def client_for(user: User) -> APIClient:
     """Return an API client that authenticates as `user` and answers a crash as a 500."""
-    token, _ = Token.objects.get_or_create(user=user)
+    _, key = api_token_create(user, name="hostile input")
     client = APIClient(raise_request_exception=False)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 

@@ -24,7 +24,6 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -34,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accounts.models import AgentProfile, User
+from accounts.services import api_token_create
 from config.wsgi import application
 from inbox.models import Message, SessionAction
 from tests.factories import (
@@ -79,8 +79,8 @@ schema = schemathesis.openapi.from_wsgi(
 
 def api_token_for(user: User) -> str:
     """Return an API token for `user` (the one place this file makes one)."""
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+    _, key = api_token_create(user, name="schemathesis")
+    return key
 
 
 @pytest.fixture

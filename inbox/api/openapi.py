@@ -36,6 +36,11 @@ def error_responses(method: str, has_body: bool) -> dict[int, OpenApiResponse]:
         406: OpenApiResponse(
             ErrorSerializer, description="The Accept header asks for something else than JSON."
         ),
+        429: OpenApiResponse(
+            ErrorSerializer,
+            description="Too many requests with unknown tokens from this address: wait the "
+            "seconds the Retry-After header gives.",
+        ),
     }
     if method in UNSAFE_METHODS:
         errors[403] = OpenApiResponse(
