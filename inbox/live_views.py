@@ -1,18 +1,28 @@
 """The live-update endpoint: Server-Sent Events read from the Redis stream of `inbox.live`.
 
-Runs as an async view on the ASGI server, so an open stream costs no thread. A browser that
-reconnects sends `Last-Event-ID` (EventSource does this itself) and gets every event it missed
-that the stream still holds; a first connection starts from the `last` id the page was rendered
-with. Events are filtered to the channels the user may see.
+Runs as an async view on the ASGI server, so an open stream costs no thread while it waits,
+and it holds no database connection either: the handler hands the request's connection back
+before streaming (`config.asgi`), and each re-check below takes one and gives it back at once.
+A browser that reconnects sends `Last-Event-ID` (EventSource does this itself) or `?last=`
+(live.js, after it reconnected by itself) and gets every event it missed that the stream still
+holds; a first connection starts from the `last` id the page was rendered with. Events are
+filtered to the channels the user may see.
+
+Each wait on Redis is at most KEEPALIVE_MS; a quiet wait sends `live.ping` (which lets the
+page see that the connection is alive) and checks the sign-out markers of `inbox.live`. A
+Redis error is retried after a short pause; Redis down for longer ends the stream with
+`live.error` and a retry hint, and the page reconnects with backoff.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import redis
 from asgiref.sync import sync_to_async
@@ -20,15 +30,38 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
+from config.db import release_connections
 from inbox import live
 from inbox.selectors import channels_visible_to, user_sees_everything
 
 logger = logging.getLogger(__name__)
-KEEPALIVE_MS = 15_000
-# How often an open stream re-checks who is listening: a signed-out or deactivated user's
-# stream ends, and an agent added to a team starts getting that team's channels.
+T = TypeVar("T")
+# The longest wait on Redis: also how often a quiet stream pings and checks for sign-out.
+KEEPALIVE_MS = 5_000
+# How often an open stream re-checks in the database who is listening: an agent added to a
+# team starts getting that team's channels; a session removed without a sign-out ends.
 RECHECK_SECONDS = 60
+# Pauses before retrying a failed read; when all are spent the stream ends with live.error.
+READ_RETRY_SECONDS = (0.25, 0.5, 1.0, 2.0)
+# How long the browser waits before reconnecting after the stream ended.
+RETRY_MS = 2_000
 _STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+def _briefly(function: Callable[[], T]) -> Callable[[], T]:
+    """Wrap a database read so the connection it takes goes back to the pool at once.
+
+    Runs in the request's own thread (thread-sensitive `sync_to_async`), which is the thread
+    the connection belongs to; closing it there returns it to the pool (or closes it).
+    """
+
+    def run() -> T:
+        try:
+            return function()
+        finally:
+            release_connections()
+
+    return run
 
 
 def _still_allowed(request: HttpRequest, user_id: int) -> bool:
@@ -52,42 +85,62 @@ async def events(request: HttpRequest) -> HttpResponseBase:
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"error": "not_authenticated", "detail": "Sign in first."}, status=401)
+    unavailable = JsonResponse(
+        {"error": "live_unavailable", "detail": "Live updates need Redis; poll instead."},
+        status=503,
+    )
     if not live.enabled():
-        return JsonResponse(
-            {"error": "live_unavailable", "detail": "Live updates need Redis; poll instead."},
-            status=503,
-        )
+        return unavailable
     visible_at_start = await sync_to_async(_visible_channels)(user)
     start = request.headers.get("Last-Event-ID") or request.GET.get("last", "")
     if not _STREAM_ID.match(start):
         start = await sync_to_async(live.latest_id)()
+        if not start:
+            return unavailable
+    revoked_keys = live.revoked_keys_for(
+        session_key=request.session.session_key or "", user_id=user.pk
+    )
 
     async def stream() -> AsyncIterator[str]:
-        client = live.stream_client()
+        client = live.stream_client(block_ms=KEEPALIVE_MS)
         if client is None:
             return
         last = start
         visible = visible_at_start
         checked = time.monotonic()
-        yield "retry: 2000\n\n"
+        failures = 0
+        yield f"retry: {RETRY_MS}\n\n"
         try:
             while True:
                 if time.monotonic() - checked > RECHECK_SECONDS:
                     checked = time.monotonic()
-                    if not await sync_to_async(_still_allowed)(request, user.pk):
+                    if not await sync_to_async(
+                        _briefly(lambda: _still_allowed(request, user.pk))
+                    )():
                         yield "event: live.ended\ndata: {}\n\n"
                         return
-                    visible = await sync_to_async(_visible_channels)(user)
+                    visible = await sync_to_async(_briefly(lambda: _visible_channels(user)))()
                 try:
-                    batch = await live.read(client, last, block_ms=KEEPALIVE_MS)
+                    batch = await live.read(
+                        client, last, block_ms=KEEPALIVE_MS, revoked_keys=revoked_keys
+                    )
                 except redis.RedisError as exc:
-                    logger.warning("live stream interrupted: %s", exc)
-                    yield "event: live.error\ndata: {}\n\n"
-                    return
-                if not batch:
-                    yield ": keep-alive\n\n"
+                    if failures >= len(READ_RETRY_SECONDS):
+                        logger.warning("live stream ended, Redis unavailable: %s", exc)
+                        yield f"retry: {RETRY_MS}\nevent: live.error\ndata: {{}}\n\n"
+                        return
+                    logger.info("live stream read failed, retrying: %s", exc)
+                    await asyncio.sleep(READ_RETRY_SECONDS[failures])
+                    failures += 1
                     continue
-                for event_id, event in batch:
+                failures = 0
+                if batch.revoked:
+                    yield "event: live.ended\ndata: {}\n\n"
+                    return
+                if not batch.events:
+                    yield "event: live.ping\ndata: {}\n\n"
+                    continue
+                for event_id, event in batch.events:
                     last = event_id
                     if visible is not None and event.get("channel") not in visible:
                         continue

@@ -182,7 +182,7 @@ def test_a_session_event_is_published_on_the_sessions_channel(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
+def test_an_open_stream_ends_when_its_session_is_gone_at_the_database_recheck(stream, monkeypatch):
     from inbox import live_views
 
     monkeypatch.setattr(live_views, "RECHECK_SECONDS", 0)
@@ -193,7 +193,8 @@ def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
 
     async def run() -> list[str]:
         response = await client.get("/live/events/")
-        await sync_to_async(client.logout)()
+        # Gone without a sign-out (cleared by an admin, expired): only the re-check sees it.
+        await sync_to_async(client.session.delete)()
         chunks = []
         async for chunk in response.streaming_content:
             chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
@@ -202,3 +203,170 @@ def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
     chunks = asyncio.run(asyncio.wait_for(run(), timeout=10))
 
     assert any("event: live.ended" in c for c in chunks)
+
+
+async def _blocks_until(response: Any, stop: Any, limit: int = 500) -> list[str]:
+    """Read SSE blocks until `stop(block)` says so, the stream ends, or `limit` blocks came."""
+    blocks: list[str] = []
+    buffer = ""
+    iterator = response.streaming_content.__aiter__()
+    while len(blocks) < limit:
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), timeout=30)
+        except StopAsyncIteration:
+            break
+        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            blocks.append(block)
+            if stop(block):
+                return blocks
+    return blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_quiet_for_longer_than_the_redis_clients_default_timeout_stays_open(
+    stream, monkeypatch
+):
+    from inbox import live_views
+
+    # redis-py's asyncio client gives up on a read after 5 s unless told otherwise; the stream
+    # waits longer than that for the next event.
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 6_000)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        quiet = await _blocks_until(response, lambda b: "event: live." in b, limit=5)
+        await asyncio.to_thread(live.send, [live.Event("session.updated", 7, 1)])
+        after = await _blocks_until(response, lambda b: b.startswith("id:"), limit=5)
+        return quiet + after
+
+    blocks = asyncio.run(run())
+
+    assert not any("live.error" in b for b in blocks), blocks
+    assert blocks[-1].startswith("id:") and '"session": 7' in blocks[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_error_while_streaming_is_retried_and_the_stream_carries_on(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    real_read = live.read
+    failures = iter([redis.ConnectionError("Connection reset by peer")] * 2)
+
+    async def flaky_read(*args: Any, **kwargs: Any) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(live, "read", flaky_read)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    start = live.latest_id()
+    live.send([live.Event("message.created", 3, 1, 9)])
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get(f"/live/events/?last={start}")
+        return await _blocks_until(response, lambda b: b.startswith("id:"), limit=50)
+
+    blocks = asyncio.run(run())
+
+    assert not any("live.error" in b for b in blocks), blocks
+    assert '"message": 9' in blocks[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_for_good_ends_the_stream_with_a_retry_hint_for_the_browser(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    monkeypatch.setattr(live_views, "READ_RETRY_SECONDS", (0.01, 0.01))
+
+    async def broken_read(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(live, "read", broken_read)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        return await _blocks_until(response, lambda b: False, limit=50)
+
+    blocks = asyncio.run(run())
+
+    assert "event: live.error" in blocks[-1]
+    assert "retry:" in blocks[-1]
+
+
+def _loops_until_the_stream_ends(client: AsyncClient, change: Any) -> list[str]:
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        await _blocks_until(response, lambda b: "event: live.ping" in b, limit=5)
+        await sync_to_async(change)()
+        return await _blocks_until(response, lambda b: "event: live.ended" in b, limit=300)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_stream_ends_at_its_next_wait_when_its_user_signs_out(stream, monkeypatch):
+    from inbox import live_views
+
+    # The database re-check stays at its period; the sign-out must not wait for it.
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    blocks = _loops_until_the_stream_ends(client, client.logout)
+
+    assert "event: live.ended" in blocks[-1]
+    assert len(blocks) <= 3, blocks  # ended at the next turn of its loop
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_stream_ends_at_its_next_wait_when_its_user_is_deactivated(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    def deactivate() -> None:
+        user.is_active = False
+        user.save()
+
+    blocks = _loops_until_the_stream_ends(client, deactivate)
+
+    assert "event: live.ended" in blocks[-1]
+    assert len(blocks) <= 3, blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signing_out_one_browser_leaves_the_same_agents_other_stream_open(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    user = UserFactory()
+    phone, laptop = AsyncClient(), AsyncClient()
+    asyncio.run(sync_to_async(phone.force_login)(user))
+    asyncio.run(sync_to_async(laptop.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await laptop.get("/live/events/")
+        await _blocks_until(response, lambda b: "event: live.ping" in b, limit=5)
+        await sync_to_async(phone.logout)()
+        return await _blocks_until(response, lambda b: False, limit=10)
+
+    blocks = asyncio.run(run())
+
+    assert not any("live.ended" in b for b in blocks), blocks
