@@ -10,8 +10,10 @@ a stream that failed to open, or stopped, counts as not live.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -19,6 +21,7 @@ import requests
 from bench.callbacks import Mix, encode
 from bench.context import ADMIN_PASSWORD, ADMIN_USERNAME, Bench
 from bench.loadgen import LoadResult, closed_loop
+from bench.memory import process_tree
 from bench.pages import _signed_in
 from bench.report import ms, percentile
 from inbox import live
@@ -31,13 +34,27 @@ PROBE = "bench.probe"
 @dataclass(frozen=True)
 class Sizes:
     streams_per_process: int
-    page_requests: int
-    webhook_seconds: float
+    rounds: int  # without and with streams, alternately: a busy machine's drift hits both
+    page_requests: int  # per round and side
+    webhook_seconds: float  # per round and side
     webhook_concurrency: int
 
 
-FULL = Sizes(streams_per_process=200, page_requests=60, webhook_seconds=5.0, webhook_concurrency=8)
-QUICK = Sizes(streams_per_process=20, page_requests=15, webhook_seconds=2.0, webhook_concurrency=4)
+FULL = Sizes(
+    streams_per_process=200, rounds=3, page_requests=30, webhook_seconds=3.0, webhook_concurrency=8
+)
+QUICK = Sizes(
+    streams_per_process=20, rounds=1, page_requests=15, webhook_seconds=2.0, webhook_concurrency=4
+)
+
+
+def _pooled(results: list[LoadResult]) -> LoadResult:
+    pooled = LoadResult()
+    for result in results:
+        pooled.requests.extend(result.requests)
+        pooled.errors.update(result.errors)
+        pooled.elapsed += result.elapsed
+    return pooled
 
 
 @dataclass
@@ -79,6 +96,29 @@ async def _listen(url: str, cookie: str, stream: Stream) -> None:
         writer.close()
 
 
+IDLE_SECONDS = 5.0
+
+
+def web_cpu_seconds(bench: Bench) -> float:
+    """Return the CPU time (user + system) the web processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(bench.stack.processes["web"].popen.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+async def _idle_cpu(bench: Bench) -> float:
+    """Return the web processes' share of one core over IDLE_SECONDS of nothing happening."""
+    began, cpu = time.monotonic(), web_cpu_seconds(bench)
+    await asyncio.sleep(IDLE_SECONDS)
+    return (web_cpu_seconds(bench) - cpu) / (time.monotonic() - began)
+
+
 def _inbox_times(base: str, http: requests.Session, count: int) -> list[float]:
     times = []
     for _ in range(count + 2):
@@ -107,7 +147,7 @@ def _webhook(bench: Bench, mix: Mix, sizes: Sizes) -> LoadResult:
 
 async def _with_streams(
     bench: Bench, cookie: str, http: requests.Session, sizes: Sizes, mix: Mix, total: int
-) -> tuple[list[Stream], list[float], LoadResult, float]:
+) -> tuple[list[Stream], list[float], LoadResult, float, float]:
     url = f"{bench.web_url}/live/events/"
     streams = [Stream() for _ in range(total)]
     tasks = []
@@ -119,6 +159,7 @@ async def _with_streams(
     await asyncio.wait_for(asyncio.gather(*(s.opened.wait() for s in streams)), timeout=120)
     opening = time.monotonic() - began
     try:
+        idle = await _idle_cpu(bench)  # streams open, nothing happening
         page_times = await asyncio.to_thread(_inbox_times, bench.web_url, http, sizes.page_requests)
         webhook = await asyncio.to_thread(_webhook, bench, mix, sizes)
         channel = await asyncio.to_thread(
@@ -132,7 +173,7 @@ async def _with_streams(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return streams, page_times, webhook, opening
+    return streams, page_times, webhook, opening, idle
 
 
 def run(bench: Bench) -> None:
@@ -145,31 +186,59 @@ def run(bench: Bench) -> None:
     cookie = http.cookies["sessionid"]
     mix = Mix("bs", 50, tenant=bench.tenant())
 
-    bench.log(f"inbox page and webhook with no stream open ({sizes.page_requests} pages)")
-    quiet_pages = _inbox_times(bench.web_url, http, sizes.page_requests)
-    quiet_webhook = _webhook(bench, mix, sizes)
-    bench.drain(timeout=300)
-    bench.log(f"opening {total} live streams ({sizes.streams_per_process} per web process)")
-    streams, busy_pages, busy_webhook, opening = asyncio.run(
-        _with_streams(bench, cookie, http, sizes, mix, total)
-    )
-    bench.drain(timeout=300)
+    quiet_pages: list[float] = []
+    busy_pages: list[float] = []
+    quiet_hooks: list[LoadResult] = []
+    busy_hooks: list[LoadResult] = []
+    streams: list[Stream] = []
+    openings: list[float] = []
+    quiet_idle = asyncio.run(_idle_cpu(bench))
+    busy_idle = 0.0
+    for round_ in range(sizes.rounds):
+        bench.log(f"round {round_ + 1}: no stream open ({sizes.page_requests} pages, webhook)")
+        quiet_pages += _inbox_times(bench.web_url, http, sizes.page_requests)
+        quiet_hooks.append(_webhook(bench, mix, sizes))
+        bench.drain(timeout=300)
+        bench.log(f"round {round_ + 1}: {total} streams open ({sizes.streams_per_process} each)")
+        round_streams, pages, hook, opening, idle = asyncio.run(
+            _with_streams(bench, cookie, http, sizes, mix, total)
+        )
+        streams += round_streams
+        busy_pages += pages
+        busy_hooks.append(hook)
+        openings.append(opening)
+        busy_idle = max(busy_idle, idle)
+        bench.drain(timeout=300)
+    quiet_webhook, busy_webhook = _pooled(quiet_hooks), _pooled(busy_hooks)
+    opening = max(openings)
+    total *= sizes.rounds
 
     opened = sum(1 for s in streams if s.status == 200)
     live_ = sum(1 for s in streams if s.status == 200 and PROBE in s.types)
     errors = sum(1 for s in streams if "live.error" in s.types)
-    label = f"{total} streams open ({sizes.streams_per_process} per web process × {processes})"
+    label = f"{sizes.streams_per_process * processes} streams open"
+    label += f" ({sizes.streams_per_process} per web process × {processes})"
     bench.report.add(
         SECTION,
         "streams opened, and live (received a test event)",
-        f"{opened:,} of {total:,} opened in {opening:.1f} s · {live_:,} live · {errors} live.error",
-        note="EVERY STREAM LIVE" if live_ == total else "STREAMS NOT LIVE",
+        f"{opened:,} of {total:,} opened · {live_:,} live · {errors} live.error",
+        note=("EVERY STREAM LIVE" if live_ == total else "STREAMS NOT LIVE")
+        + f"; {sizes.rounds} rounds; opening {total // sizes.rounds} took up to {opening:.1f} s",
         streams=total,
         opened=opened,
         live=live_,
         errors=errors,
         statuses=sorted({s.status for s in streams}),
         open_seconds=round(opening, 2),
+    )
+    bench.report.add(
+        SECTION,
+        f"web processes' CPU while nothing happens, {label}",
+        f"{busy_idle:.1%} of a core",
+        baseline=f"no stream open: {quiet_idle:.1%}",
+        note=f"over {IDLE_SECONDS:.0f} s; streams wait on Redis and ping every few seconds",
+        cpu_share=round(busy_idle, 4),
+        baseline_cpu_share=round(quiet_idle, 4),
     )
     quiet_p50, busy_p50 = percentile(quiet_pages, 0.5), percentile(busy_pages, 0.5)
     quiet_p99, busy_p99 = percentile(quiet_pages, 0.99), percentile(busy_pages, 0.99)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -135,33 +135,25 @@ def _decode(answer: Any) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """What one wait of a stream found: events, or that its listener lost access."""
-
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    revoked: bool = False
-
-
 async def read(
-    client: redis.asyncio.Redis,
-    last_id: str,
-    *,
-    block_ms: int,
-    count: int = 200,
-    revoked_keys: Sequence[str] = (),
-) -> Batch:
-    """Return events after `last_id`, waiting up to `block_ms` for one (async, for SSE).
+    client: redis.asyncio.Redis, last_id: str, *, block_ms: int | None, count: int = 200
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return events after `last_id`, waiting up to `block_ms` for one (None: no waiting)."""
+    return _decode(await client.xread({STREAM: last_id}, block=block_ms, count=count))
 
-    With `revoked_keys` (see `revoked_keys_for`), the same round trip first checks whether
-    access was revoked; then no events are read.
-    """
-    if not revoked_keys:
-        return Batch(_decode(await client.xread({STREAM: last_id}, block=block_ms, count=count)))
-    revoked = await client.exists(*revoked_keys)
-    if revoked:
-        return Batch(revoked=True)
-    return Batch(_decode(await client.xread({STREAM: last_id}, block=block_ms, count=count)))
+
+async def newest_id(client: redis.asyncio.Redis) -> str:
+    """Return the id of the newest event ("0-0" when there is none), async."""
+    entries = await client.xrevrange(STREAM, count=1)
+    if not entries:
+        return "0-0"
+    entry_id = entries[0][0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def revoked(client: redis.asyncio.Redis, keys: Sequence[str]) -> bool:
+    """Say whether any of `keys` (see `revoked_keys_for`) is set: the stream must end."""
+    return bool(await client.exists(*keys))
 
 
 def latest_id() -> str:

@@ -17,21 +17,22 @@ Redis error is retried after a short pause; Redis down for longer ends the strea
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TypeVar
 
 import redis
+import redis.asyncio
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
 from config.db import release_connections
-from inbox import live
+from inbox import live, live_hub
 from inbox.selectors import channels_visible_to, user_sees_everything
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,23 @@ KEEPALIVE_MS = 5_000
 # How often an open stream re-checks in the database who is listening: an agent added to a
 # team starts getting that team's channels; a session removed without a sign-out ends.
 RECHECK_SECONDS = 60
-# Pauses before retrying a failed read; when all are spent the stream ends with live.error.
-READ_RETRY_SECONDS = (0.25, 0.5, 1.0, 2.0)
 # How long the browser waits before reconnecting after the stream ended.
 RETRY_MS = 2_000
 _STREAM_ID = re.compile(r"^\d+-\d+$")
+# Redis stayed down: the browser reconnects (with backoff) and polls meanwhile.
+_LIVE_ERROR = f"retry: {RETRY_MS}\nevent: live.error\ndata: {{}}\n\n"
+
+
+def _stream_id(key: tuple[int, int]) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+async def _revoked(client: redis.asyncio.Redis, keys: list[str]) -> bool:
+    try:
+        return await live.revoked(client, keys)
+    except redis.RedisError as exc:  # the hub sees Redis fail too, and ends the stream
+        logger.info("live stream could not check for sign-outs: %s", exc)
+        return False
 
 
 def _briefly(function: Callable[[], T]) -> Callable[[], T]:
@@ -102,52 +115,64 @@ async def events(request: HttpRequest) -> HttpResponseBase:
     )
 
     async def stream() -> AsyncIterator[str]:
-        client = live.stream_client(block_ms=KEEPALIVE_MS)
-        if client is None:
+        hub = live_hub.hub()
+        try:
+            subscription = await hub.subscribe()
+        except live_hub.Failed:
+            yield _LIVE_ERROR
             return
-        last = start
+        client = hub.redis()
+        last_key = live_hub.id_key(start)
         visible = visible_at_start
-        checked = time.monotonic()
-        failures = 0
+        checked = listened = time.monotonic()
         yield f"retry: {RETRY_MS}\n\n"
         try:
+            events = await hub.retrying(partial(live_hub.catch_up, client, _stream_id(last_key)))
             while True:
-                if time.monotonic() - checked > RECHECK_SECONDS:
-                    checked = time.monotonic()
+                out = []
+                for item in events:
+                    if item.key <= last_key:
+                        continue  # sent already (caught up while the hub queued it)
+                    last_key = item.key
+                    if visible is None or item.channel in visible:
+                        out.append(item.block)
+                if out:
+                    # One write for the whole batch: a burst costs one send, not one per event.
+                    yield "".join(out)
+                now = time.monotonic()
+                if now - listened >= KEEPALIVE_MS / 1000:
+                    listened = now
+                    if await _revoked(client, revoked_keys):
+                        yield "event: live.ended\ndata: {}\n\n"
+                        return
+                if now - checked > RECHECK_SECONDS:
+                    checked = now
                     if not await sync_to_async(
                         _briefly(lambda: _still_allowed(request, user.pk))
                     )():
                         yield "event: live.ended\ndata: {}\n\n"
                         return
                     visible = await sync_to_async(_briefly(lambda: _visible_channels(user)))()
-                try:
-                    batch = await live.read(
-                        client, last, block_ms=KEEPALIVE_MS, revoked_keys=revoked_keys
+                if subscription.behind:
+                    subscription.behind = False
+                    events = await hub.retrying(
+                        partial(live_hub.catch_up, client, _stream_id(last_key))
                     )
-                except redis.RedisError as exc:
-                    if failures >= len(READ_RETRY_SECONDS):
-                        logger.warning("live stream ended, Redis unavailable: %s", exc)
-                        yield f"retry: {RETRY_MS}\nevent: live.error\ndata: {{}}\n\n"
-                        return
-                    logger.info("live stream read failed, retrying: %s", exc)
-                    await asyncio.sleep(READ_RETRY_SECONDS[failures])
-                    failures += 1
                     continue
-                failures = 0
-                if batch.revoked:
-                    yield "event: live.ended\ndata: {}\n\n"
-                    return
-                if not batch.events:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_MS / 1000):  # no task per wait
+                        item = await subscription.queue.get()
+                except TimeoutError:
+                    events = []
                     yield "event: live.ping\ndata: {}\n\n"
                     continue
-                for event_id, event in batch.events:
-                    last = event_id
-                    if visible is not None and event.get("channel") not in visible:
-                        continue
-                    kind = event.get("type", "message")
-                    yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
+                if isinstance(item, live_hub.Failed):
+                    raise item
+                events = item
+        except live_hub.Failed:
+            yield _LIVE_ERROR
         finally:
-            await client.aclose()
+            hub.unsubscribe(subscription)
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

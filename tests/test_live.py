@@ -14,7 +14,7 @@ from django.db import transaction
 from django.test import AsyncClient
 
 from config.redis import redis_client
-from inbox import live
+from inbox import live, live_hub
 from tests.conftest import load_fixture, redis_up
 from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
 
@@ -231,8 +231,9 @@ def test_a_stream_quiet_for_longer_than_the_redis_clients_default_timeout_stays_
     from inbox import live_views
 
     # redis-py's asyncio client gives up on a read after 5 s unless told otherwise; the stream
-    # waits longer than that for the next event.
+    # (its process's reader) waits longer than that for the next event.
     monkeypatch.setattr(live_views, "KEEPALIVE_MS", 6_000)
+    monkeypatch.setattr(live_hub, "BLOCK_MS", 6_000)
     user = UserFactory(is_superuser=True, is_staff=True)
     client = AsyncClient()
     asyncio.run(sync_to_async(client.force_login)(user))
@@ -286,7 +287,7 @@ def test_redis_down_for_good_ends_the_stream_with_a_retry_hint_for_the_browser(s
     from inbox import live_views
 
     monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
-    monkeypatch.setattr(live_views, "READ_RETRY_SECONDS", (0.01, 0.01))
+    monkeypatch.setattr(live_hub, "RETRY_SECONDS", (0.01, 0.01))
 
     async def broken_read(*args: Any, **kwargs: Any) -> Any:
         raise redis.ConnectionError("Connection refused")
@@ -370,3 +371,40 @@ def test_signing_out_one_browser_leaves_the_same_agents_other_stream_open(stream
     blocks = asyncio.run(run())
 
     assert not any("live.ended" in b for b in blocks), blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_that_falls_behind_catches_up_from_redis_missing_nothing_and_sending_nothing_twice(
+    stream, monkeypatch
+):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    monkeypatch.setattr(live_hub, "QUEUE_LIMIT", 1)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def until(check: Any) -> None:
+        for _ in range(500):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise TimeoutError
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        await _blocks_until(response, lambda b: "event: live.ping" in b, limit=5)
+        # The stream is not read meanwhile (a slow browser): its queue fills, then overflows.
+        (subscription,) = live_hub.hub().subscribers
+        await asyncio.to_thread(live.send, [live.Event("message.created", 1, 1, 1)])
+        await until(subscription.queue.full)
+        for message in (2, 3):
+            await asyncio.to_thread(live.send, [live.Event("message.created", 1, 1, message)])
+        await until(lambda: subscription.behind)
+        blocks = await _blocks_until(response, lambda b: '"message": 3' in b, limit=50)
+        return [b for b in blocks if b.startswith("id:")]
+
+    blocks = asyncio.run(run())
+
+    assert [json.loads(b.splitlines()[2][6:])["message"] for b in blocks] == [1, 2, 3]
