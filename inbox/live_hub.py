@@ -82,6 +82,7 @@ class Subscription:
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
     behind: bool = False  # the queue overflowed: catch up from Redis
+    failed: Failed | None = None  # the hub stopped: the stream must end
 
 
 class Hub:
@@ -161,9 +162,11 @@ class Hub:
             if not ready.done():
                 ready.set_exception(exc)
             for subscription in list(self.subscribers):
+                subscription.failed = exc
                 with contextlib.suppress(asyncio.QueueFull):
-                    subscription.queue.put_nowait(exc)
-                subscription.behind = True  # a full queue still sees the failure on catch-up
+                    subscription.queue.put_nowait(exc)  # wakes a waiting stream
+            # Streams still open are told; whoever subscribes next starts a new reader.
+            self.subscribers.clear()
             self.task = None
 
 

@@ -153,6 +153,8 @@ async def events(request: HttpRequest) -> HttpResponseBase:
                         yield "event: live.ended\ndata: {}\n\n"
                         return
                     visible = await sync_to_async(_briefly(lambda: _visible_channels(user)))()
+                if subscription.failed is not None:
+                    raise subscription.failed
                 if subscription.behind:
                     subscription.behind = False
                     events = await hub.retrying(
@@ -161,14 +163,14 @@ async def events(request: HttpRequest) -> HttpResponseBase:
                     continue
                 try:
                     async with asyncio.timeout(KEEPALIVE_MS / 1000):  # no task per wait
-                        item = await subscription.queue.get()
+                        handed = await subscription.queue.get()
                 except TimeoutError:
                     events = []
                     yield "event: live.ping\ndata: {}\n\n"
                     continue
-                if isinstance(item, live_hub.Failed):
-                    raise item
-                events = item
+                if isinstance(handed, live_hub.Failed):
+                    raise handed
+                events = handed
         except live_hub.Failed:
             yield _LIVE_ERROR
         finally:

@@ -408,3 +408,44 @@ def test_a_stream_that_falls_behind_catches_up_from_redis_missing_nothing_and_se
     blocks = asyncio.run(run())
 
     assert [json.loads(b.splitlines()[2][6:])["message"] for b in blocks] == [1, 2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_redis_fails_under_open_streams_they_end_with_live_error_and_new_ones_work_again(
+    stream, monkeypatch
+):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    monkeypatch.setattr(live_hub, "BLOCK_MS", 100)
+    monkeypatch.setattr(live_hub, "RETRY_SECONDS", (0.01,))
+    real_read = live.read
+    down = False
+
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        if down:
+            raise redis.ConnectionError("Connection refused")
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(live, "read", read)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> tuple[list[str], list[str]]:
+        nonlocal down
+        first = await client.get("/live/events/")
+        await _blocks_until(first, lambda b: "event: live.ping" in b, limit=5)
+        down = True
+        ended = await _blocks_until(first, lambda b: False, limit=100)
+        down = False
+        second = await client.get("/live/events/")
+        await _blocks_until(second, lambda b: "event: live.ping" in b, limit=5)
+        await asyncio.to_thread(live.send, [live.Event("session.updated", 8, 1)])
+        again = await _blocks_until(second, lambda b: b.startswith("id:"), limit=50)
+        return ended, again
+
+    ended, again = asyncio.run(run())
+
+    assert "event: live.error" in ended[-1]
+    assert '"session": 8' in again[-1]
