@@ -29,6 +29,7 @@ STAGE_FUNCTIONS = {
     "outbound": ("outbound", "run"),
     "pages": ("pages", "run"),
     "sync": ("sync", "run"),
+    "streams": ("streams", "run"),
 }
 STAGES = tuple(STAGE_FUNCTIONS)
 

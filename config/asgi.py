@@ -13,6 +13,8 @@ import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 
+from config.db import release_connections
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 Scope = dict[str, Any]
@@ -117,6 +119,20 @@ class SyncChainASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
         chain: Any = self._middleware_chain  # type: ignore[has-type]
         self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
+
+    async def run_get_response(self, request: Any) -> Any:
+        """Return the response; before a streamed one, give the database connection back.
+
+        A streamed body (the live stream, a file download) can take minutes or hours, and
+        Django returns the request's connection to the pool only when the response ends: 8
+        open live streams would hold the whole pool and every other request would wait. The
+        connection is released in the request's own thread, the one it belongs to; whatever
+        the stream reads later takes one briefly (see `inbox.live_views`).
+        """
+        response = await super().run_get_response(request)
+        if response.streaming:
+            await sync_to_async(release_connections, thread_sensitive=True)()
+        return response
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Handle a request on a lent thread, as Django does on a new one.

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.test import AsyncClient
 
 from config.redis import redis_client
-from inbox import live
+from inbox import live, live_hub
 from tests.conftest import load_fixture, redis_up
 from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
 from tests.patience import PATIENCE_SECONDS
@@ -183,7 +183,7 @@ def test_a_session_event_is_published_on_the_sessions_channel(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
+def test_an_open_stream_ends_when_its_session_is_gone_at_the_database_recheck(stream, monkeypatch):
     from inbox import live_views
 
     monkeypatch.setattr(live_views, "RECHECK_SECONDS", 0)
@@ -194,7 +194,8 @@ def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
 
     async def run() -> list[str]:
         response = await client.get("/live/events/")
-        await sync_to_async(client.logout)()
+        # Gone without a sign-out (cleared by an admin, expired): only the re-check sees it.
+        await sync_to_async(client.session.delete)()
         chunks = []
         async for chunk in response.streaming_content:
             chunks.append(chunk.decode() if isinstance(chunk, bytes) else chunk)
@@ -203,3 +204,249 @@ def test_an_open_stream_ends_when_its_user_signs_out(stream, monkeypatch):
     chunks = asyncio.run(asyncio.wait_for(run(), timeout=PATIENCE_SECONDS))
 
     assert any("event: live.ended" in c for c in chunks)
+
+
+async def _blocks_until(response: Any, stop: Any, limit: int = 500) -> list[str]:
+    """Read SSE blocks until `stop(block)` says so, the stream ends, or `limit` blocks came."""
+    blocks: list[str] = []
+    buffer = ""
+    iterator = response.streaming_content.__aiter__()
+    while len(blocks) < limit:
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), timeout=PATIENCE_SECONDS)
+        except StopAsyncIteration:
+            break
+        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            blocks.append(block)
+            if stop(block):
+                return blocks
+    return blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_quiet_for_longer_than_the_redis_clients_default_timeout_stays_open(
+    stream, monkeypatch
+):
+    from inbox import live_views
+
+    # redis-py's asyncio client gives up on a read after 5 s unless told otherwise; the stream
+    # (its process's reader) waits longer than that for the next event.
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 6_000)
+    monkeypatch.setattr(live_hub, "BLOCK_MS", 6_000)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        quiet = await _blocks_until(response, lambda b: "event: live." in b, limit=5)
+        await asyncio.to_thread(live.send, [live.Event("session.updated", 7, 1)])
+        after = await _blocks_until(response, lambda b: b.startswith("id:"), limit=5)
+        return quiet + after
+
+    blocks = asyncio.run(run())
+
+    assert not any("live.error" in b for b in blocks), blocks
+    assert blocks[-1].startswith("id:") and '"session": 7' in blocks[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_error_while_streaming_is_retried_and_the_stream_carries_on(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    real_read = live.read
+    failures = iter([redis.ConnectionError("Connection reset by peer")] * 2)
+
+    async def flaky_read(*args: Any, **kwargs: Any) -> Any:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(live, "read", flaky_read)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    start = live.latest_id()
+    live.send([live.Event("message.created", 3, 1, 9)])
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get(f"/live/events/?last={start}")
+        return await _blocks_until(response, lambda b: b.startswith("id:"), limit=50)
+
+    blocks = asyncio.run(run())
+
+    assert not any("live.error" in b for b in blocks), blocks
+    assert '"message": 9' in blocks[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_for_good_ends_the_stream_with_a_retry_hint_for_the_browser(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    monkeypatch.setattr(live_hub, "RETRY_SECONDS", (0.01, 0.01))
+
+    async def broken_read(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(live, "read", broken_read)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        return await _blocks_until(response, lambda b: False, limit=50)
+
+    blocks = asyncio.run(run())
+
+    assert "event: live.error" in blocks[-1]
+    assert "retry:" in blocks[-1]
+
+
+def _loops_until_the_stream_ends(client: AsyncClient, change: Any) -> list[str]:
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        await _blocks_until(response, lambda b: "event: live.ping" in b, limit=5)
+        await sync_to_async(change)()
+        return await _blocks_until(response, lambda b: "event: live.ended" in b, limit=300)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_stream_ends_at_its_next_wait_when_its_user_signs_out(stream, monkeypatch):
+    from inbox import live_views
+
+    # The database re-check stays at its period; the sign-out must not wait for it.
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    blocks = _loops_until_the_stream_ends(client, client.logout)
+
+    assert "event: live.ended" in blocks[-1]
+    assert len(blocks) <= 3, blocks  # ended at the next turn of its loop
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_stream_ends_at_its_next_wait_when_its_user_is_deactivated(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    user = UserFactory()
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    def deactivate() -> None:
+        user.is_active = False
+        user.save()
+
+    blocks = _loops_until_the_stream_ends(client, deactivate)
+
+    assert "event: live.ended" in blocks[-1]
+    assert len(blocks) <= 3, blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signing_out_one_browser_leaves_the_same_agents_other_stream_open(stream, monkeypatch):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    user = UserFactory()
+    phone, laptop = AsyncClient(), AsyncClient()
+    asyncio.run(sync_to_async(phone.force_login)(user))
+    asyncio.run(sync_to_async(laptop.force_login)(user))
+
+    async def run() -> list[str]:
+        response = await laptop.get("/live/events/")
+        await _blocks_until(response, lambda b: "event: live.ping" in b, limit=5)
+        await sync_to_async(phone.logout)()
+        return await _blocks_until(response, lambda b: False, limit=10)
+
+    blocks = asyncio.run(run())
+
+    assert not any("live.ended" in b for b in blocks), blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_that_falls_behind_catches_up_from_redis_missing_nothing_and_sending_nothing_twice(
+    stream, monkeypatch
+):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    monkeypatch.setattr(live_hub, "QUEUE_LIMIT", 1)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def until(check: Any) -> None:
+        for _ in range(500):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise TimeoutError
+
+    async def run() -> list[str]:
+        response = await client.get("/live/events/")
+        await _blocks_until(response, lambda b: "event: live.ping" in b, limit=5)
+        # The stream is not read meanwhile (a slow browser): its queue fills, then overflows.
+        (subscription,) = live_hub.hub().subscribers
+        await asyncio.to_thread(live.send, [live.Event("message.created", 1, 1, 1)])
+        await until(subscription.queue.full)
+        for message in (2, 3):
+            await asyncio.to_thread(live.send, [live.Event("message.created", 1, 1, message)])
+        await until(lambda: subscription.behind)
+        blocks = await _blocks_until(response, lambda b: '"message": 3' in b, limit=50)
+        return [b for b in blocks if b.startswith("id:")]
+
+    blocks = asyncio.run(run())
+
+    assert [json.loads(b.splitlines()[2][6:])["message"] for b in blocks] == [1, 2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_redis_fails_under_open_streams_they_end_with_live_error_and_new_ones_work_again(
+    stream, monkeypatch
+):
+    from inbox import live_views
+
+    monkeypatch.setattr(live_views, "KEEPALIVE_MS", 100)
+    monkeypatch.setattr(live_hub, "BLOCK_MS", 100)
+    monkeypatch.setattr(live_hub, "RETRY_SECONDS", (0.01,))
+    real_read = live.read
+    down = False
+
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        if down:
+            raise redis.ConnectionError("Connection refused")
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(live, "read", read)
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = AsyncClient()
+    asyncio.run(sync_to_async(client.force_login)(user))
+
+    async def run() -> tuple[list[str], list[str]]:
+        nonlocal down
+        first = await client.get("/live/events/")
+        await _blocks_until(first, lambda b: "event: live.ping" in b, limit=5)
+        down = True
+        ended = await _blocks_until(first, lambda b: False, limit=100)
+        down = False
+        second = await client.get("/live/events/")
+        await _blocks_until(second, lambda b: "event: live.ping" in b, limit=5)
+        await asyncio.to_thread(live.send, [live.Event("session.updated", 8, 1)])
+        again = await _blocks_until(second, lambda b: b.startswith("id:"), limit=50)
+        return ended, again
+
+    ended, again = asyncio.run(run())
+
+    assert "event: live.error" in ended[-1]
+    assert '"session": 8' in again[-1]

@@ -6,10 +6,16 @@
  *
  *   switchboard:event   detail = {type, session, channel, message, id}  (one per change)
  *   switchboard:resync  after a dropped connection came back: refresh what is shown
- *   switchboard:poll    every few seconds when live updates are unavailable (no Redis)
+ *   switchboard:poll    every few seconds while live updates are unavailable or reconnecting
  *
  * An element with [data-live-status] shows "Live", "Reconnecting…" or "Updating every few
- * seconds". EventSource reconnects by itself and sends Last-Event-ID, so no event is missed.
+ * seconds" (no Redis: the page polls for good).
+ *
+ * The stream recovers by itself from anything: a live.error from the server, a connection the
+ * browser gave up on (CLOSED), a server or Redis restart, a connection that went silent (the
+ * server pings every few seconds; nothing for PING_GRACE_MS means it is gone). Each time it
+ * reconnects with backoff from the last event id it saw, so nothing is missed, and polls to
+ * keep the page current meanwhile; when the stream is back it says "Live" again.
  */
 (function () {
   "use strict";
@@ -17,6 +23,9 @@
   if (!root) return;
   var statusEl = document.querySelector("[data-live-status]");
   var TYPES = ["session.created", "session.updated", "message.created", "message.updated"];
+  var POLL_MS = 3000;
+  var BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
+  var PING_GRACE_MS = 20000;  // the server pings every 5 s when quiet
 
   function setStatus(state, text) {
     if (!statusEl) return;
@@ -26,45 +35,98 @@
   function fire(name, detail) {
     document.dispatchEvent(new CustomEvent(name, { detail: detail || {} }));
   }
-  function poll() {
+
+  var pollTimer = null;
+  function startPolling() {
+    if (pollTimer === null) pollTimer = window.setInterval(function () { fire("switchboard:poll"); }, POLL_MS);
+  }
+  function stopPolling() {
+    if (pollTimer !== null) { window.clearInterval(pollTimer); pollTimer = null; }
+  }
+
+  if (root.dataset.live !== "sse" || !window.EventSource) {
     setStatus("poll", "Updating every few seconds");
-    window.setInterval(function () { fire("switchboard:poll"); }, 3000);
+    startPolling();
+    return;
   }
 
-  if (root.dataset.live !== "sse" || !window.EventSource) { poll(); return; }
+  var baseUrl = root.dataset.liveUrl;
+  var lastId = root.dataset.liveLast || "";
+  var source = null;
+  var attempt = 0;        // reconnections since the stream was last open
+  var dropped = false;    // the page may have missed something: resync when live again
+  var retryTimer = null;
+  var watchdog = null;
+  var leaving = false;
 
-  var url = root.dataset.liveUrl;
-  if (root.dataset.liveLast) {
-    url += (url.indexOf("?") === -1 ? "?" : "&") + "last=" + encodeURIComponent(root.dataset.liveLast);
+  function streamUrl() {
+    if (!lastId) return baseUrl;
+    return baseUrl + (baseUrl.indexOf("?") === -1 ? "?" : "&") + "last=" + encodeURIComponent(lastId);
   }
-  var source = new EventSource(url, { withCredentials: true });
-  var dropped = false;
-  var failures = 0;
-  source.onopen = function () {
-    setStatus("live", "Live");
-    failures = 0;
-    if (dropped) { dropped = false; fire("switchboard:resync"); }
-  };
-  source.onerror = function () {
+  function heard() {
+    window.clearTimeout(watchdog);
+    watchdog = window.setTimeout(function () { reconnect(); }, PING_GRACE_MS);
+  }
+  function reconnect() {
+    // Take over from the browser's own retry: close, keep the page current, try again later.
+    if (leaving) return;
+    window.clearTimeout(watchdog);
+    if (source) { source.close(); source = null; }
     dropped = true;
-    failures += 1;
     setStatus("reconnecting", "Reconnecting…");
-    if (source.readyState === EventSource.CLOSED || failures > 10) {
-      source.close();
-      poll();  // the server refused live updates: fall back, and keep the page current
-    }
-  };
-  TYPES.forEach(function (type) {
-    source.addEventListener(type, function (e) {
-      var detail = {};
-      try { detail = JSON.parse(e.data); } catch (err) { return; }
-      detail.id = e.lastEventId;
-      fire("switchboard:event", detail);
+    startPolling();
+    if (retryTimer !== null) return;
+    var base = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
+    attempt += 1;
+    retryTimer = window.setTimeout(function () { retryTimer = null; connect(); }, base / 2 + Math.random() * base / 2);
+  }
+  function connect() {
+    var es = new EventSource(streamUrl(), { withCredentials: true });
+    source = es;
+    heard();
+    es.onopen = function () {
+      if (es !== source) return;
+      attempt = 0;
+      heard();
+      stopPolling();
+      setStatus("live", "Live");
+      if (dropped) { dropped = false; fire("switchboard:resync"); }
+    };
+    es.onerror = function () {
+      if (es !== source) return;
+      dropped = true;
+      setStatus("reconnecting", "Reconnecting…");
+      startPolling();
+      // CONNECTING: the browser retries by itself (with Last-Event-ID); CLOSED: it gave up
+      // (an answer other than 200, say), so retry here. Either way the watchdog stands by.
+      if (es.readyState === EventSource.CLOSED) reconnect();
+    };
+    TYPES.forEach(function (type) {
+      es.addEventListener(type, function (e) {
+        heard();
+        if (e.lastEventId) lastId = e.lastEventId;
+        var detail = {};
+        try { detail = JSON.parse(e.data); } catch (err) { return; }
+        detail.id = e.lastEventId;
+        fire("switchboard:event", detail);
+      });
     });
+    es.addEventListener("live.ping", heard);
+    // The server could not read events (Redis down for a while): reconnect with backoff.
+    es.addEventListener("live.error", function () { if (es === source) reconnect(); });
+    // The server ended the stream because the user signed out (or lost access): reload, which
+    // shows the sign-in page or the inbox as the user may now see it.
+    es.addEventListener("live.ended", function () {
+      leaving = true;
+      es.close();
+      window.location.reload();
+    });
+  }
+
+  window.addEventListener("beforeunload", function () {
+    leaving = true;
+    window.clearTimeout(watchdog);
+    if (source) source.close();
   });
-  source.addEventListener("live.error", function () { source.close(); dropped = true; poll(); });
-  // The server ended the stream because the user signed out (or lost access): reload, which
-  // shows the sign-in page or the inbox as the user may now see it.
-  source.addEventListener("live.ended", function () { source.close(); window.location.reload(); });
-  window.addEventListener("beforeunload", function () { source.close(); });
+  connect();
 })();

@@ -201,9 +201,7 @@ class Stack:
 
     def start(self) -> Stack:
         self._manage("collectstatic", "--noinput", "-v0")
-        web = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
-        web += ["--port", str(self.web_port), "--workers", str(self.web_workers), "--no-access-log"]
-        self._spawn("web", web)
+        self._spawn("web", self._web_args())
         self.start_sandbox()
         try:
             self.start_worker()
@@ -214,6 +212,20 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def _web_args(self) -> list[str]:
+        web = [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
+        web += ["--port", str(self.web_port), "--workers", str(self.web_workers), "--no-access-log"]
+        return web
+
+    def restart_web(self) -> None:
+        """Stop the web server and start it again on the same port (a deploy, a crash)."""
+        old = self.processes.pop("web", None)
+        if old is not None:
+            _kill_group(old)
+            _running.discard(old)
+        self._spawn("web", self._web_args())
+        wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, what="web server")
 
     def start_worker(self) -> None:
         """Start the Celery worker and wait until it takes tasks."""

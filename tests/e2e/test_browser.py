@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,93 @@ def test_an_agent_cannot_open_another_teams_session(page, stack):
     response = page.goto(f"/s/{telegram.pk}/")
     assert response is not None and response.status == 404
     assert "你好" not in page.content()
+
+
+# The issue's figure: a stream quiet this long died after 5 s and never came back.
+QUIET_SECONDS = 30
+RECORD_LIVE_STATES = """() => {
+  window.__liveStates = [];
+  const el = document.querySelector("[data-live-status]");
+  new MutationObserver(() => window.__liveStates.push(el.dataset.state))
+    .observe(el, {attributes: true, attributeFilter: ["data-state"]});
+}"""
+
+
+def live_state(page: Any) -> str | None:
+    state: str | None = page.locator("[data-testid=live-status]").get_attribute("data-state")
+    return state
+
+
+def stream_requests(page: Any) -> list[str]:
+    """Record the live stream requests the page makes from now on."""
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url) if "/live/events/" in r.url else None)
+    return urls
+
+
+def test_an_inbox_left_quiet_still_shows_the_next_customer_message_live(page, stack):
+    wait_for(lambda: live_state(page) == "live", what="the page to go live")
+    page.evaluate(RECORD_LIVE_STATES)
+    reconnects = stream_requests(page)
+    began = time.monotonic()
+
+    wait_for(
+        lambda: live_state(page) and time.monotonic() - began >= QUIET_SECONDS,
+        timeout=QUIET_SECONDS + 30,
+        interval=1,
+        what="the quiet period",
+    )
+    # The same stream all along: it never dropped, reconnected or fell back to polling.
+    assert page.evaluate("window.__liveStates") == []
+    assert reconnects == []
+    session = session_of(customer_writes(stack, "amira", text="Ainda aí?"))
+
+    row = page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']")
+    row.wait_for()
+    assert "Ainda aí?" in row.inner_text()
+    assert live_state(page) == "live"
+    assert reconnects == []
+
+
+def test_after_the_web_server_restarts_the_page_goes_live_again_by_itself(page, stack):
+    wait_for(lambda: live_state(page) == "live", what="the page to go live")
+    page.evaluate(RECORD_LIVE_STATES)
+    reconnects = stream_requests(page)
+
+    stack.restart_web()
+
+    # Playwright hands events over during its calls: ask the page first, then look.
+    wait_for(lambda: live_state(page) == "live" and reconnects, what="live again")
+    states = page.evaluate("window.__liveStates")
+    assert "reconnecting" in states and states[-1] == "live", states
+    session = session_of(customer_writes(stack, "priya", text="Back again"))
+    row = page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']")
+    row.wait_for()
+    assert live_state(page) == "live"
+
+
+def test_after_a_live_error_the_page_reconnects_and_goes_live_again(page, stack):
+    wait_for(lambda: live_state(page) == "live", what="the page to go live")
+    failed: list[str] = []
+
+    def first_fails(route: Any) -> None:
+        if not failed:
+            failed.append(route.request.url)
+            # What the server sends when Redis stays down; the browser alone would wait a minute.
+            route.fulfill(
+                status=200,
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+                body="retry: 60000\n\nevent: live.error\ndata: {}\n\n",
+            )
+        else:
+            route.continue_()
+
+    streams = stream_requests(page)
+    page.route("**/live/events/**", first_fails)
+    page.reload()
+
+    wait_for(lambda: live_state(page) == "live" and len(streams) >= 2, what="live")
+    assert failed == streams[:1]
+    session = session_of(customer_writes(stack, "anna", text="Noch da?"))
+    page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']").wait_for()
+    assert live_state(page) == "live"
