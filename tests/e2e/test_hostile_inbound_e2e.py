@@ -16,6 +16,7 @@ from integrations.models import ProviderAccount, WebhookEvent
 from tests.conftest import load_fixture
 from tests.e2e.harness import Stack, wait_for
 from tests.e2e.test_browser import ARTIFACTS, chromium, page, world  # noqa: F401 (fixtures)
+from tests.patience import PATIENCE_SECONDS
 
 TEXT = load_fixture("xms", "inbound-message-text")
 
@@ -48,12 +49,12 @@ def test_a_hostile_callback_posted_with_twenty_ordinary_ones_holds_none_of_them(
 
     def post(body: dict[str, Any]) -> int:
         data = json.dumps(body).encode()  # (the surrogate goes as the escape \ud83d)
-        start.wait(timeout=30)
+        start.wait(timeout=PATIENCE_SECONDS)
         response = requests.post(
             url,
             data=data,
             headers={"content-type": "application/json", "x-verify-token": stack.verify_token},
-            timeout=30,
+            timeout=PATIENCE_SECONDS,
         )
         return response.status_code
 
@@ -71,7 +72,7 @@ def test_a_hostile_callback_posted_with_twenty_ordinary_ones_holds_none_of_them(
         )
         return landed == 21 and not unsettled.exists()
 
-    wait_for(all_in_the_inbox, what="all 21 messages in the inbox", timeout=60)
+    wait_for(all_in_the_inbox, what="all 21 messages in the inbox")
     assert set(events.values_list("state", flat=True)) == {WebhookEvent.State.PROCESSED}
     hostile = Message.objects.select_related("session__identity").get(external_id=hostile_id)
     assert hostile.body == "half a smiley \ufffd!"
@@ -95,7 +96,7 @@ def test_a_contact_with_a_5000_character_name_shows_shortened_without_breaking_t
         f"{stack.web_url}{e2e_account.webhook_path}",
         json=body,
         headers={"x-verify-token": stack.verify_token},
-        timeout=30,
+        timeout=PATIENCE_SECONDS,
     )
     assert response.status_code == 200
     message = wait_for(

@@ -29,6 +29,7 @@ from tests.e2e.test_browser import (
     session_of,
 )
 from tests.factories import make_session
+from tests.patience import PATIENCE_SECONDS
 
 # The browser, the synced world and the signed-in page of the other browser tests.
 chromium = browser_tests.chromium
@@ -94,7 +95,6 @@ def test_the_language_picker_saves_a_language_the_platform_takes(page, stack):
     wait_for(
         lambda: Contact.objects.get(pk=priya.contact_id).language == "de_DE",
         what="the language saved at the platform and here",
-        timeout=15,
     )
     shoot(page, "language-picker")
 
@@ -194,7 +194,7 @@ def test_a_resolved_session_leaves_the_open_and_pending_list_without_a_reload(pa
 
     page.click("[data-testid=action-resolve]")
 
-    page.locator("[data-testid=thread-event]", has_text="Resolved").wait_for(timeout=15_000)
+    page.locator("[data-testid=thread-event]", has_text="Resolved").wait_for()
     wait_for(lambda: row(page, mei_free).count() == 0, what="the row gone from Open & pending")
     assert page.locator("[data-testid=thread]").is_visible()
 
@@ -204,7 +204,7 @@ def _post_event(stack: Stack, account: Any, body: dict[str, Any]) -> None:
         f"{stack.web_url}/webhooks/xms/{account.pk}/",
         json=body,
         headers={"x-verify-token": account.verify_token},
-        timeout=10,
+        timeout=PATIENCE_SECONDS,
     )
     answer.raise_for_status()
 
@@ -240,7 +240,6 @@ def test_an_imported_30_hour_old_conversation_shows_its_age(page, stack, e2e_acc
     wait_for(
         lambda: Message.objects.filter(session=session, body="Frage zur Rücksendung").exists(),
         what="the history import",
-        timeout=30,
     )
     page.goto(f"/?status=any&q={customer['name'].split()[0]}")
     wait_for(lambda: row(page, session).count() == 1, what="the imported session's row")
