@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
 
     database_url = _bench_database_url()
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     print(f"database {database_url.split('@')[-1]} (recreated), redis {redis_url} (flushed)")
     _recreate_database(database_url)
     _check_redis(redis_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ from integrations.models import ProviderAccount
 from tests.factories import ProviderAccountFactory
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The Redis database the tests of live events and drain kicks write to (they flush their keys);
+# not the benchmark's (14) nor the end-to-end stack's (E2E_REDIS_URL, 9).
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def load_fixture(provider: str, name: str) -> dict[str, Any]:

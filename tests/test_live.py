@@ -15,11 +15,11 @@ from django.test import AsyncClient
 
 from config.redis import redis_client
 from inbox import live, live_hub
-from tests.conftest import load_fixture, redis_up
+from tests.conftest import TEST_REDIS_URL, load_fixture, redis_up
 from tests.factories import ChannelFactory, SessionFactory, TeamFactory, UserFactory
 from tests.patience import PATIENCE_SECONDS
 
-LIVE_REDIS = "redis://127.0.0.1:6379/13"
+LIVE_REDIS = TEST_REDIS_URL
 
 
 pytestmark = pytest.mark.skipif(not redis_up(LIVE_REDIS), reason=f"needs Redis at {LIVE_REDIS}")

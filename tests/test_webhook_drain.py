@@ -19,10 +19,10 @@ from inbox.models import Message, Session
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.services import webhooks
 from integrations.services.webhooks import webhook_events_drain, webhook_events_kick
-from tests.conftest import load_fixture, redis_up
+from tests.conftest import TEST_REDIS_URL, load_fixture, redis_up
 
 TEXT = load_fixture("xms", "inbound-message-text")
-KICK_REDIS = "redis://127.0.0.1:6379/13"
+KICK_REDIS = TEST_REDIS_URL
 
 
 def _text(number: int) -> str:
