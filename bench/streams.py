@@ -34,6 +34,7 @@ PROBE = "bench.probe"
 @dataclass(frozen=True)
 class Sizes:
     streams_per_process: int
+    quiet_seconds: float  # the last round leaves every stream this long without an event
     rounds: int  # without and with streams, alternately: a busy machine's drift hits both
     page_requests: int  # per round and side
     webhook_seconds: float  # per round and side
@@ -41,10 +42,20 @@ class Sizes:
 
 
 FULL = Sizes(
-    streams_per_process=200, rounds=3, page_requests=30, webhook_seconds=3.0, webhook_concurrency=8
+    streams_per_process=200,
+    quiet_seconds=60.0,
+    rounds=3,
+    page_requests=30,
+    webhook_seconds=3.0,
+    webhook_concurrency=8,
 )
 QUICK = Sizes(
-    streams_per_process=20, rounds=2, page_requests=15, webhook_seconds=2.0, webhook_concurrency=4
+    streams_per_process=20,
+    quiet_seconds=10.0,
+    rounds=2,
+    page_requests=15,
+    webhook_seconds=2.0,
+    webhook_concurrency=4,
 )
 
 
@@ -64,6 +75,7 @@ class Stream:
     status: int = 0
     opened: asyncio.Event = field(default_factory=asyncio.Event)
     types: list[str] = field(default_factory=list)
+    arrived: dict[str, list[float]] = field(default_factory=dict)  # type -> monotonic times
     ended: bool = False
 
 
@@ -89,7 +101,9 @@ async def _listen(url: str, cookie: str, stream: Stream) -> None:
             if line.startswith("retry:"):
                 stream.opened.set()
             elif line.startswith("event:"):
-                stream.types.append(line[6:].strip())
+                kind = line[6:].strip()
+                stream.types.append(kind)
+                stream.arrived.setdefault(kind, []).append(time.monotonic())
     finally:
         stream.ended = True
         stream.opened.set()
@@ -145,9 +159,39 @@ def _webhook(bench: Bench, mix: Mix, sizes: Sizes) -> LoadResult:
     )
 
 
+async def _customer_writes(bench: Bench, mix: Mix, streams: list[Stream]) -> list[float]:
+    """Post one customer message; return how long each stream took to show it (seconds)."""
+    kind = "message.created"
+    before = [len(s.arrived.get(kind, [])) for s in streams]
+    began = time.monotonic()
+    answer = await asyncio.to_thread(
+        requests.post,
+        bench.webhook_url(),
+        data=encode(mix.message()),
+        headers={"x-verify-token": bench.stack.verify_token, "content-type": "application/json"},
+        timeout=60,
+    )
+    answer.raise_for_status()
+    deadline = began + 60
+    while time.monotonic() < deadline and not all(
+        len(s.arrived.get(kind, [])) > n for s, n in zip(streams, before, strict=True)
+    ):
+        await asyncio.sleep(0.02)
+    return [
+        s.arrived[kind][n] - began if len(s.arrived.get(kind, [])) > n else float("inf")
+        for s, n in zip(streams, before, strict=True)
+    ]
+
+
 async def _with_streams(
-    bench: Bench, cookie: str, http: requests.Session, sizes: Sizes, mix: Mix, total: int
-) -> tuple[list[Stream], list[float], LoadResult, float, float]:
+    bench: Bench,
+    cookie: str,
+    http: requests.Session,
+    sizes: Sizes,
+    mix: Mix,
+    total: int,
+    quiet: bool = False,
+) -> tuple[list[Stream], list[float], LoadResult, float, float, tuple[list[float], list[float]]]:
     url = f"{bench.web_url}/live/events/"
     streams = [Stream() for _ in range(total)]
     tasks = []
@@ -158,7 +202,12 @@ async def _with_streams(
             await asyncio.gather(*(s.opened.wait() for s in streams[: index + 1]))
     await asyncio.wait_for(asyncio.gather(*(s.opened.wait() for s in streams)), timeout=120)
     opening = time.monotonic() - began
+    latency: tuple[list[float], list[float]] = ([], [])
     try:
+        if quiet:  # a message at once, then one after every stream was left quiet
+            at_once = await _customer_writes(bench, mix, streams)
+            await asyncio.sleep(sizes.quiet_seconds)
+            latency = (at_once, await _customer_writes(bench, mix, streams))
         idle = await _idle_cpu(bench)  # streams open, nothing happening
         page_times = await asyncio.to_thread(_inbox_times, bench.web_url, http, sizes.page_requests)
         webhook = await asyncio.to_thread(_webhook, bench, mix, sizes)
@@ -173,7 +222,7 @@ async def _with_streams(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return streams, page_times, webhook, opening, idle
+    return streams, page_times, webhook, opening, idle, latency
 
 
 def run(bench: Bench) -> None:
@@ -192,6 +241,8 @@ def run(bench: Bench) -> None:
     busy_hooks: list[LoadResult] = []
     streams: list[Stream] = []
     openings: list[float] = []
+    at_once: list[float] = []
+    after_quiet: list[float] = []
     # Untimed: every customer of the mix writes once, and what follows their first message
     # (new sessions, their tasks) is done before anything is timed.
     _webhook(bench, mix, sizes)
@@ -204,9 +255,14 @@ def run(bench: Bench) -> None:
         quiet_hooks.append(_webhook(bench, mix, sizes))
         bench.drain(timeout=300)
         bench.log(f"round {round_ + 1}: {total} streams open ({sizes.streams_per_process} each)")
-        round_streams, pages, hook, opening, idle = asyncio.run(
-            _with_streams(bench, cookie, http, sizes, mix, total)
+        last = round_ == sizes.rounds - 1
+        if last:
+            bench.log(f"then quiet for {sizes.quiet_seconds:.0f} s, and a customer writes")
+        round_streams, pages, hook, opening, idle, measured = asyncio.run(
+            _with_streams(bench, cookie, http, sizes, mix, total, quiet=last)
         )
+        if last:
+            at_once, after_quiet = measured
         streams += round_streams
         busy_pages += pages
         busy_hooks.append(hook)
@@ -243,6 +299,24 @@ def run(bench: Bench) -> None:
         note=f"over {IDLE_SECONDS:.0f} s; streams wait on Redis and ping every few seconds",
         cpu_share=round(busy_idle, 4),
         baseline_cpu_share=round(quiet_idle, 4),
+    )
+    reached = sum(1 for t in after_quiet if t != float("inf"))
+    late_p50, late_max = percentile(after_quiet, 0.5), max(after_quiet)
+    soon_p50, soon_max = percentile(at_once, 0.5), max(at_once)
+    bench.report.add(
+        SECTION,
+        f"A customer message after {sizes.quiet_seconds:.0f} s with no event, {label}",
+        f"{reached:,} of {len(after_quiet):,} streams showed it · p50 {ms(late_p50)}"
+        f" · slowest {ms(late_max)}",
+        baseline=f"right after opening: p50 {ms(soon_p50)} · slowest {ms(soon_max)}",
+        ratio=late_p50 / soon_p50 if soon_p50 else None,
+        note="webhook POST → the worker applies it → every open stream has message.created",
+        quiet_seconds=sizes.quiet_seconds,
+        reached=reached,
+        p50_ms=round(late_p50 * 1000, 2),
+        max_ms=round(late_max * 1000, 2) if reached == len(after_quiet) else None,
+        baseline_p50_ms=round(soon_p50 * 1000, 2),
+        baseline_max_ms=round(soon_max * 1000, 2) if soon_max != float("inf") else None,
     )
     quiet_p50, busy_p50 = percentile(quiet_pages, 0.5), percentile(busy_pages, 0.5)
     quiet_p99, busy_p99 = percentile(quiet_pages, 0.99), percentile(busy_pages, 0.99)
