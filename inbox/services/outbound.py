@@ -233,6 +233,12 @@ def _check(session: Session, draft: Draft) -> None:
         MessageType.DOCUMENT,
     ) and not re.match(r"^https?://", draft.media_url):
         raise SendRefused("media_url", "A media message needs the public http(s) URL of its file.")
+    if kind in (MessageType.AUDIO, MessageType.VOICE) and draft.caption.strip():
+        # An audio message has no caption (spec §5.5; WhatsApp drops it): refuse, not lose it.
+        raise SendRefused(
+            "caption_not_allowed",
+            "An audio message cannot carry a caption; send the text as a message of its own.",
+        )
     if kind is MessageType.LOCATION and (draft.latitude is None or draft.longitude is None):
         raise SendRefused("location", "A location needs a latitude and a longitude.")
     if kind is MessageType.CONTACT and not draft.contact_cards:
