@@ -317,6 +317,27 @@ def test_a_receipt_for_an_unknown_id_settles_the_contacts_only_ambiguous_send(se
     assert not message.outcome_unknown
 
 
+def test_a_receipt_long_after_the_window_is_not_taken_for_an_unconfirmed_send(session, settings):
+    settings.SEND_CONFIRM_WINDOW_SECONDS = 60
+    message = ambiguous(session, "Hung", first_attempt=timezone.now() - timedelta(hours=2))
+    Message.objects.filter(pk=message.pk).update(status=Message.Status.UNCONFIRMED)
+
+    receipt_record(
+        session.account,
+        Receipt(
+            external_id="a-bot-message",
+            status=DeliveryStatus.DELIVERED,
+            contact_external_id=CONTACT,
+            occurred_at=timezone.now(),
+        ),
+        received_at=timezone.now(),
+    )
+
+    message.refresh_from_db()
+    assert (message.external_id, message.status) == ("", Message.Status.UNCONFIRMED)
+    assert MessageReceipt.objects.get().message_id is None
+
+
 @responses.activate
 def test_receipts_that_came_while_the_send_hung_settle_it_when_the_timeout_is_reconciled(
     session, settings

@@ -265,13 +265,15 @@ def message_adopt(
     external_id_ext: str = "",
     status: str = DeliveryStatus.SENT,
     at: datetime | None = None,
+    also: dict[str, object] | None = None,
 ) -> bool:
     """Give an outbound message the platform id that evidence names for it, and settle it.
 
     Evidence is the send's answer, a receipt or the session history; they may name the message
     in any order and at once. A row the history import made under that id meanwhile is merged
     into this one, so the unique-constraint race ends in adoption, never in an error. Returns
-    False (and changes nothing) when the id is another of our sends'.
+    False (and changes nothing) when the id is another of our sends'. `also`: further columns
+    to set in the same UPDATE.
     """
     at = at or timezone.now()
     carried: list[str] = []
@@ -282,6 +284,11 @@ def message_adopt(
                 Message.objects.filter(pk=message.pk).update(
                     external_id=external_id,
                     external_id_ext=external_id_ext or message.external_id_ext,
+                    outcome_unknown=False,
+                    error_code="",
+                    error_title="",
+                    next_attempt_at=None,
+                    **(also or {}),
                 )
             break
         except _IdTaken:
@@ -297,9 +304,6 @@ def message_adopt(
         return False
     message.external_id = external_id
     message.external_id_ext = external_id_ext or message.external_id_ext
-    Message.objects.filter(pk=message.pk).update(
-        outcome_unknown=False, error_code="", error_title="", next_attempt_at=None
-    )
     message_status_advance(message, DeliveryStatus.SENT, at=at)
     for step in (status, *carried):
         if step != DeliveryStatus.SENT and step in (*RANK, *TERMINAL):
@@ -411,13 +415,16 @@ def message_adopt_from_receipts(message: Message) -> bool:
     )
     if rivals:
         return False
-    since = (message.first_attempt_at or message.claimed_at or message.created_at) - CLOCK_SKEW
+    started = message.first_attempt_at or message.claimed_at or message.created_at
     ids = set(
         MessageReceipt.objects.filter(
             account_id=message.account_id,
             message__isnull=True,
             contact_external_id=contact,
-            occurred_at__gte=since,
+            # Within the send's window only: a later message (a platform agent's, a bot's)
+            # is not ours.
+            occurred_at__gte=started - CLOCK_SKEW,
+            occurred_at__lte=started + evidence_window() + CLOCK_SKEW,
         ).values_list("external_id", flat=True)
     )
     if len(ids) != 1:

@@ -514,11 +514,8 @@ def message_deliver(message_id: int) -> str:
 
 def _accepted(message: Message, external_id: str) -> None:
     now = timezone.now()
-    Message.objects.filter(pk=message.pk).update(
-        accepted_at=now, outcome_unknown=False, error_code="", error_title=""
-    )
     # The history import may have named it first (and even made a row of it): adopt, merge.
-    message_adopt(message, external_id=external_id, at=now)
+    message_adopt(message, external_id=external_id, at=now, also={"accepted_at": now})
     _healthy(message.account)
     _next_in_conversation(message)
 

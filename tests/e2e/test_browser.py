@@ -243,7 +243,7 @@ def test_a_reply_the_platform_never_confirms_is_shown_unconfirmed_with_send_agai
     reply = page.locator("[data-testid=thread-message][data-direction=out]", has_text="checking it")
     reply.locator("[data-testid=message-unconfirmed]").wait_for()
     stack.sandbox("POST", "faults", {"accept_hang_rate": 0, "history_omit_rate": 0})
-    assert "May not have been delivered" in reply.inner_text()
+    assert "may not have been delivered" in reply.inner_text()
     assert reply.locator("[data-testid=message-send-again]").is_visible()
     sent = [s for s in stack.sandbox("GET", "state")["outbound"] if s["customer"] == key]
     assert [s["text"] for s in sent] == ["Yes, thank you! We are checking it now."]
