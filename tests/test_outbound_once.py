@@ -481,3 +481,36 @@ def test_the_wait_for_an_earlier_reply_is_bounded(session, settings):
         mock.post(SEND, json=accepted("late"))
         assert outbound.message_deliver(later.pk) == "sent"
     assert earlier.pk < later.pk
+
+
+@responses.activate
+def test_a_connection_dropped_after_the_request_was_sent_is_ambiguous_not_retried(
+    session, send, settings
+):
+    from http.client import RemoteDisconnected
+
+    from urllib3.exceptions import ProtocolError
+
+    settings.SEND_CONFIRM_WINDOW_SECONDS = 0
+    dropped = ProtocolError("Connection aborted.", RemoteDisconnected("closed without response"))
+    responses.post(SEND, body=requests.ConnectionError(dropped))
+    responses.post(SEND, json=accepted("second-copy"))
+    responses.post(HISTORY, json=listed())
+
+    message = send(session, Draft(body="Did it arrive?"))
+
+    assert message.status == Message.Status.UNCONFIRMED
+    assert send_calls() == 1
+
+
+def test_no_attempt_is_made_beyond_the_limit_whoever_queued_the_message(session, settings):
+    settings.SEND_MAX_ATTEMPTS = 2
+    message = ambiguous(session, "Once more?", first_attempt=timezone.now(), attempts=2)
+    Message.objects.filter(pk=message.pk).update(status=Message.Status.QUEUED)
+
+    with responses.RequestsMock():  # any platform call fails the test
+        assert outbound.message_deliver(message.pk) == "failed"
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert message.attempts == 2

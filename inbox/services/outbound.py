@@ -462,6 +462,17 @@ def message_deliver(message_id: int) -> str:
     message = Message.objects.select_related(
         "account", "session__channel", "session__identity", "session__contact", "template"
     ).get(pk=message_id)
+    if message.attempts > settings.SEND_MAX_ATTEMPTS:
+        # Whoever queued it, no path goes beyond the limit; Retry starts a new set of attempts.
+        Message.objects.filter(pk=message.pk).update(attempts=F("attempts") - 1)
+        message.attempts -= 1
+        message_fail(
+            message,
+            code="attempts",
+            title=f"Not sent: all {settings.SEND_MAX_ATTEMPTS} attempts were used. Retry to "
+            "start again.",
+        )
+        return "failed"
     if _waits_for_earlier(message, now):
         wait = settings.SEND_ORDER_RECHECK_SECONDS
         _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
