@@ -173,6 +173,9 @@ class Message(models.Model):
         RECEIVED = "received", "Received"
         QUEUED = DeliveryStatus.QUEUED.value, "Queued"
         SENDING = DeliveryStatus.SENDING.value, "Sending"
+        # The platform may have the message, but neither its answer, a receipt nor its history
+        # said so within the evidence window: shown as "may not have been delivered".
+        UNCONFIRMED = "unconfirmed", "Unconfirmed"
         SENT = DeliveryStatus.SENT.value, "Sent"
         DELIVERED = DeliveryStatus.DELIVERED.value, "Delivered"
         READ = DeliveryStatus.READ.value, "Read"
@@ -237,6 +240,9 @@ class Message(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     # The platform did not answer a send it may have accepted (a read timeout).
     outcome_unknown = models.BooleanField(default=False)
+    # When the first attempt was made: evidence of an ambiguous send is sought from then on,
+    # however often the row is reclaimed.
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
     replaces = models.ForeignKey(
         "self",
         on_delete=models.SET_NULL,
@@ -280,6 +286,33 @@ class Message(models.Model):
         return f"{self.get_direction_display()} {self.type} #{self.pk}"
 
 
+class MessageCopy(models.Model):
+    """A further copy of an outbound message the platform accepted (the customer got it twice).
+
+    Kept so that the agent sees it ("delivered twice") and its receipts attach to something.
+    """
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.CASCADE, related_name="+"
+    )
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="copies")
+    external_id = models.TextField()
+    external_id_ext = models.TextField(blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"], name="messagecopy_account_external_id_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"copy {self.external_id} of #{self.message_id}"
+
+
 class MessageStatusChange(models.Model):
     """One step of an outbound message's delivery history."""
 
@@ -313,6 +346,8 @@ class MessageReceipt(models.Model):
     )
     external_id = models.TextField()
     external_id_ext = models.TextField(blank=True)
+    # Whose message it is: lets a receipt for an id we do not know settle an unconfirmed send.
+    contact_external_id = models.TextField(blank=True)
     status = models.CharField(
         max_length=20, choices=[(s.value, s.name.title()) for s in DeliveryStatus]
     )

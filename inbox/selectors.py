@@ -156,10 +156,11 @@ def sessions_for_list(sessions: QuerySet[Session]) -> QuerySet[Session]:
 
 
 def sessions_with_failed_send(sessions: QuerySet[Session]) -> QuerySet[Session]:
-    """Annotate `has_failed_send`: a message to the customer failed and nobody dealt with it.
+    """Annotate `has_failed_send`: a message to the customer failed and nobody dealt with it,
+    and `has_unconfirmed_send`: one may not have been delivered, likewise.
 
     Dealt with: retried (it is no longer failed), re-sent as a template, or followed by a
-    message the platform accepted. One EXISTS a row, on the (session, sent_at) index.
+    message the platform accepted. One EXISTS each a row, on the (session, sent_at) index.
     """
     accepted_later = Message.objects.filter(
         session=OuterRef("session"),
@@ -173,7 +174,14 @@ def sessions_with_failed_send(sessions: QuerySet[Session]) -> QuerySet[Session]:
         status=Message.Status.FAILED,
         replaced_by__isnull=True,
     ).filter(~Exists(accepted_later))
-    return sessions.annotate(has_failed_send=Exists(failed))
+    unconfirmed = Message.objects.filter(
+        session=OuterRef("pk"),
+        direction=Message.Direction.OUTBOUND,
+        status=Message.Status.UNCONFIRMED,
+    ).filter(~Exists(accepted_later))
+    return sessions.annotate(
+        has_failed_send=Exists(failed), has_unconfirmed_send=Exists(unconfirmed)
+    )
 
 
 def session_list_for_user(user: User) -> QuerySet[Session]:
@@ -298,6 +306,7 @@ def message_list_for_session(session: Session) -> QuerySet[Message]:
     return (
         Message.objects.filter(session=session)
         .select_related("author", "template")
+        .prefetch_related("copies")
         .order_by("sent_at", "id")
     )
 
@@ -630,7 +639,7 @@ def _thread_messages(session: Session) -> QuerySet[Message]:
     return (
         Message.objects.filter(session=session)
         .select_related("author", "template")
-        .prefetch_related("replaced_by")
+        .prefetch_related("replaced_by", "copies")
         .defer("raw")
     )
 
@@ -725,9 +734,12 @@ def message_shown_state(message: Message) -> str:
     """Return the delivery state a thread shows: the status, with the attempt while a send
     is being retried ("queued-2"), since each attempt changes what the thread says."""
     retrying = message.status in (Message.Status.QUEUED, Message.Status.SENDING)
-    return (
+    state = (
         f"{message.status}-{message.attempts}" if retrying and message.attempts else message.status
     )
+    # A copy the platform accepted again changes what the thread says ("delivered twice").
+    copies = len(message.copies.all()) if message.direction == Message.Direction.OUTBOUND else 0
+    return f"{state}+{copies}" if copies else state
 
 
 def thread_messages_changed(session: Session, shown: dict[int, str]) -> list[Message]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from urllib3.exceptions import ProtocolError
 
 logger = logging.getLogger("integrations.http")
 
@@ -63,7 +64,8 @@ class RejectedError(HttpError):
 
 
 class AmbiguousError(TransientError):
-    """The request may have reached the platform (a read timeout): the outcome is unknown."""
+    """The request may have reached the platform (a read timeout, a connection dropped after
+    sending): the outcome is unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,12 @@ def request(
             f"{method} {url}: no answer within {timeout[1]:.0f}s (it may have been processed)"
         ) from exc
     except requests.ConnectionError as exc:
+        if isinstance(exc.args[0] if exc.args else None, ProtocolError):
+            # Dropped after the request was sent ("Connection aborted"): it may have been
+            # processed, so it is not retried blindly (spec §5.0).
+            raise AmbiguousError(
+                f"{method} {url}: connection dropped before the answer (it may have been processed)"
+            ) from exc
         raise TransientError(
             f"{method} {url}: connection failed ({exc.__class__.__name__})"
         ) from exc

@@ -41,6 +41,25 @@ def test_add_account_creates_an_account_and_prints_one_json_line(capsys):
     assert (account.api_key, account.api_id) == ("key-123", "app-9")
 
 
+def test_add_account_prints_the_webhook_url_of_the_configured_public_base_url(capsys, settings):
+    settings.PUBLIC_BASE_URL = "https://inbox.example.com"
+
+    out = add_account(capsys, "xms", "--name=Main", "--base-url=https://a.example", "--api-key=k")
+
+    assert out["webhook_url"] == f"https://inbox.example.com/webhooks/xms/{out['id']}/"
+    assert capsys.readouterr().err == ""
+
+
+def test_add_account_warns_when_the_public_base_url_is_local(capsys, settings):
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+
+    call_command("add_account", "xms", "--name=Main", "--base-url=https://a.example", "--api-key=k")
+
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["webhook_url"].startswith("http://127.0.0.1:8000/webhooks/")
+    assert "PUBLIC_BASE_URL" in captured.err
+
+
 def test_add_account_again_with_the_same_name_updates_it_and_keeps_the_token(capsys):
     first = add_account(
         capsys, "xms", "--name=Main", "--base-url=https://a.example", "--api-key=k1"

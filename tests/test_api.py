@@ -820,3 +820,29 @@ def test_an_unknown_api_address_is_a_json_404(agent):
 
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+@responses.activate
+def test_an_unconfirmed_message_says_it_may_not_have_been_delivered_and_can_be_sent_again(
+    agent, session, django_capture_on_commit_callbacks
+):
+    responses.post(SEND, json=accepted("again-1"))
+    unconfirmed = OutboundMessageFactory(
+        session=session,
+        status=Message.Status.UNCONFIRMED,
+        error_code="unconfirmed",
+        error_title="No answer.\n\nDetail: POST https://x.example/api: ReadTimeout",
+    )
+    client = client_for(agent)
+
+    shown = client.get(f"/api/v1/messages/{unconfirmed.pk}/").json()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/api/v1/messages/{unconfirmed.pk}/retry/", format="json")
+
+    assert (shown["status"], shown["copies"]) == ("unconfirmed", 0)
+    assert shown["error"]["code"] == "unconfirmed"
+    assert "may not have been delivered" in shown["error"]["title"]
+    assert "twice" in shown["error"]["title"] and "ReadTimeout" not in shown["error"]["title"]
+    assert response.status_code == 200
+    unconfirmed.refresh_from_db()
+    assert (unconfirmed.status, unconfirmed.external_id) == (Message.Status.SENT, "again-1")

@@ -362,7 +362,12 @@ def test_a_timeout_is_settled_from_the_history_without_sending_again(session, se
 
 
 @responses.activate
-def test_a_timeout_the_history_does_not_show_is_sent_again(session, send):
+def test_a_timeout_the_history_does_not_show_is_sent_again_when_the_account_allows_it(
+    session, send, settings
+):
+    settings.SEND_CONFIRM_WINDOW_SECONDS = 0
+    session.account.options = {"resend_unconfirmed": True}
+    session.account.save()
     responses.post(SEND, body=requests.ReadTimeout("no answer"))
     responses.post(SEND, json=accepted("second-try"))
     responses.post(HISTORY, json=history_with("someone-else", "Another text"))
@@ -375,16 +380,16 @@ def test_a_timeout_the_history_does_not_show_is_sent_again(session, send):
 
 
 @responses.activate
-def test_a_timeout_whose_history_cannot_be_read_fails_with_a_warning_not_a_duplicate(
+def test_a_timeout_whose_history_cannot_be_read_is_unconfirmed_with_a_warning_not_a_duplicate(
     session, send, settings
 ):
-    settings.SEND_MAX_ATTEMPTS = 1
+    settings.SEND_CONFIRM_WINDOW_SECONDS = 0
     responses.post(SEND, body=requests.ReadTimeout("no answer"))
     responses.post(HISTORY, status=503)
 
     message = send(session, Draft(body="Are you there?"))
 
-    assert message.status == Message.Status.FAILED
+    assert message.status == Message.Status.UNCONFIRMED
     assert "twice" in message.error_title
     assert len(sent_bodies()) == 1
 

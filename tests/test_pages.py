@@ -1678,3 +1678,30 @@ def test_the_api_still_answers_unknown_addresses_with_json(as_agent):
 
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_an_unconfirmed_message_shows_it_may_not_have_been_delivered_with_send_again(
+    as_agent, session
+):
+    from inbox.models import MessageCopy
+
+    twice = OutboundMessageFactory(session=session, status=Message.Status.READ, external_id="a-1")
+    MessageCopy.objects.create(account=session.account, message=twice, external_id="a-2")
+    unconfirmed = OutboundMessageFactory(
+        session=session,
+        status=Message.Status.UNCONFIRMED,
+        error_code="unconfirmed",
+        sent_at=twice.sent_at + timedelta(seconds=1),
+    )
+
+    html = text_of(as_agent.get(f"/s/{session.pk}/"))
+    item = _thread_item(html, "", unconfirmed.pk)
+    copied = _thread_item(html, "", twice.pk)
+    rows = text_of(as_agent.get("/"))
+
+    assert 'data-testid="message-unconfirmed"' in item
+    assert "Unconfirmed." in item and "may not have been delivered" in item
+    assert 'data-testid="message-send-again"' in item and "get it twice" in item
+    assert 'data-state="unconfirmed"' in item
+    assert 'data-testid="message-copies"' in copied and "Delivered twice" in copied
+    assert 'data-testid="row-unconfirmed"' in rows

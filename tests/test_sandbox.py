@@ -232,6 +232,34 @@ def test_injected_5xx_answers_are_not_processed(server, platform):
     assert platform.outbound == {}
 
 
+def test_an_accept_then_hang_send_is_stored_and_answered_after_the_timeout(server, platform):
+    write_in(platform)
+    platform.faults.accept_hang_rate = 1.0
+    platform.faults.timeout_seconds = 0.01
+
+    status, envelope = call(server, "POST", "/api/v1/message/send", text_to(platform), headers=KEY)
+
+    assert status == 200
+    assert list(platform.outbound) == [envelope["data"]["id"]]
+    assert platform.counters["fault_accept_hang"] == 1
+
+
+def test_a_history_that_lags_lists_a_send_late_and_one_that_omits_it_never(platform):
+    session_id = write_in(platform)["sessionId"]
+    platform.faults.history_lag_seconds = 3600
+    platform.send(text_to(platform, body="Late"))
+    platform.faults.history_lag_seconds = 0
+    platform.faults.history_omit_rate = 1.0
+    platform.send(text_to(platform, body="Never"))
+    platform.faults.history_omit_rate = 0.0
+    platform.send(text_to(platform, body="Listed"))
+
+    _, envelope, _ = platform.session_messages({"sessionId": session_id})
+
+    assert [m["text"] for m in envelope["results"] if m["status"] != "RECEIVD"] == ["Listed"]
+    assert len(platform.outbound) == 3
+
+
 # --- Customers ----------------------------------------------------------------------------------
 
 

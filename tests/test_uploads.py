@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from datetime import timedelta
@@ -227,3 +228,45 @@ def test_the_content_disposition_is_ascii_with_the_whole_name_in_filename_star(n
     assert match is not None, header
     assert match.group(1) and match.group(1).isprintable()
     assert unquote(match.group(2)) == cleaned
+
+
+# --- Audio has no caption (spec §5.5) ---------------------------------------------------------
+
+
+@responses.activate
+def test_the_words_typed_with_an_audio_file_go_as_a_text_right_after_it(
+    as_agent, account, channel, django_capture_on_commit_callbacks
+):
+    responses.post(SEND, json=ACCEPTED)
+    responses.post(SEND, json={**ACCEPTED, "data": {"id": "def"}})
+    session = make_session(account, channel)
+    upload = SimpleUploadedFile("note.mp3", b"ID3\x03\x00\x00\x00\x00\x00\x00", "audio/mpeg")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        as_agent.post(
+            f"/s/{session.pk}/send/",
+            {"mode": "reply", "body": "Listen to this", "idempotency_key": "au1", "file": upload},
+            **HTMX,
+        )
+
+    sent = [json.loads(c.request.body) for c in responses.calls if c.request.url == SEND]
+    assert [b["type"] for b in sent] == ["audio", "text"]
+    assert "caption" not in sent[0]["audio"]
+    assert sent[1]["text"] == {"body": "Listen to this"}
+    audio, text = Message.objects.filter(session=session).order_by("pk")
+    assert (audio.type, audio.caption, text.body) == ("audio", "", "Listen to this")
+
+
+def test_an_audio_message_with_a_caption_is_refused_not_sent_without_it(account, channel):
+    from inbox.services.outbound import Draft, SendRefused, message_send
+
+    session = make_session(account, channel)
+
+    with pytest.raises(SendRefused) as refused:
+        message_send(
+            session,
+            Draft(type="audio", media_url="https://cdn.example/a.mp3", caption="Hear this"),
+        )
+
+    assert refused.value.code == "caption_not_allowed"
+    assert not Message.objects.filter(direction="out").exists()

@@ -329,8 +329,16 @@ PLATFORM_CONNECT_TIMEOUT = env_float("PLATFORM_CONNECT_TIMEOUT", 5.0)
 PLATFORM_READ_TIMEOUT = env_float("PLATFORM_READ_TIMEOUT", 30.0)
 # A send claimed this long ago with no outcome is treated as cut short (worker killed).
 SEND_STALE_SECONDS = env_int("SEND_STALE_SECONDS", 120)
-# When the platform did not answer a send, wait this long before asking its session history.
+# When the platform did not answer a send, wait this long before asking its session history
+# (and between two such checks).
 SEND_RECONCILE_AFTER_SECONDS = env_int("SEND_RECONCILE_AFTER_SECONDS", 20)
+# A send the platform may have accepted is settled only by evidence (a receipt, its history),
+# sought this long from the first attempt; without any it becomes `unconfirmed` for the agent.
+SEND_CONFIRM_WINDOW_SECONDS = env_int("SEND_CONFIRM_WINDOW_SECONDS", 600)
+# A reply waits while an earlier one in its conversation is unsettled, at most this long after
+# it was written, looking again every SEND_ORDER_RECHECK_SECONDS.
+SEND_ORDER_WAIT_SECONDS = env_int("SEND_ORDER_WAIT_SECONDS", 60)
+SEND_ORDER_RECHECK_SECONDS = env_float("SEND_ORDER_RECHECK_SECONDS", 2.0)
 # Import the earlier messages of a session the first time we see it.
 IMPORT_SESSION_HISTORY = env_bool("IMPORT_SESSION_HISTORY", True)
 # A new platform session keeps the assignee, team and labels of the customer's previous session

@@ -223,7 +223,13 @@ class TemplateRefSerializer(serializers.Serializer[Template]):
 class MessageSerializer(serializers.ModelSerializer[Message]):
     media = serializers.SerializerMethodField()
     location = serializers.SerializerMethodField()
-    error = serializers.SerializerMethodField(help_text="Why the message failed (failed only).")
+    error = serializers.SerializerMethodField(
+        help_text="Why the message failed (failed), or why it may not have been delivered "
+        "(unconfirmed: the platform never confirmed it; sending it again may duplicate it)."
+    )
+    copies = serializers.SerializerMethodField(
+        help_text="How many further copies the platform accepted (1: the customer got it twice)."
+    )
     template = TemplateRefSerializer(read_only=True, allow_null=True)
     author = UserRefSerializer(read_only=True, allow_null=True)
 
@@ -239,6 +245,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
             "location",
             "status",
             "error",
+            "copies",
             "external_id",
             "template",
             "author",
@@ -265,9 +272,14 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
 
     @extend_schema_field(ErrorDetailSerializer(allow_null=True))
     def get_error(self, message: Message) -> dict[str, Any] | None:
-        if message.status != Message.Status.FAILED:
+        if message.status not in (Message.Status.FAILED, Message.Status.UNCONFIRMED):
             return None
         return ErrorDetailSerializer(message).data
+
+    def get_copies(self, message: Message) -> int:
+        if message.direction != Message.Direction.OUTBOUND:
+            return 0
+        return len(message.copies.all())
 
 
 class ButtonSerializer(serializers.Serializer[Any]):

@@ -366,14 +366,18 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
     def get_queryset(self) -> QuerySet[Message]:
         if getattr(self, "swagger_fake_view", False):
             return Message.objects.none()
-        return messages_visible_to(request_user(self.request)).select_related(
-            "account",
-            "author",
-            "template",
-            "session__account",
-            "session__channel",
-            "session__contact",
-            "session__identity",
+        return (
+            messages_visible_to(request_user(self.request))
+            .select_related(
+                "account",
+                "author",
+                "template",
+                "session__account",
+                "session__channel",
+                "session__contact",
+                "session__identity",
+            )
+            .prefetch_related("copies")
         )
 
     @extend_schema(summary="Get a message", responses={200: MessageSerializer})
@@ -381,9 +385,10 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(
-        summary="Retry a failed message",
+        summary="Retry a failed or unconfirmed message",
         description="Queues the failed message again for a new set of attempts. Refused when "
-        "the 24-hour window has closed: re-send it as a template instead.",
+        "the 24-hour window has closed: re-send it as a template instead. An `unconfirmed` "
+        "message may already have reached the customer: sending it again may duplicate it.",
         request=None,
         responses={200: MessageSerializer, 422: REFUSED},
     )

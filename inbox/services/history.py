@@ -1,16 +1,32 @@
-"""Import a session's earlier messages from the platform, without duplicating any."""
+"""Import a session's earlier messages from the platform, without duplicating any.
+
+Our own sends are among them: the history names them by the platform's id, which we may not
+know yet (the send's answer never came). `sends_correlate` recognizes them (same conversation,
+same content, within the send's evidence window) and gives them their ids instead of importing
+them as rows of their own; a further copy the platform accepted is kept on the message.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from inbox import live
-from inbox.models import Message, Session, TimelineEntry
-from inbox.services.messages import media_fields, message_receipts_apply_pending
+from inbox.models import Message, MessageCopy, Session, TimelineEntry
+from inbox.services.messages import (
+    CLOCK_SKEW,
+    evidence_window,
+    media_fields,
+    message_adopt,
+    message_copy_record,
+    message_receipts_apply_pending,
+)
 from inbox.services.timeline import timeline_add
 from integrations.base import HistoryMessage, MessageType
 from integrations.http import HttpError
@@ -41,6 +57,7 @@ def session_history_import(session_id: int) -> int:
     except HttpError as exc:
         logger.warning("history of session %s unavailable: %s", session.external_id, exc)
         raise
+    history = sends_correlate(session, history)
     ids = {m.external_id for m in history} | {
         m.external_id_ext for m in history if m.external_id_ext
     }
@@ -73,6 +90,115 @@ def session_history_import(session_id: int) -> int:
             occurred_at=timezone.now(),
         )
     return imported
+
+
+def _known_ids(account_id: UUID, items: Sequence[HistoryMessage]) -> set[str]:
+    ids = {m.external_id for m in items} | {m.external_id_ext for m in items if m.external_id_ext}
+    known: set[str] = set()
+    for external_id, ext in (
+        Message.objects.filter(account_id=account_id)
+        .filter(Q(external_id__in=ids) | Q(external_id_ext__in=ids))
+        .values_list("external_id", "external_id_ext")
+    ):
+        known.update({external_id, ext})
+    for external_id, ext in (
+        MessageCopy.objects.filter(account_id=account_id)
+        .filter(Q(external_id__in=ids) | Q(external_id_ext__in=ids))
+        .values_list("external_id", "external_id_ext")
+    ):
+        known.update({external_id, ext})
+    known.discard("")
+    return known
+
+
+def platform_type(message: Message) -> str:
+    """Return the type the platform lists one of our messages under (spec §5.5, §5.8)."""
+    return {"voice": "audio", "contact": "contacts"}.get(message.type, message.type)
+
+
+def same_content(message: Message, item: HistoryMessage) -> bool:
+    """Say whether a history entry has the content of one of our sends."""
+    if item.type.lower() != platform_type(message):
+        return False
+    if message.type in (MessageType.TEXT, MessageType.TEMPLATE) and item.body.strip():
+        return item.body.strip() == message.body.strip()
+    return message.type != MessageType.TEXT
+
+
+def _reference(message: Message) -> datetime:
+    return message.first_attempt_at or message.claimed_at or message.created_at
+
+
+def _in_window(message: Message, at: datetime | None) -> bool:
+    if at is None:
+        return False
+    start = _reference(message)
+    return start - CLOCK_SKEW <= at <= start + evidence_window() + CLOCK_SKEW
+
+
+def sends_correlate(session: Session, items: Sequence[HistoryMessage]) -> list[HistoryMessage]:
+    """Recognize our own sends among a history's entries; return the entries that are not ours.
+
+    An outbound entry with an id we do not know is our send when it is in the same conversation
+    (contact and channel), has the same content and is dated within the send's evidence window:
+    the earliest such send still without its platform id adopts it; when every such send has
+    its id already, the entry is a further copy the platform accepted and is kept on the
+    message ("delivered twice"). Two identical replies each adopt their own entry, in order.
+    """
+    known = _known_ids(session.account_id, items)
+    unknown = [
+        i
+        for i in items
+        if i.outbound
+        and i.external_id not in known
+        and not (i.external_id_ext and i.external_id_ext in known)
+    ]
+    if not unknown:
+        return list(items)
+    dated = [i.sent_at for i in unknown if i.sent_at is not None]
+    ours = Message.objects.filter(
+        account_id=session.account_id,
+        direction=Message.Direction.OUTBOUND,
+        session__contact_id=session.contact_id,
+        session__channel_id=session.channel_id,
+    ).filter(Q(attempts__gt=0) | Q(first_attempt_at__isnull=False))
+    if dated:
+        ours = ours.filter(created_at__gte=min(dated) - evidence_window() - CLOCK_SKEW)
+    candidates = list(ours.select_related("session").order_by("created_at", "pk")[:500])
+    matched: set[str] = set()
+    for item in sorted(unknown, key=lambda i: (i.sent_at is None, i.sent_at or 0, i.external_id)):
+        pending = [
+            m
+            for m in candidates
+            if not m.external_id
+            and m.status
+            in (Message.Status.SENDING, Message.Status.UNCONFIRMED, Message.Status.QUEUED)
+            and same_content(m, item)
+            and (item.sent_at is None or _in_window(m, item.sent_at))
+        ]
+        pending.sort(key=lambda m: (_reference(m), m.pk))
+        status = _OUTBOUND_STATUS.get(item.status, Message.Status.SENT)
+        if pending and message_adopt(
+            pending[0],
+            external_id=item.external_id,
+            external_id_ext=item.external_id_ext[:255],
+            status=status,
+            at=item.sent_at,
+        ):
+            matched.add(item.external_id)
+            continue
+        settled = [
+            m
+            for m in candidates
+            if m.external_id and same_content(m, item) and _in_window(m, item.sent_at)
+        ]
+        if settled:
+            nearest = max(settled, key=lambda m: (_reference(m), m.pk))
+            message_copy_record(
+                nearest, external_id=item.external_id, external_id_ext=item.external_id_ext
+            )
+            matched.add(item.external_id)
+    return [i for i in items if i.external_id not in matched]
 
 
 def _session_date_from(session_id: int, added: list[Message]) -> None:

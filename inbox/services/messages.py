@@ -7,20 +7,30 @@ Moves are conditional UPDATEs, so two workers applying receipts at once cannot r
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from inbox import live
-from inbox.models import Message, MessageReceipt, MessageStatusChange, Session
+from inbox.models import Message, MessageCopy, MessageReceipt, MessageStatusChange, Session
 from integrations.base import DeliveryStatus, Media, Receipt
 from integrations.models import ProviderAccount
+
+logger = logging.getLogger(__name__)
+# Platform clocks and ours disagree a little: evidence this much before a send still counts.
+CLOCK_SKEW = timedelta(seconds=60)
+# An outbound message that may be at the platform without our knowing its id.
+UNSETTLED = (Message.Status.SENDING, Message.Status.UNCONFIRMED)
 
 RANK: dict[str, int] = {
     DeliveryStatus.QUEUED: 0,
     DeliveryStatus.SENDING: 1,
+    # Ours, not the platform's: no evidence yet; any receipt or history entry moves it on.
+    Message.Status.UNCONFIRMED: 1,
     DeliveryStatus.SENT: 2,
     DeliveryStatus.DELIVERED: 3,
     DeliveryStatus.READ: 4,
@@ -142,6 +152,7 @@ def receipt_record(
                 "error_code": receipt.error_code[:64],
                 "error_title": receipt.error_title,
                 "error_details": receipt.error_details,
+                "contact_external_id": receipt.contact_external_id,
                 "raw": receipt.raw,
             },
         )
@@ -149,6 +160,8 @@ def receipt_record(
         message = _outbound_message_for(account, row.external_id, row.external_id_ext)
         if message is not None:
             receipt_apply(row, message)
+        elif not _receipt_attach_to_copy(row):
+            _receipt_adopt_for_contact(account, row)
     return row, created
 
 
@@ -236,3 +249,196 @@ def receipts_apply_orphans(*, max_age: timedelta = timedelta(hours=1), limit: in
             receipt_apply(receipt, message)
             applied += 1
     return applied
+
+
+# --- Adoption: the platform names one of our sends ------------------------------------------------
+
+
+class _IdTaken(Exception):
+    """The id belongs to another of our own sends."""
+
+
+def message_adopt(
+    message: Message,
+    *,
+    external_id: str,
+    external_id_ext: str = "",
+    status: str = DeliveryStatus.SENT,
+    at: datetime | None = None,
+    also: dict[str, object] | None = None,
+) -> bool:
+    """Give an outbound message the platform id that evidence names for it, and settle it.
+
+    Evidence is the send's answer, a receipt or the session history; they may name the message
+    in any order and at once. A row the history import made under that id meanwhile is merged
+    into this one, so the unique-constraint race ends in adoption, never in an error. Returns
+    False (and changes nothing) when the id is another of our sends'. `also`: further columns
+    to set in the same UPDATE.
+    """
+    at = at or timezone.now()
+    carried: list[str] = []
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                carried = _take_over_imported(message, external_id)
+                Message.objects.filter(pk=message.pk).update(
+                    external_id=external_id,
+                    external_id_ext=external_id_ext or message.external_id_ext,
+                    outcome_unknown=False,
+                    error_code="",
+                    error_title="",
+                    next_attempt_at=None,
+                    **(also or {}),
+                )
+            break
+        except _IdTaken:
+            logger.error(
+                "platform id %s names message %s but belongs to another send",
+                external_id,
+                message.pk,
+            )
+            return False
+        except IntegrityError:
+            continue  # a row with this id committed meanwhile: merge it on the next round
+    else:
+        return False
+    message.external_id = external_id
+    message.external_id_ext = external_id_ext or message.external_id_ext
+    message_status_advance(message, DeliveryStatus.SENT, at=at)
+    for step in (status, *carried):
+        if step != DeliveryStatus.SENT and step in (*RANK, *TERMINAL):
+            message_status_advance(message, step, at=at)
+    message_receipts_apply_pending(message)
+    return True
+
+
+def _take_over_imported(message: Message, external_id: str) -> list[str]:
+    """Merge the row the history import made for `external_id` into `message`.
+
+    Returns the statuses that row had reached. Raises `_IdTaken` when the row is one of our own
+    sends (it has been attempted), which no evidence can take away from it.
+    """
+    other = (
+        Message.objects.select_for_update()
+        .filter(account_id=message.account_id, direction=Message.Direction.OUTBOUND)
+        .filter(external_id=external_id)
+        .exclude(pk=message.pk)
+        .first()
+    )
+    if other is None:
+        return []
+    if other.attempts or other.first_attempt_at or other.idempotency_key:
+        raise _IdTaken
+    MessageReceipt.objects.filter(message=other).update(message=message)
+    Session.objects.filter(last_message=other).update(last_message=message)
+    reached = [other.status] if other.status != Message.Status.SENT else []
+    other.delete()
+    return reached
+
+
+def message_copy_record(message: Message, *, external_id: str, external_id_ext: str = "") -> bool:
+    """Keep a further copy of `message` the platform accepted (shown as "delivered twice").
+
+    Receipts for that copy attach to the message (without moving its status). Returns whether
+    the copy is new.
+    """
+    _, created = MessageCopy.objects.get_or_create(
+        account_id=message.account_id,
+        external_id=external_id,
+        defaults={"message": message, "external_id_ext": external_id_ext},
+    )
+    ids = {i for i in (external_id, external_id_ext) if i}
+    MessageReceipt.objects.filter(account_id=message.account_id, message__isnull=True).filter(
+        Q(external_id__in=ids) | Q(external_id_ext__in=ids)
+    ).update(message=message, applied_at=timezone.now())
+    if created:
+        _publish_update(message)
+    return created
+
+
+def _receipt_attach_to_copy(receipt: MessageReceipt) -> bool:
+    ids = {i for i in (receipt.external_id, receipt.external_id_ext) if i}
+    copy = (
+        MessageCopy.objects.filter(account_id=receipt.account_id)
+        .filter(Q(external_id__in=ids) | Q(external_id_ext__in=ids))
+        .first()
+    )
+    if copy is None:
+        return False
+    MessageReceipt.objects.filter(pk=receipt.pk).update(
+        message_id=copy.message_id, applied_at=timezone.now()
+    )
+    return True
+
+
+def _receipt_adopt_for_contact(account: ProviderAccount, receipt: MessageReceipt) -> bool:
+    """Settle the contact's one ambiguous send with a receipt for an id we do not know."""
+    if not receipt.contact_external_id:
+        return False
+    candidates = list(
+        Message.objects.filter(
+            account=account,
+            direction=Message.Direction.OUTBOUND,
+            session__identity__external_id=receipt.contact_external_id,
+            status__in=UNSETTLED,
+            external_id="",
+        ).select_related("session")[:2]
+    )
+    if len(candidates) != 1:
+        return False
+    message = candidates[0]
+    if message.status == Message.Status.SENDING and not message.outcome_unknown:
+        return False  # still waiting for its answer, which will name it
+    return message_adopt_from_receipts(message)
+
+
+def message_adopt_from_receipts(message: Message) -> bool:
+    """Settle an ambiguous send from receipts kept for an id we do not know; return whether.
+
+    Only when it is the contact's one unsettled send and the receipts since its first attempt
+    name one id: anything less certain waits for the history.
+    """
+    session = message.session
+    contact = session.identity.external_id if session.identity is not None else ""
+    if not contact:
+        return False
+    rivals = (
+        Message.objects.filter(
+            account_id=message.account_id,
+            direction=Message.Direction.OUTBOUND,
+            session__identity_id=session.identity_id,
+            status__in=UNSETTLED,
+            external_id="",
+        )
+        .exclude(pk=message.pk)
+        .exists()
+    )
+    if rivals:
+        return False
+    started = message.first_attempt_at or message.claimed_at or message.created_at
+    ids = set(
+        MessageReceipt.objects.filter(
+            account_id=message.account_id,
+            message__isnull=True,
+            contact_external_id=contact,
+            # Within the send's window only: a later message (a platform agent's, a bot's)
+            # is not ours.
+            occurred_at__gte=started - CLOCK_SKEW,
+            occurred_at__lte=started + evidence_window() + CLOCK_SKEW,
+        ).values_list("external_id", flat=True)
+    )
+    if len(ids) != 1:
+        return False
+    (external_id,) = ids
+    ext = (
+        MessageReceipt.objects.filter(account_id=message.account_id, external_id=external_id)
+        .exclude(external_id_ext="")
+        .values_list("external_id_ext", flat=True)
+        .first()
+    )
+    return message_adopt(message, external_id=external_id, external_id_ext=ext or "")
+
+
+def evidence_window() -> timedelta:
+    """Return how long evidence of an ambiguous send is sought, from its first attempt."""
+    return timedelta(seconds=settings.SEND_CONFIRM_WINDOW_SECONDS)

@@ -6,17 +6,23 @@ The life of an outbound message:
                         template approval and placeholders), stores the row `queued` (once per
                         idempotency key) and enqueues delivery after commit.
     message_deliver()   claims the row (queued -> sending, a conditional UPDATE, so a task
-                        delivered twice sends once), respects the channel's rate limit, calls the
-                        platform and records the outcome:
+                        delivered twice sends once), waits while an earlier reply in the same
+                        conversation is unsettled (bounded), respects the channel's rate limit,
+                        calls the platform and records the outcome:
                           accepted              -> sent, platform id stored, waiting receipts applied
                           connection/429/5xx    -> back to queued, retried with backoff and jitter
                           401/403               -> failed, account marked unhealthy
                           other 4xx / envelope  -> failed with the platform's reason and code
-                          no answer (timeout)   -> outcome unknown, reconciled from the session
-                                                   history before anything is re-sent
-    messages_reap()     recovers rows a killed worker left `sending`, and queued rows whose task
-                        was lost.
+                          no answer (timeout)   -> outcome unknown: settled only by evidence
+    message_reconcile() seeks that evidence (a receipt, the session history) over a window
+                        measured from the first attempt (SEND_CONFIRM_WINDOW_SECONDS); without
+                        any by its end the message is `unconfirmed` ("may not have been
+                        delivered", with Send again). Sending again by itself is an account
+                        option (`resend_unconfirmed`), off by default, within the attempt limit.
+    messages_reap()     recovers rows a killed worker left `sending`, checks whose task was
+                        lost, and queued rows whose task was lost.
 
+There is no idempotency key on `message/send` (spec §5.0, §7): a blind retry can deliver twice.
 Receipts (inbox.services.messages) take sent messages on to delivered, read or failed.
 """
 
@@ -33,21 +39,21 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
-from django.db.models.functions import Greatest
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
+from inbox.services.history import sends_correlate
 from inbox.services.messages import (
-    message_external_ids_set,
-    message_status_advance,
+    message_adopt,
+    message_adopt_from_receipts,
     receipts_apply_orphans,
 )
 from inbox.services.timeline import timeline_add
 from integrations import http, ratelimit
 from integrations.base import (
     Button,
-    DeliveryStatus,
     Location,
     Media,
     MessageType,
@@ -227,6 +233,12 @@ def _check(session: Session, draft: Draft) -> None:
         MessageType.DOCUMENT,
     ) and not re.match(r"^https?://", draft.media_url):
         raise SendRefused("media_url", "A media message needs the public http(s) URL of its file.")
+    if kind in (MessageType.AUDIO, MessageType.VOICE) and draft.caption.strip():
+        # An audio message has no caption (spec §5.5; WhatsApp drops it): refuse, not lose it.
+        raise SendRefused(
+            "caption_not_allowed",
+            "An audio message cannot carry a caption; send the text as a message of its own.",
+        )
     if kind is MessageType.LOCATION and (draft.latitude is None or draft.longitude is None):
         raise SendRefused("location", "A location needs a latitude and a longitude.")
     if kind is MessageType.CONTACT and not draft.contact_cards:
@@ -450,6 +462,21 @@ def message_deliver(message_id: int) -> str:
     message = Message.objects.select_related(
         "account", "session__channel", "session__identity", "session__contact", "template"
     ).get(pk=message_id)
+    if message.attempts > settings.SEND_MAX_ATTEMPTS:
+        # Whoever queued it, no path goes beyond the limit; Retry starts a new set of attempts.
+        Message.objects.filter(pk=message.pk).update(attempts=F("attempts") - 1)
+        message.attempts -= 1
+        message_fail(
+            message,
+            code="attempts",
+            title=f"Not sent: all {settings.SEND_MAX_ATTEMPTS} attempts were used. Retry to "
+            "start again.",
+        )
+        return "failed"
+    if _waits_for_earlier(message, now):
+        wait = settings.SEND_ORDER_RECHECK_SECONDS
+        _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
+        raise DeliveryDeferred(wait, "an earlier reply in this conversation is not settled yet")
     channel = message.session.channel
     per_second = (
         channel.send_rate_limit
@@ -464,10 +491,15 @@ def message_deliver(message_id: int) -> str:
     try:
         result = provider.send_message(message.account.config(), _request_for(message))
     except http.AmbiguousError as exc:
+        # The platform may have the message (spec §5.0): only evidence settles it.
+        after = settings.SEND_RECONCILE_AFTER_SECONDS
         Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
-            outcome_unknown=True, error_title=f"No answer from the platform.{DETAIL}{exc}"
+            outcome_unknown=True,
+            first_attempt_at=Coalesce("first_attempt_at", "claimed_at"),
+            next_attempt_at=timezone.now() + timedelta(seconds=after),
+            error_title=f"No answer from the platform.{DETAIL}{exc}",
         )
-        _enqueue_reconcile(message.pk, settings.SEND_RECONCILE_AFTER_SECONDS)
+        _enqueue_reconcile(message.pk, after)
         return "outcome unknown"
     except http.TransientError as exc:
         return _transient(message, exc)
@@ -493,12 +525,44 @@ def message_deliver(message_id: int) -> str:
 
 def _accepted(message: Message, external_id: str) -> None:
     now = timezone.now()
-    Message.objects.filter(pk=message.pk).update(
-        accepted_at=now, outcome_unknown=False, error_code="", error_title=""
-    )
-    message_status_advance(message, DeliveryStatus.SENT, at=now)
-    message_external_ids_set(message, external_id=external_id)
+    # The history import may have named it first (and even made a row of it): adopt, merge.
+    message_adopt(message, external_id=external_id, at=now, also={"accepted_at": now})
     _healthy(message.account)
+    _next_in_conversation(message)
+
+
+def _waits_for_earlier(message: Message, now: datetime) -> bool:
+    """Say whether an earlier reply in the same conversation is still on its way.
+
+    The customer must read replies in the order agents sent them, so a reply waits, for at most
+    SEND_ORDER_WAIT_SECONDS after it was written: an earlier one that never settles (a platform
+    that neither answers nor lists it) must not hold the conversation forever.
+    """
+    if (now - message.created_at).total_seconds() >= settings.SEND_ORDER_WAIT_SECONDS:
+        return False
+    return Message.objects.filter(
+        session_id=message.session_id,
+        direction=Message.Direction.OUTBOUND,
+        status__in=[Message.Status.QUEUED, Message.Status.SENDING],
+        pk__lt=message.pk,
+    ).exists()
+
+
+def _next_in_conversation(message: Message) -> None:
+    """Start the next reply of the conversation now that this one is settled."""
+    waiting = (
+        Message.objects.filter(
+            session_id=message.session_id,
+            direction=Message.Direction.OUTBOUND,
+            status=Message.Status.QUEUED,
+            pk__gt=message.pk,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if waiting is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
+        transaction.on_commit(lambda: _enqueue_delivery(waiting))
 
 
 def _healthy(account: Any) -> None:
@@ -576,6 +640,7 @@ def message_fail(message: Message, *, code: str, title: str) -> None:
         claimed_at=None,
     )
     _publish_message_update(message)
+    _next_in_conversation(message)
     try:
         with transaction.atomic():
             MessageStatusChange.objects.create(
@@ -604,68 +669,90 @@ def _enqueue_reconcile(message_id: int, countdown: float) -> None:
 
 
 def message_reconcile(message_id: int) -> str:
-    """Find out from the session history whether an unconfirmed send reached the platform.
+    """Settle a send the platform never confirmed, from evidence only; return what happened.
 
-    Found: adopt the platform's id (receipts that waited for it apply). Not found: the platform
-    did not take it, so it is queued again. History unavailable: try again later, and after the
-    last attempt fail it with a reason that tells the agent to check before re-sending.
+    Evidence is a receipt for an id we did not know (the contact's one unsettled send) or the
+    session history listing it; it is sought from the first attempt for
+    SEND_CONFIRM_WINDOW_SECONDS, however often the row was reclaimed. Found: the platform's id
+    is adopted (receipts that waited for it apply). Not yet: look again later. None by the end
+    of the window: `unconfirmed` for the agent to decide, or, when the account allows it,
+    queued again within the attempt limit.
     """
     message = (
-        Message.objects.select_related("account", "session")
+        Message.objects.select_related("account", "session__identity")
         .filter(pk=message_id, status=Message.Status.SENDING, outcome_unknown=True)
         .first()
     )
     if message is None:
         return "nothing to reconcile"
+    if message_adopt_from_receipts(message):
+        return "found (receipt)"
     session = message.session
-    provider = get_provider(message.account.kind)
-    if not session.external_id:
-        message_fail(message, code="unknown_outcome", title=_UNKNOWN_TITLE)
-        return "failed"
-    try:
-        history = provider.session_history(message.account.config(), session.external_id)
-    except (http.HttpError, NotImplementedError) as exc:
-        if message.attempts >= settings.SEND_MAX_ATTEMPTS or isinstance(exc, NotImplementedError):
-            message_fail(message, code="unknown_outcome", title=_UNKNOWN_TITLE)
-            return "failed"
-        Message.objects.filter(pk=message.pk).update(attempts=F("attempts") + 1)
-        _enqueue_reconcile(message.pk, backoff_seconds(message.attempts))
-        return "retry later"
-    known = set(
-        Message.objects.filter(account_id=message.account_id, session=session)
-        .exclude(external_id="")
-        .values_list("external_id", flat=True)
-    )
-    since = (message.claimed_at or message.created_at) - timedelta(seconds=60)
-    for item in history:
-        if not item.outbound or item.external_id in known:
-            continue
-        if item.sent_at is not None and item.sent_at < since:
-            continue
-        if item.type.lower() != _platform_type(message) or (
-            message.type == MessageType.TEXT and item.body.strip() != message.body.strip()
-        ):
-            continue
-        _accepted(message, item.external_id)
-        if item.external_id_ext:
-            Message.objects.filter(pk=message.pk, external_id_ext="").update(
-                external_id_ext=item.external_id_ext
-            )
-        return "found"
-    _requeue(message, at=timezone.now())
-    Message.objects.filter(pk=message.pk).update(outcome_unknown=False)
-    _enqueue_delivery(message.pk)
-    return "not found; queued again"
+    if session.external_id:
+        provider = get_provider(message.account.kind)
+        try:
+            history = provider.session_history(message.account.config(), session.external_id)
+        except (http.HttpError, NotImplementedError) as exc:
+            logger.info("history for message %s unavailable: %s", message.pk, exc)
+        else:
+            sends_correlate(session, history)
+            if Message.objects.filter(pk=message.pk).exclude(external_id="").exists():
+                return "found (history)"
+    now = timezone.now()
+    started = message.first_attempt_at or message.claimed_at or message.created_at
+    left = (started + timedelta(seconds=settings.SEND_CONFIRM_WINDOW_SECONDS) - now).total_seconds()
+    if left > 0:
+        wait = min(max(float(settings.SEND_RECONCILE_AFTER_SECONDS), 1.0), left)
+        Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
+            next_attempt_at=now + timedelta(seconds=wait)
+        )
+        # An eager queue cannot wait: the reaper looks again when the check is due.
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            _enqueue_reconcile(message.pk, wait)
+        return "no evidence yet"
+    resend = bool((message.account.options or {}).get("resend_unconfirmed", False))
+    if resend and message.attempts < settings.SEND_MAX_ATTEMPTS:
+        _requeue(message, at=now, note="No evidence the platform has it; sending again.")
+        Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
+            outcome_unknown=False
+        )
+        transaction.on_commit(lambda: _enqueue_delivery(message.pk))
+        return "no evidence; queued again"
+    message_unconfirmed(message)
+    return "unconfirmed"
 
 
-_UNKNOWN_TITLE = (
-    "The platform did not confirm whether it sent this message, and its history could not be "
-    "checked. Check the conversation before retrying, or the customer may get it twice."
+UNCONFIRMED_CODE = "unconfirmed"
+_UNCONFIRMED_TITLE = (
+    "This message may not have been delivered: the platform did not confirm it, and neither "
+    "a receipt nor the conversation's history shows it. Send it again only if the customer "
+    "should get it, since they may then get it twice."
 )
+# Stored by earlier versions for what is now `unconfirmed`.
+_UNKNOWN_TITLE = _UNCONFIRMED_TITLE
 
 
-def _platform_type(message: Message) -> str:
-    return {"voice": "audio", "contact": "contacts"}.get(message.type, message.type)
+def message_unconfirmed(message: Message) -> bool:
+    """Mark an ambiguous send unconfirmed: no evidence either way; the agent decides."""
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Message.objects.filter(
+            pk=message.pk, status=Message.Status.SENDING, outcome_unknown=True
+        ).update(
+            status=Message.Status.UNCONFIRMED,
+            claimed_at=None,
+            next_attempt_at=None,
+            error_code=UNCONFIRMED_CODE,
+            error_title=_UNCONFIRMED_TITLE,
+        )
+        if moved:
+            MessageStatusChange.objects.get_or_create(
+                message=message, status=Message.Status.UNCONFIRMED, defaults={"occurred_at": now}
+            )
+    if moved:
+        _publish_message_update(message)
+        _next_in_conversation(message)
+    return bool(moved)
 
 
 # --- Recovery ------------------------------------------------------------------------------------
@@ -682,7 +769,9 @@ def messages_reap() -> ReapResult:
     """Recover outbound messages no worker will finish.
 
     - `sending` for longer than SEND_STALE_SECONDS: the worker died mid-send, which may or may
-      not have reached the platform, so it is reconciled like a timeout.
+      not have reached the platform, so it is reconciled like a timeout, its evidence sought
+      from the first attempt (the claim time is kept, not reset).
+    - ambiguous sends whose next check is overdue: that check's task was lost.
     - `queued` and due for over a minute with nothing running it: its task was lost (broker
       restart, enqueue refused); enqueue it again.
     - receipts that arrived while their send's answer was still being stored.
@@ -691,12 +780,26 @@ def messages_reap() -> ReapResult:
     result = ReapResult()
     stale = now - timedelta(seconds=settings.SEND_STALE_SECONDS)
     for message_id in Message.objects.filter(
-        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING, claimed_at__lt=stale
+        direction=Message.Direction.OUTBOUND,
+        status=Message.Status.SENDING,
+        outcome_unknown=False,
+        claimed_at__lt=stale,
     ).values_list("pk", flat=True)[:1000]:
-        Message.objects.filter(pk=message_id).update(outcome_unknown=True, claimed_at=now)
+        Message.objects.filter(pk=message_id, outcome_unknown=False).update(
+            outcome_unknown=True,
+            first_attempt_at=Coalesce("first_attempt_at", "claimed_at"),
+            next_attempt_at=now,
+        )
         _enqueue_reconcile(message_id, 0)
         result.stale_claims += 1
     due = now - timedelta(seconds=60)
+    overdue = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING, outcome_unknown=True
+    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now))
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        overdue = overdue.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=due))
+    for message_id in overdue.values_list("pk", flat=True)[:1000]:
+        _enqueue_reconcile(message_id, 0)
     lost = Message.objects.filter(
         direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED, created_at__lt=due
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=due))
@@ -738,8 +841,8 @@ def send_failure_text(code: str, title: str) -> str:
     platform's words or an older stored reason may hold them). When nothing readable is left,
     a plain sentence; the code is shown beside it.
     """
-    if code == "unknown_outcome":
-        return _UNKNOWN_TITLE
+    if code in ("unknown_outcome", UNCONFIRMED_CODE):
+        return _UNCONFIRMED_TITLE
     text = title.split(DETAIL, 1)[0].replace("\x01", "").replace("\x02", "")
     # Innermost brackets first: a group holding internals goes whole, with its brackets; one
     # without stays, its brackets masked so that the group around it is reached next.
@@ -768,10 +871,20 @@ def _group_kept(match: re.Match[str]) -> str:
 # --- Agent actions on failed messages -----------------------------------------------------------
 
 
+RETRYABLE = (Message.Status.FAILED, Message.Status.UNCONFIRMED)
+
+
 def message_retry(message: Message, *, by: Any = None) -> Message:
-    """Send a failed message again (a new set of attempts)."""
-    if message.direction != Message.Direction.OUTBOUND or message.status != Message.Status.FAILED:
-        raise SendRefused("not_failed", "Only a failed outbound message can be retried.")
+    """Send a failed or unconfirmed message again (a new set of attempts).
+
+    An unconfirmed message may have reached the customer: sending it again may duplicate it,
+    which the agent is told before choosing to. A copy of the first send that shows up later is
+    kept on the message ("delivered twice").
+    """
+    if message.direction != Message.Direction.OUTBOUND or message.status not in RETRYABLE:
+        raise SendRefused(
+            "not_failed", "Only a failed or unconfirmed outbound message can be sent again."
+        )
     if message.type != MessageType.TEMPLATE:
         _refuse_reply_if_closed(message.session)
     refused_for_window = message.error_code in get_provider(message.account.kind).window_error_codes
@@ -782,7 +895,8 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
             "window_closed",
             "The customer's 24-hour window is closed; send this as a template instead.",
         )
-    updated = Message.objects.filter(pk=message.pk, status=Message.Status.FAILED).update(
+    was = message.status
+    updated = Message.objects.filter(pk=message.pk, status=was).update(
         status=Message.Status.QUEUED,
         attempts=0,
         error_code="",
@@ -790,6 +904,7 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
         failed_at=None,
         claimed_at=None,
         next_attempt_at=None,
+        first_attempt_at=None,
         outcome_unknown=False,
     )
     if updated:
@@ -798,7 +913,15 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
             message.account,
             session=message.session,
             kind=TimelineEntry.Kind.EVENT,
-            summary=f"Message #{message.pk} retried" + (f" by {by}" if by else ""),
+            summary=(
+                f"Message #{message.pk} "
+                + (
+                    "sent again though unconfirmed"
+                    if was == Message.Status.UNCONFIRMED
+                    else "retried"
+                )
+                + (f" by {by}" if by else "")
+            ),
             occurred_at=timezone.now(),
         )
         transaction.on_commit(lambda: _enqueue_delivery(message.pk))

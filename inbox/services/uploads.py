@@ -229,12 +229,15 @@ def message_send_upload(
     ever fetch it. So does a repeated request whose idempotency key names an earlier message.
     """
     stored = upload_store(file)
+    # An audio message has no caption (spec §5.5): the words go as a text right after it (the
+    # conversation's order keeps them second).
+    audio = stored.message_type in (MessageType.AUDIO.value, MessageType.VOICE.value)
     draft = Draft(
         type=stored.message_type,
         media_url=stored.url,
         media_filename=stored.filename,
         media_mime_type=stored.mime_type,
-        caption=caption,
+        caption="" if audio else caption,
     )
     try:
         message, created = message_send(
@@ -245,4 +248,12 @@ def message_send_upload(
         raise
     if message.media_url != stored.url:
         upload_delete(stored.path)
+    if audio and caption.strip() and created:
+        key = f"{idempotency_key.strip()[:90]}:caption" if idempotency_key.strip() else ""
+        message_send(
+            session,
+            Draft(type=MessageType.TEXT.value, body=caption),
+            author=author,
+            idempotency_key=key,
+        )
     return message, created

@@ -198,7 +198,7 @@ def _message(session: Session, value: str | None) -> Message | None:
 @login_required
 @require_POST
 def message_retry_view(request: HttpRequest, session_id: int, message_id: int) -> HttpResponse:
-    """Queue a failed message again."""
+    """Queue a failed or unconfirmed message again."""
     session = session_for_page(request, session_id)
     message = (
         Message.objects.select_related("account", "session__channel", "session__contact")
@@ -207,8 +207,11 @@ def message_retry_view(request: HttpRequest, session_id: int, message_id: int) -
     )
     if message is None:
         raise Http404("No such message.")
+    unconfirmed = message.status == Message.Status.UNCONFIRMED
     try:
         message_retry(message, by=request_user(request))
     except SendRefused as exc:
         return flash(request, session, exc.reason, level=messages.ERROR, status=422)
+    if unconfirmed:
+        return flash(request, session, "Sending the message again.")
     return flash(request, session, "Retrying the message.")

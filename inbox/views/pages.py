@@ -184,12 +184,19 @@ def filter_options(request: HttpRequest) -> dict[str, Any]:
 def _decorate(
     items: list[ThreadItem], session: Session, window: WindowView, *, actionable: bool = True
 ) -> None:
-    """Say on each failed outbound message which recovery the thread offers (none on an
+    """Say on each failed or unconfirmed outbound message which recovery the thread offers (none on an
     earlier session's messages shown above a separator: those are history)."""
     codes = get_provider(session.account.kind).window_error_codes
     for item in items:
         message = item.obj
-        if item.kind != "message" or message.status != Message.Status.FAILED:
+        if item.kind != "message":
+            continue
+        if message.status == Message.Status.UNCONFIRMED:
+            # Send again: not while the window is closed (a template is a new message then).
+            is_template = message.type == MessageType.TEMPLATE
+            message.can_retry = actionable and (is_template or not window.is_closed)
+            continue
+        if message.status != Message.Status.FAILED:
             continue
         replaced = bool(message.replaced_by.all())
         is_template = message.type == MessageType.TEMPLATE

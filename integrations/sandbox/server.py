@@ -99,6 +99,8 @@ class SandboxServer:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.started = time.monotonic()
         self.scenario_done = asyncio.Event() if scenario is not None else None
+        # Callbacks scheduled and not yet delivered (or given up on): 0 when the far end is quiet.
+        self.pending = 0
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -240,6 +242,14 @@ class SandboxServer:
         method = request.method
         if route == "message/send" and method == "POST":
             status, envelope, callbacks = platform.send(body)
+            hang = faults.error_rate + faults.timeout_rate + faults.accept_hang_rate
+            if status == 200 and not envelope.get("errors") and roll < hang:
+                # Accepted and stored, but the answer comes after the client gave up.
+                platform._count("fault_accept_hang")
+                if faults.hang_receipts:
+                    self.schedule(callbacks)
+                await asyncio.sleep(faults.timeout_seconds)
+                return Response(status, envelope)
         elif route == "config/channels" and method == "GET":
             include = "true" in (request.param("sabdnox"), request.param("sandbox"))
             status, envelope = 200, platform.list_channels(include)
@@ -283,6 +293,7 @@ class SandboxServer:
             state["deliveries"] = self.stats.__dict__
             state["uptimeSeconds"] = round(time.monotonic() - self.started, 1)
             state["scenarioDone"] = self.scenario_done.is_set() if self.scenario_done else None
+            state["pendingCallbacks"] = self.pending
             return Response(200, state)
         if route == "inbound" and request.method == "POST":
             return self._control_inbound(body)
@@ -331,15 +342,19 @@ class SandboxServer:
 
     def schedule(self, callbacks: list[Outgoing], *, copies: int = 1) -> None:
         for callback in callbacks:
+            self.pending += 1
             self._spawn(self._later(callback, copies if callback.kind == "message" else 1))
 
     async def _later(self, callback: Outgoing, copies: int) -> None:
-        if callback.delay:
-            await asyncio.sleep(callback.delay)
-        if callback.make is not None:
-            self.schedule(callback.make())
-            return
-        await self.deliver(callback, copies=copies)
+        try:
+            if callback.delay:
+                await asyncio.sleep(callback.delay)
+            if callback.make is not None:
+                self.schedule(callback.make())
+                return
+            await self.deliver(callback, copies=copies)
+        finally:
+            self.pending -= 1
 
     async def deliver(self, callback: Outgoing, *, copies: int = 1) -> None:
         if not self.platform.webhook_url or callback.body is None:

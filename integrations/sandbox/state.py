@@ -49,8 +49,17 @@ class Faults:
 
     latency_ms: int = 0
     error_rate: float = 0.0
+    # A timed-out call was not processed: the answer just never comes in time.
     timeout_rate: float = 0.0
     timeout_seconds: float = 40.0
+    # A send accepted and stored (its receipts go out unless hang_receipts is off) whose answer
+    # comes only after timeout_seconds, past the client's read timeout (spec §5.0, §7).
+    accept_hang_rate: float = 0.0
+    hang_receipts: bool = True
+    # session/messages lists a send only this long after accepting it, and never lists a share
+    # of them (history_omit_rate): evidence of a send that comes late, or not at all.
+    history_lag_seconds: float = 0.0
+    history_omit_rate: float = 0.0
     duplicate_rate: float = 0.0
     reorder_rate: float = 0.0
     drop_rate: float = 0.0
@@ -139,6 +148,8 @@ class OutboundRecord:
     text: str
     accepted_ms: int
     receipts: list[tuple[int, str]] = field(default_factory=list)
+    # From when session/messages lists it (None: never; a history fault).
+    listed_from_ms: int | None = None
 
     def status_at(self, ms: int) -> str:
         due = [code for at, code in sorted(self.receipts) if at <= ms]
@@ -611,6 +622,8 @@ class SandboxPlatform:
             text=text,
             accepted_ms=now_ms(),
         )
+        if self.rng.random() >= self.faults.history_omit_rate:
+            record.listed_from_ms = record.accepted_ms + int(self.faults.history_lag_seconds * 1000)
         self.outbound[record.id] = record
         session.history.append(self._history_outbound(record, template))
         callbacks = self._receipts(record, customer, failure)
@@ -873,6 +886,10 @@ class SandboxPlatform:
         for entry in self.sessions[str(body["sessionId"])].history:
             item = {k: v for k, v in entry.items() if k != "_record"}
             record = self.outbound.get(entry.get("_record", ""))
+            if record is not None and (
+                record.listed_from_ms is None or record.listed_from_ms > now
+            ):
+                continue  # not (yet) in the history: an injected fault
             if record is not None:
                 item["status"] = record.status_at(now)
                 item["stamps"] = {code: at for at, code in record.receipts if at <= now}

@@ -51,6 +51,8 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
         "SEND_MAX_ATTEMPTS": "20",
         "PLATFORM_READ_TIMEOUT": "1.5",
         "SEND_RECONCILE_AFTER_SECONDS": "1",
+        # Evidence of an ambiguous send is sought for seconds, not ten minutes.
+        "SEND_CONFIRM_WINDOW_SECONDS": "6",
     }
     with Stack(
         database_url=_database_url(), redis_url=E2E_REDIS_URL, extra_env=fast_retries
@@ -73,6 +75,10 @@ def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> Provider
             "error_rate": 0,
             "timeout_rate": 0,
             "latency_ms": 0,
+            "accept_hang_rate": 0,
+            "hang_receipts": True,
+            "history_lag_seconds": 0,
+            "history_omit_rate": 0,
         },
     )
     account: ProviderAccount = stack.account("E2E sandbox")

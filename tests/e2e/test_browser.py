@@ -305,3 +305,41 @@ def test_after_a_live_error_the_page_reconnects_and_goes_live_again(page, stack)
     session = session_of(customer_writes(stack, "anna", text="Noch da?"))
     page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']").wait_for()
     assert live_state(page) == "live"
+
+
+def test_a_reply_the_platform_never_confirms_is_shown_unconfirmed_with_send_again(page, stack):
+    key = "unconfirmed-olga"
+    stack.sandbox(
+        "POST",
+        "customers",
+        {"key": key, "name": "Olga", "channelId": "wa360:918828218374", "phone": "4915155500011"},
+    )
+    session = session_of(customer_writes(stack, key, text="Did you get my photo?"))
+    page.reload()
+    open_session(page, session)
+    stack.sandbox(
+        "POST",
+        "faults",
+        {
+            "accept_hang_rate": 1,
+            "timeout_seconds": 3,
+            "hang_receipts": False,
+            "history_omit_rate": 1,
+        },
+    )
+
+    page.fill("[data-testid=composer-text]", "Yes, thank you! We are checking it now.")
+    page.click("[data-testid=composer-send]")
+
+    reply = page.locator("[data-testid=thread-message][data-direction=out]", has_text="checking it")
+    reply.locator("[data-testid=message-unconfirmed]").wait_for()
+    stack.sandbox("POST", "faults", {"accept_hang_rate": 0, "history_omit_rate": 0})
+    assert "may not have been delivered" in reply.inner_text()
+    assert reply.locator("[data-testid=message-send-again]").is_visible()
+    sent = [s for s in stack.sandbox("GET", "state")["outbound"] if s["customer"] == key]
+    assert [s["text"] for s in sent] == ["Yes, thank you! We are checking it now."]
+    row = page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']")
+    page.reload()
+    row.locator("[data-testid=row-unconfirmed]").wait_for()
+    reply = page.locator("[data-testid=thread-message][data-direction=out]", has_text="checking it")
+    reply.scroll_into_view_if_needed()

@@ -93,6 +93,10 @@ def test_one_idempotency_key_is_one_message_and_one_platform_call(stack, e2e_acc
 def test_under_injected_5xx_and_timeouts_every_message_arrives_exactly_once(
     stack, e2e_account, api
 ):
+    # Timed-out requests here were never processed: sending again is safe only because the
+    # account allows it after the evidence window (off by default), within the attempt limit.
+    e2e_account.options = {**e2e_account.options, "resend_unconfirmed": True}
+    e2e_account.save(update_fields=["options"])
     session = customer_session(stack, "amira")
     stack.sandbox("POST", "faults", {"error_rate": 0.3, "timeout_rate": 0.2, "timeout_seconds": 3})
     texts = [f"Reply number {i} 🙂" for i in range(12)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import URLValidator
@@ -16,7 +18,7 @@ from integrations.registry import PROVIDERS
 class Command(BaseCommand):
     help = (
         "Create or update a platform account (matched by kind and name) and print its id, "
-        "verify token and webhook path as JSON."
+        "verify token, webhook path and webhook URL (PUBLIC_BASE_URL + path) as JSON."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -65,3 +67,10 @@ class Command(BaseCommand):
                 }
             )
         )
+        host = urlsplit(settings.PUBLIC_BASE_URL).hostname or ""
+        if host in ("127.0.0.1", "localhost", "::1") or host.endswith(".local"):
+            # stderr: stdout stays one line of JSON for scripts.
+            self.stderr.write(
+                f"PUBLIC_BASE_URL is {settings.PUBLIC_BASE_URL}: a platform cannot reach that "
+                "webhook URL. Set PUBLIC_BASE_URL to this server's public HTTPS address."
+            )
