@@ -53,6 +53,7 @@ from integrations.base import (
     MessageType,
     OutboundRequest,
 )
+from integrations.leases import database_released, lease_held
 from integrations.models import Template, TemplateApproval
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
@@ -450,6 +451,15 @@ def message_deliver(message_id: int) -> str:
     message = Message.objects.select_related(
         "account", "session__channel", "session__identity", "session__contact", "template"
     ).get(pk=message_id)
+    # The claim is a lease, renewed while this runs: if the worker dies, the reaper recovers
+    # the message within seconds (SEND_STALE_SECONDS), and never while it is still being sent.
+    with lease_held(
+        Message, [message.pk], message.claimed_at, still=Q(status=Message.Status.SENDING)
+    ):
+        return _deliver_claimed(message, now)
+
+
+def _deliver_claimed(message: Message, now: datetime) -> str:
     channel = message.session.channel
     per_second = (
         channel.send_rate_limit
@@ -461,8 +471,10 @@ def message_deliver(message_id: int) -> str:
         _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
         raise DeliveryDeferred(wait, "channel rate limit")
     provider = get_provider(message.account.kind)
+    request = _request_for(message)
+    database_released()  # a slow platform holds this thread, not a database connection too
     try:
-        result = provider.send_message(message.account.config(), _request_for(message))
+        result = provider.send_message(message.account.config(), request)
     except http.AmbiguousError as exc:
         Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
             outcome_unknown=True, error_title=f"No answer from the platform.{DETAIL}{exc}"
@@ -681,22 +693,34 @@ class ReapResult:
 def messages_reap() -> ReapResult:
     """Recover outbound messages no worker will finish.
 
-    - `sending` for longer than SEND_STALE_SECONDS: the worker died mid-send, which may or may
-      not have reached the platform, so it is reconciled like a timeout.
-    - `queued` and due for over a minute with nothing running it: its task was lost (broker
-      restart, enqueue refused); enqueue it again.
+    - `sending` with its lease run out for SEND_STALE_SECONDS (the delivering worker renews it
+      while it runs, `integrations.leases`): the worker died mid-send, which may or may not
+      have reached the platform, so it is reconciled like a timeout. The takeover is a
+      conditional UPDATE on the same stale lease, so a claim renewed meanwhile stays its
+      worker's. A send already waiting for reconciliation counts as stale only once its
+      reconciliation is overdue by SEND_REQUEUE_AFTER_SECONDS (that task was lost).
+    - `queued` and due for SEND_REQUEUE_AFTER_SECONDS with nothing claiming it: its task was
+      lost (a killed worker's prefetched tasks, broker restart, enqueue refused); enqueue it
+      again (a second task for it finds nothing to claim).
     - receipts that arrived while their send's answer was still being stored.
     """
     now = timezone.now()
     result = ReapResult()
     stale = now - timedelta(seconds=settings.SEND_STALE_SECONDS)
-    for message_id in Message.objects.filter(
-        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING, claimed_at__lt=stale
-    ).values_list("pk", flat=True)[:1000]:
-        Message.objects.filter(pk=message_id).update(outcome_unknown=True, claimed_at=now)
-        _enqueue_reconcile(message_id, 0)
-        result.stale_claims += 1
-    due = now - timedelta(seconds=60)
+    reconcile_lost = now - timedelta(
+        seconds=settings.SEND_RECONCILE_AFTER_SECONDS + settings.SEND_REQUEUE_AFTER_SECONDS
+    )
+    dead = Q(outcome_unknown=False, claimed_at__lt=stale) | Q(
+        outcome_unknown=True, claimed_at__lt=reconcile_lost
+    )
+    sending = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING
+    )
+    for message_id in sending.filter(dead).values_list("pk", flat=True)[:1000]:
+        if sending.filter(dead, pk=message_id).update(outcome_unknown=True, claimed_at=now):
+            _enqueue_reconcile(message_id, 0)
+            result.stale_claims += 1
+    due = now - timedelta(seconds=settings.SEND_REQUEUE_AFTER_SECONDS)
     lost = Message.objects.filter(
         direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED, created_at__lt=due
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=due))
