@@ -108,6 +108,9 @@ def test_every_platform_call_runs_in_the_platform_lane_and_callbacks_in_their_ow
     assert {queue_of(task) for task in INBOUND_TASKS} == {default}
     registered = {name for name in celery_app.tasks if name.startswith(("inbox.", "integrations."))}
     assert registered == set(PLATFORM_TASKS) | set(INBOUND_TASKS), "route every new task"
+    # Their rows make platform calls durable; the broker's copy is acknowledged at the start.
+    assert not any(celery_app.tasks[task].acks_late for task in PLATFORM_TASKS)
+    assert all(celery_app.tasks[task].acks_late for task in INBOUND_TASKS)
 
 
 def test_make_run_docker_compose_and_the_test_harness_serve_both_lanes():

@@ -234,6 +234,12 @@ else:
         "max_retries": 0,
         "socket_connect_timeout": env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0),
         "socket_timeout": 10,
+        # No unacknowledged-message bookkeeping in Redis: what makes work durable is its row
+        # (recovered by the sweeps and reapers in seconds), and with unacknowledged messages
+        # held when Redis went away, kombu's attempt to hand them back crashed the worker
+        # instead of reconnecting (the Redis-outage end-to-end test found it). A warm shutdown
+        # still hands back what a worker took and had not started.
+        "ack_emulation": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
 # Two lanes, each served by its own worker (README "Deploying"), so a slow platform never holds
@@ -246,20 +252,23 @@ CELERY_TASK_IGNORE_RESULT = True
 # A separate default queue lets an end-to-end run share a Redis with a developer's `make run`.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 PLATFORM_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.platform"
-CELERY_TASK_ROUTES = {
-    name: {"queue": PLATFORM_QUEUE}
-    for name in (
-        "inbox.tasks.message_deliver",
-        "inbox.tasks.message_reconcile",
-        "inbox.tasks.session_action_perform",
-        "inbox.tasks.session_history_import",
-        "integrations.tasks.templates_sync_all",
-        "integrations.tasks.templates_sync_account",
-        "integrations.tasks.channels_sync_all",
-    )
-}
+PLATFORM_TASKS = (
+    "inbox.tasks.message_deliver",
+    "inbox.tasks.message_reconcile",
+    "inbox.tasks.session_action_perform",
+    "inbox.tasks.session_history_import",
+    "integrations.tasks.templates_sync_all",
+    "integrations.tasks.templates_sync_account",
+    "integrations.tasks.channels_sync_all",
+)
+CELERY_TASK_ROUTES = {name: {"queue": PLATFORM_QUEUE} for name in PLATFORM_TASKS}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Platform calls are acknowledged when they start: what makes them durable is their row (a
+# queued or claimed message or action, recovered by the reapers), not the broker; and a late
+# acknowledgement from a pool thread racing a lost broker connection left the thread-pool
+# worker stuck after Redis came back (the Redis-outage end-to-end test found it).
+CELERY_TASK_ANNOTATIONS = {name: {"acks_late": False} for name in PLATFORM_TASKS}
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -356,7 +365,7 @@ SEND_STALE_SECONDS = env_float("SEND_STALE_SECONDS", CLAIM_LEASE_SECONDS)
 # A queued message (or session action) due this long ago that no worker has claimed lost its
 # task (a killed worker's prefetched tasks, a broker restart): the reaper enqueues it again.
 # A second task for the same row is harmless: it finds nothing to claim.
-SEND_REQUEUE_AFTER_SECONDS = env_float("SEND_REQUEUE_AFTER_SECONDS", 15.0)
+SEND_REQUEUE_AFTER_SECONDS = env_float("SEND_REQUEUE_AFTER_SECONDS", 10.0)
 # When the platform did not answer a send, wait this long before asking its session history.
 SEND_RECONCILE_AFTER_SECONDS = env_int("SEND_RECONCILE_AFTER_SECONDS", 20)
 # Import the earlier messages of a session the first time we see it.

@@ -503,7 +503,13 @@ def _deliver_claimed(message: Message, now: datetime) -> str:
     return "sent"
 
 
+@transaction.atomic
 def _accepted(message: Message, external_id: str) -> None:
+    """Record the platform's acceptance: `sent` and the platform id in one transaction.
+
+    Apart, a worker killed between the two left a message `sent` with no platform id, which
+    no reaper looks at and whose receipts can never land.
+    """
     now = timezone.now()
     Message.objects.filter(pk=message.pk).update(
         accepted_at=now, outcome_unknown=False, error_code="", error_title=""

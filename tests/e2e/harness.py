@@ -246,8 +246,6 @@ class Stack:
             if lane == "platform":
                 args += ["-Q", self.platform_queue, "--pool", "threads"]
                 args += ["--concurrency", str(self.platform_concurrency)]
-                # Only the tasks it is running: none wait in a worker that may die.
-                args += ["--prefetch-multiplier", "1"]
             else:
                 args += ["-Q", self.queue, "--concurrency", str(self.worker_concurrency)]
             args += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
