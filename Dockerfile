@@ -1,4 +1,4 @@
-# Production image: the ASGI web server, the Celery worker and beat all run from it.
+# Production image: the ASGI web server, both Celery workers (inbound and platform) and beat run from it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -32,11 +32,11 @@ run: export SANDBOX_PORT := $(SANDBOX_PORT)
 # A Redis answering on localhost makes the demo live (SSE) and its queue a real broker; without
 # one, make run keeps the embedded defaults (filesystem broker, pages poll every few seconds).
 run: export REDIS_URL ?= $(shell $(PYTHON) -c "import socket; socket.create_connection(('127.0.0.1', 6379), 0.3)" 2>/dev/null && echo redis://127.0.0.1:6379/5)
-run: $(STAMP) ## Migrate, create the demo admin, start web + worker + beat + platform sandbox (SANDBOX=0: no sandbox)
+run: $(STAMP) ## Migrate, create the demo admin, start web + workers + beat + platform sandbox (SANDBOX=0: no sandbox)
 	@echo "Live updates and tasks: $${REDIS_URL:-embedded (no Redis found on 127.0.0.1:6379; pages poll)}"
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_admin
-	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker beat)
+	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker platform beat)
 
 test: $(STAMP) ## Lint, type-check, check migrations, run the whole test suite
 	$(BIN)/ruff check .

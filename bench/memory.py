@@ -46,7 +46,10 @@ class MemorySampler:
     """Sample, every `interval` seconds, the RSS of each role's process tree."""
 
     def __init__(
-        self, stack: Stack, roles: Iterable[str] = ("web", "worker"), interval: float = 0.5
+        self,
+        stack: Stack,
+        roles: Iterable[str] = ("web", "worker", "platform"),
+        interval: float = 0.5,
     ):
         self.stack = stack
         self.roles = tuple(roles)

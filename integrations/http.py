@@ -22,6 +22,10 @@ SECRET_HEADERS = frozenset({"x-api-key", "x-api-id", "authorization", "x-verify-
 
 _session = requests.Session()
 _session.headers["User-Agent"] = "Switchboard/0.1"
+# Kept-alive connections for every thread of a platform-lane worker (urllib3 keeps 10 per host
+# by default: with more threads sending, each extra answer closed its connection).
+for _scheme in ("http://", "https://"):
+    _session.mount(_scheme, requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=64))
 
 
 class HttpError(Exception):

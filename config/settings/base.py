@@ -236,12 +236,41 @@ else:
         "max_retries": 0,
         "socket_connect_timeout": env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0),
         "socket_timeout": 10,
+        # No unacknowledged-message bookkeeping in Redis: what makes work durable is its row
+        # (recovered by the sweeps and reapers in seconds), and with unacknowledged messages
+        # held when Redis went away, kombu's attempt to hand them back crashed the worker
+        # instead of reconnecting (the Redis-outage end-to-end test found it). A warm shutdown
+        # still hands back what a worker took and had not started.
+        "ack_emulation": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
-# A separate queue lets an end-to-end run share a Redis with a developer's `make run`.
+# Two lanes, each served by its own worker (README "Deploying"), so a slow platform never holds
+# up inbound callbacks and a burst of callbacks never holds up replies:
+#   <default>            inbound callbacks (webhook drains) and housekeeping (sweeps, reapers):
+#                        a prefork worker (CPU-bound work, one task per process)
+#   <default>.platform   every call to a platform (sends, reconciliation, session actions,
+#                        history import, template and channel sync): a thread-pool worker, so a
+#                        hung call holds one thread, not the worker
+# A separate default queue lets an end-to-end run share a Redis with a developer's `make run`.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+PLATFORM_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.platform"
+PLATFORM_TASKS = (
+    "inbox.tasks.message_deliver",
+    "inbox.tasks.message_reconcile",
+    "inbox.tasks.session_action_perform",
+    "inbox.tasks.session_history_import",
+    "integrations.tasks.templates_sync_all",
+    "integrations.tasks.templates_sync_account",
+    "integrations.tasks.channels_sync_all",
+)
+CELERY_TASK_ROUTES = {name: {"queue": PLATFORM_QUEUE} for name in PLATFORM_TASKS}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Platform calls are acknowledged when they start: what makes them durable is their row (a
+# queued or claimed message or action, recovered by the reapers), not the broker; and a late
+# acknowledgement from a pool thread racing a lost broker connection left the thread-pool
+# worker stuck after Redis came back (the Redis-outage end-to-end test found it).
+CELERY_TASK_ANNOTATIONS = {name: {"acks_late": False} for name in PLATFORM_TASKS}
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -256,15 +285,15 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "webhook-events-sweep": {
         "task": "integrations.tasks.webhook_events_sweep",
-        "schedule": env_float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 30.0),
+        "schedule": env_float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 3.0),
     },
     "messages-reap": {
         "task": "inbox.tasks.messages_reap",
-        "schedule": env_float("SEND_REAP_INTERVAL_SECONDS", 30.0),
+        "schedule": env_float("SEND_REAP_INTERVAL_SECONDS", 3.0),
     },
     "session-actions-reap": {
         "task": "inbox.tasks.session_actions_reap",
-        "schedule": 60.0,
+        "schedule": env_float("SEND_REAP_INTERVAL_SECONDS", 3.0),
     },
     "templates-sync": {
         "task": "integrations.tasks.templates_sync_all",
@@ -309,8 +338,14 @@ WEBHOOK_DRAIN_BUDGET_SECONDS = env_float("WEBHOOK_DRAIN_BUDGET_SECONDS", 10.0)
 WEBHOOK_DRAIN_KICK_TTL_SECONDS = env_float("WEBHOOK_DRAIN_KICK_TTL_SECONDS", 10.0)
 # Seconds a process keeps a channel found by its platform id (0: read it every time).
 CHANNEL_CACHE_SECONDS = env_float("CHANNEL_CACHE_SECONDS", 5.0)
-# A claimed event whose worker died is reclaimed after this long.
-WEBHOOK_STALE_CLAIM_SECONDS = env_int("WEBHOOK_STALE_CLAIM_SECONDS", 300)
+# Claims are leases: a worker renews the claims it holds (callbacks, sends, session actions)
+# every CLAIM_RENEW_SECONDS while it works on them (integrations/leases.py), so a claim not
+# renewed for CLAIM_LEASE_SECONDS belongs to a worker that died, and the sweeps and reapers
+# (every few seconds) recover it. The lease must outlast a few missed renewals.
+CLAIM_RENEW_SECONDS = env_float("CLAIM_RENEW_SECONDS", 2.0)
+CLAIM_LEASE_SECONDS = env_float("CLAIM_LEASE_SECONDS", 8.0)
+# A claimed event whose lease ran out (its worker died) is reclaimed after this long.
+WEBHOOK_STALE_CLAIM_SECONDS = env_float("WEBHOOK_STALE_CLAIM_SECONDS", CLAIM_LEASE_SECONDS)
 
 # Sending.
 # Free-form messages are allowed this many hours after the customer's last message, per medium
@@ -327,8 +362,12 @@ SEND_BACKOFF_MAX_SECONDS = env_float("SEND_BACKOFF_MAX_SECONDS", 300.0)
 # Seconds to connect to a platform and to wait for its answer.
 PLATFORM_CONNECT_TIMEOUT = env_float("PLATFORM_CONNECT_TIMEOUT", 5.0)
 PLATFORM_READ_TIMEOUT = env_float("PLATFORM_READ_TIMEOUT", 30.0)
-# A send claimed this long ago with no outcome is treated as cut short (worker killed).
-SEND_STALE_SECONDS = env_int("SEND_STALE_SECONDS", 120)
+# A send whose lease ran out this long ago with no outcome is treated as cut short (worker killed).
+SEND_STALE_SECONDS = env_float("SEND_STALE_SECONDS", CLAIM_LEASE_SECONDS)
+# A queued message (or session action) due this long ago that no worker has claimed lost its
+# task (a killed worker's prefetched tasks, a broker restart): the reaper enqueues it again.
+# A second task for the same row is harmless: it finds nothing to claim.
+SEND_REQUEUE_AFTER_SECONDS = env_float("SEND_REQUEUE_AFTER_SECONDS", 10.0)
 # When the platform did not answer a send, wait this long before asking its session history
 # (and between two such checks).
 SEND_RECONCILE_AFTER_SECONDS = env_int("SEND_RECONCILE_AFTER_SECONDS", 20)

@@ -59,6 +59,7 @@ from integrations.base import (
     MessageType,
     OutboundRequest,
 )
+from integrations.leases import database_released, lease_held
 from integrations.models import Template, TemplateApproval
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
@@ -477,6 +478,15 @@ def message_deliver(message_id: int) -> str:
         wait = settings.SEND_ORDER_RECHECK_SECONDS
         _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
         raise DeliveryDeferred(wait, "an earlier reply in this conversation is not settled yet")
+    # The claim is a lease, renewed while this runs: if the worker dies, the reaper recovers
+    # the message within seconds (SEND_STALE_SECONDS), and never while it is still being sent.
+    with lease_held(
+        Message, [message.pk], message.claimed_at, still=Q(status=Message.Status.SENDING)
+    ):
+        return _deliver_claimed(message, now)
+
+
+def _deliver_claimed(message: Message, now: datetime) -> str:
     channel = message.session.channel
     per_second = (
         channel.send_rate_limit
@@ -488,8 +498,10 @@ def message_deliver(message_id: int) -> str:
         _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
         raise DeliveryDeferred(wait, "channel rate limit")
     provider = get_provider(message.account.kind)
+    request = _request_for(message)
+    database_released()  # a slow platform holds this thread, not a database connection too
     try:
-        result = provider.send_message(message.account.config(), _request_for(message))
+        result = provider.send_message(message.account.config(), request)
     except http.AmbiguousError as exc:
         # The platform may have the message (spec §5.0): only evidence settles it.
         after = settings.SEND_RECONCILE_AFTER_SECONDS
@@ -523,7 +535,13 @@ def message_deliver(message_id: int) -> str:
     return "sent"
 
 
+@transaction.atomic
 def _accepted(message: Message, external_id: str) -> None:
+    """Record the platform's acceptance: `sent` and the platform id in one transaction.
+
+    Apart, a worker killed between the two left a message `sent` with no platform id, which
+    no reaper looks at and whose receipts can never land.
+    """
     now = timezone.now()
     # The history import may have named it first (and even made a row of it): adopt, merge.
     message_adopt(message, external_id=external_id, at=now, also={"accepted_at": now})
@@ -768,34 +786,40 @@ class ReapResult:
 def messages_reap() -> ReapResult:
     """Recover outbound messages no worker will finish.
 
-    - `sending` for longer than SEND_STALE_SECONDS: the worker died mid-send, which may or may
-      not have reached the platform, so it is reconciled like a timeout, its evidence sought
-      from the first attempt (the claim time is kept, not reset).
-    - ambiguous sends whose next check is overdue: that check's task was lost.
-    - `queued` and due for over a minute with nothing running it: its task was lost (broker
-      restart, enqueue refused); enqueue it again.
+    - `sending` with its lease run out for SEND_STALE_SECONDS (the delivering worker renews it
+      while it runs, `integrations.leases`): the worker died mid-send, which may or may not
+      have reached the platform, so it is reconciled like a timeout, its evidence sought from
+      the first attempt (`first_attempt_at`, kept before the claim is taken over). The takeover
+      is a conditional UPDATE on the same stale lease, so a claim renewed meanwhile stays its
+      worker's.
+    - ambiguous sends whose next check is overdue by SEND_REQUEUE_AFTER_SECONDS: that check's
+      task was lost.
+    - `queued` and due for SEND_REQUEUE_AFTER_SECONDS with nothing claiming it: its task was
+      lost (a killed worker's prefetched tasks, broker restart, enqueue refused); enqueue it
+      again (a second task for it finds nothing to claim).
     - receipts that arrived while their send's answer was still being stored.
     """
     now = timezone.now()
     result = ReapResult()
     stale = now - timedelta(seconds=settings.SEND_STALE_SECONDS)
-    for message_id in Message.objects.filter(
-        direction=Message.Direction.OUTBOUND,
-        status=Message.Status.SENDING,
-        outcome_unknown=False,
-        claimed_at__lt=stale,
-    ).values_list("pk", flat=True)[:1000]:
-        Message.objects.filter(pk=message_id, outcome_unknown=False).update(
+    sending = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING
+    )
+    dead = Q(outcome_unknown=False, claimed_at__lt=stale)
+    for message_id in sending.filter(dead).values_list("pk", flat=True)[:1000]:
+        taken = sending.filter(dead, pk=message_id).update(
             outcome_unknown=True,
             first_attempt_at=Coalesce("first_attempt_at", "claimed_at"),
             next_attempt_at=now,
+            claimed_at=now,
         )
-        _enqueue_reconcile(message_id, 0)
-        result.stale_claims += 1
-    due = now - timedelta(seconds=60)
-    overdue = Message.objects.filter(
-        direction=Message.Direction.OUTBOUND, status=Message.Status.SENDING, outcome_unknown=True
-    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now))
+        if taken:
+            _enqueue_reconcile(message_id, 0)
+            result.stale_claims += 1
+    due = now - timedelta(seconds=settings.SEND_REQUEUE_AFTER_SECONDS)
+    overdue = sending.filter(outcome_unknown=True).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=now)
+    )
     if not settings.CELERY_TASK_ALWAYS_EAGER:
         overdue = overdue.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=due))
     for message_id in overdue.values_list("pk", flat=True)[:1000]:

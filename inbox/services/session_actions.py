@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -24,6 +25,7 @@ from inbox.services.outbound import SendRefused, backoff_seconds
 from inbox.services.sessions import session_event_apply
 from inbox.services.timeline import timeline_add
 from integrations import http
+from integrations.leases import lease_held
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
 
@@ -123,16 +125,21 @@ def _enqueue(action_id: int, countdown: float = 0) -> None:
 
 def session_action_perform(action_id: int) -> str:
     """Carry out one pending action at the platform, then locally."""
+    claimed_at = timezone.now()
     claimed = SessionAction.objects.filter(pk=action_id, state=SessionAction.State.PENDING).update(
         state=SessionAction.State.RUNNING,
         attempts=F("attempts") + 1,
-        claimed_at=timezone.now(),
+        claimed_at=claimed_at,
         next_attempt_at=None,
     )
     if not claimed:
         return "not claimable"
     try:
-        return _perform(action_id)
+        # A lease, renewed while this runs: the reaper recognises a dead worker in seconds.
+        with lease_held(
+            SessionAction, [action_id], claimed_at, still=Q(state=SessionAction.State.RUNNING)
+        ):
+            return _perform(action_id)
     except Exception as exc:
         # Anything unexpected ends the action with its reason instead of leaving it running for
         # the reaper to repeat (which could call the platform again).
@@ -278,17 +285,22 @@ def _apply_locally(action: SessionAction, now: Any) -> tuple[str, str]:
 def session_actions_reap() -> int:
     """Recover actions no worker will finish, judged by when they were claimed or due.
 
-    Running for over 5 minutes: the worker died; it is failed with that reason (the platform
-    call may or may not have happened, so it is not repeated blindly). Pending and overdue by a
-    minute: its task was lost; it is enqueued again. Returns how many were enqueued.
+    Running with its lease run out (CLAIM_LEASE_SECONDS; the performing worker renews it,
+    `integrations.leases`): the worker died; it is failed with that reason (the platform call
+    may or may not have happened, so it is not repeated blindly). Pending and overdue by
+    SEND_REQUEUE_AFTER_SECONDS: its task was lost; it is enqueued again (a second task finds
+    nothing to claim). Returns how many were enqueued.
     """
     now = timezone.now()
-    dead = SessionAction.objects.filter(
-        state=SessionAction.State.RUNNING, claimed_at__lt=now - timedelta(minutes=5)
-    ).select_related("session")
+    stale = Q(state=SessionAction.State.RUNNING) & Q(
+        claimed_at__lt=now - timedelta(seconds=settings.CLAIM_LEASE_SECONDS)
+    )
+    dead = SessionAction.objects.filter(stale).select_related("session")
     for action in dead[:500]:
-        _failed(action, "The worker stopped before the platform answered; check and try again.")
-    overdue = now - timedelta(minutes=1)
+        # Only if still stale: a claim renewed meanwhile stays its worker's.
+        if SessionAction.objects.filter(stale, pk=action.pk).update(claimed_at=now):
+            _failed(action, "The worker stopped before the platform answered; check and try again.")
+    overdue = now - timedelta(seconds=settings.SEND_REQUEUE_AFTER_SECONDS)
     lost = list(
         SessionAction.objects.filter(state=SessionAction.State.PENDING, created_at__lt=overdue)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=overdue))

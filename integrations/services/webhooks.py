@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 import redis
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from config.redis import redis_client
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
+from integrations.leases import lease_held
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.payload import BodyError, json_loads, text_clean
 from integrations.registry import get_provider
@@ -175,7 +177,8 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
         events = _claim_fresh(size)
         if not events:
             return done
-        _apply_claimed(events)
+        with _leased(events):
+            _apply_claimed(events)
         done += len(events)
         if time.monotonic() >= deadline:
             # Its own successor, not a kick: two drains past their budget at once must leave
@@ -438,7 +441,23 @@ def webhook_event_process(event_id: int) -> str | None:
     except OperationalError:
         WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
         raise
-    return _process_claimed(event)
+    with _leased([event]):
+        return _process_claimed(event)
+
+
+def _leased(events: list[WebhookEvent]) -> AbstractContextManager[object]:
+    """Renew the claim on `events` while they are applied (`integrations.leases`).
+
+    A claim not renewed for WEBHOOK_STALE_CLAIM_SECONDS is a dead worker's, and the sweep (or
+    the next delivery of its task) takes it over; the renewal is conditional on the claim time
+    this worker wrote, so it never extends a claim another worker has taken since.
+    """
+    return lease_held(
+        WebhookEvent,
+        [event.pk for event in events],
+        events[0].claimed_at,
+        still=Q(state=WebhookEvent.State.PROCESSING),
+    )
 
 
 def _process_claimed(event: WebhookEvent) -> str:

@@ -1,4 +1,8 @@
-"""Start and stop the real processes: the ASGI web server, a Celery worker and the sandbox.
+"""Start and stop the real processes: the ASGI web server, the Celery workers, beat and the sandbox.
+
+The same set as `make run` and docker-compose: a prefork worker for inbound callbacks and
+housekeeping (the default queue), a thread-pool worker for platform calls (`<queue>.platform`)
+and beat (the sweeps and reapers).
 
 Used by the end-to-end tests and the benchmark. Every process runs in its own process group and
 is killed with its children on `stop()` (and at interpreter exit), so nothing is left behind.
@@ -27,6 +31,8 @@ import requests
 from tests.patience import PATIENCE_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
+# The Celery workers of the production set, by the name of their process here.
+WORKERS = ("worker", "platform")
 PYTHON = sys.executable
 T = TypeVar("T")
 
@@ -81,15 +87,16 @@ class Process:
 _running: set[Process] = set()
 
 
-def _kill_group(process: Process, grace: float = 8.0) -> None:
+def _kill_group(process: Process, grace: float = 8.0, *, hard: bool = False) -> None:
     try:
         pgid = os.getpgid(process.popen.pid)
     except ProcessLookupError:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.popen.wait(timeout=grace)
+    if not hard:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(timeout=grace)
     # Children (Celery's pool) may outlive their parent: end the whole group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
@@ -125,6 +132,8 @@ class Stack:
     verify_token: str = "e2e-verify-token-0123456789"
     web_workers: int = 1
     worker_concurrency: int = 2
+    platform_concurrency: int = 16
+    beat: bool = True
     sandbox_args: Sequence[str] = ("--no-customers", "--receipt-delays", "0.2,0.5,0.9")
     extra_env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
@@ -205,6 +214,8 @@ class Stack:
         self.start_sandbox()
         try:
             self.start_worker()
+            if self.beat:
+                self.start_beat()
             wait_for(
                 lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, what="web server"
             )
@@ -227,28 +238,56 @@ class Stack:
         self._spawn("web", self._web_args())
         wait_for(lambda: requests.get(f"{self.web_url}/healthz", timeout=1).ok, what="web server")
 
-    def start_worker(self) -> None:
-        """Start the Celery worker and wait until it takes tasks."""
-        log = (self.log_dir or self.var_dir) / "worker.log"
-        offset = log.stat().st_size if log.exists() else 0
-        args = [PYTHON, "-m", "celery", "-A", "config", "worker", "-Q", self.queue]
-        args += ["--loglevel", "INFO", "--concurrency", str(self.worker_concurrency)]
-        args += ["--without-mingle", "--without-gossip", "--hostname", f"{self.queue}@%h"]
-        self._spawn("worker", args)
+    @property
+    def platform_queue(self) -> str:
+        return f"{self.queue}.platform"
 
-        def ready() -> bool:
-            with log.open("rb") as handle:
-                handle.seek(offset)
-                return b"ready." in handle.read()
+    def start_worker(self, lanes: Sequence[str] = WORKERS) -> None:
+        """Start the Celery workers (both lanes, or those named) and wait until they take tasks.
 
-        wait_for(ready, what="celery worker")
+        "worker": inbound callbacks and housekeeping, prefork; "platform": platform calls, a
+        thread pool (config/settings/base.py, CELERY_TASK_ROUTES).
+        """
+        for lane in lanes:
+            running = self.processes.get(lane)
+            if running is not None and running.alive():
+                continue
+            log = (self.log_dir or self.var_dir) / f"{lane}.log"
+            offset = log.stat().st_size if log.exists() else 0
+            args = [PYTHON, "-m", "celery", "-A", "config", "worker"]
+            if lane == "platform":
+                args += ["-Q", self.platform_queue, "--pool", "threads"]
+                args += ["--concurrency", str(self.platform_concurrency)]
+            else:
+                args += ["-Q", self.queue, "--concurrency", str(self.worker_concurrency)]
+            args += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
+            args += ["--hostname", f"{lane}-{self.queue}@%h"]
+            self._spawn(lane, args)
 
-    def stop_worker(self) -> None:
-        """Stop the Celery worker (and its pool), as when it crashes or is redeployed."""
-        worker = self.processes.pop("worker", None)
-        if worker is not None:
-            _kill_group(worker)
-            _running.discard(worker)
+            def ready(log: Path = log, offset: int = offset) -> bool:
+                with log.open("rb") as handle:
+                    handle.seek(offset)
+                    return b"ready." in handle.read()
+
+            wait_for(ready, what=f"celery {lane} worker")
+
+    def stop_worker(self, lanes: Sequence[str] = WORKERS, *, kill: bool = False) -> None:
+        """Stop the Celery workers (and their pools), as when they crash or are redeployed.
+
+        `kill`: SIGKILL at once, as when a machine or the OOM killer takes them: no warm
+        shutdown, nothing acknowledged or handed back.
+        """
+        for lane in lanes:
+            worker = self.processes.pop(lane, None)
+            if worker is not None:
+                _kill_group(worker, grace=0 if kill else 8.0, hard=kill)
+                _running.discard(worker)
+
+    def start_beat(self) -> None:
+        """Start Celery beat: the sweeps and reapers that recover lost work."""
+        args = [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
+        args += ["--schedule", str(self.var_dir / "celerybeat-schedule")]
+        self._spawn("beat", args)
 
     def start_sandbox(self, args: Sequence[str] | None = None) -> None:
         """(Re)start the sandbox, with other arguments if given."""
