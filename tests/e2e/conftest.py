@@ -35,6 +35,37 @@ def _database_url() -> str:
     return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
+FLUSH_TRIES = 5
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_outlasts_a_deadlock() -> Iterator[None]:
+    """Empty the database after each test even while the stack's processes are still at work.
+
+    The running workers and beat (reapers every few seconds) may hold row locks on two tables
+    when the test's teardown TRUNCATEs them all; PostgreSQL then breaks the deadlock by
+    aborting one side, sometimes the TRUNCATE, which changed nothing. Trying it again is
+    correct: the workers' transactions are short.
+    """
+    from django.core.management.base import CommandError
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(1, FLUSH_TRIES + 1):
+            try:
+                original(self)
+                return
+            except CommandError as exc:
+                if "deadlock" not in str(exc.__cause__) or attempt == FLUSH_TRIES:
+                    raise
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+    yield
+    TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
     if connection.vendor != "postgresql":
