@@ -86,6 +86,36 @@ def api_client() -> APIClient:
     return APIClient()
 
 
+# A WhatsApp channel, an agent whose team serves it, and a browser signed in as that agent: the
+# everyday world of the page tests (a test module may define its own instead).
+@pytest.fixture
+def channel(account: ProviderAccount) -> Any:
+    from tests.factories import ChannelFactory
+
+    return ChannelFactory(account=account, medium="whatsapp", name="Support")
+
+
+@pytest.fixture
+def agent(channel: Any) -> Any:
+    from accounts.models import AgentProfile
+    from tests.factories import AgentProfileFactory, TeamFactory
+
+    team = TeamFactory()
+    team.channels.add(channel)
+    profile = AgentProfileFactory(role=AgentProfile.Role.AGENT)
+    team.members.add(profile.user)
+    return profile.user
+
+
+@pytest.fixture
+def as_agent(agent: Any) -> Any:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(agent)
+    return client
+
+
 Poster = Callable[..., Any]
 
 

@@ -14,42 +14,16 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import AgentProfile, User
 from inbox.models import Session
 from inbox.selectors import platform_queues_known
-from integrations.models import Channel, ProviderAccount
 from tests.factories import (
-    AgentProfileFactory,
-    ChannelFactory,
     ContactFactory,
     InboundMessageFactory,
     LabelFactory,
-    TeamFactory,
     make_session,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def channel(account: ProviderAccount) -> Channel:
-    return ChannelFactory(account=account, medium="whatsapp", name="Support")
-
-
-@pytest.fixture
-def agent(channel: Channel) -> User:
-    team = TeamFactory()
-    team.channels.add(channel)
-    profile = AgentProfileFactory(role=AgentProfile.Role.AGENT)
-    team.members.add(profile.user)
-    return profile.user
-
-
-@pytest.fixture
-def as_agent(agent: User) -> Client:
-    client = Client()
-    client.force_login(agent)
-    return client
 
 
 def rows(client: Client, path: str) -> list[int]:

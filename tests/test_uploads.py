@@ -16,38 +16,16 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounts.models import AgentProfile, User
 from inbox.models import Message, Session
 from inbox.services.uploads import UPLOAD_PATH, safe_filename, upload_content_disposition
-from integrations.models import Channel, ProviderAccount
-from tests.factories import AgentProfileFactory, ChannelFactory, TeamFactory, make_session
+from integrations.models import Channel
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db
 SEND = "https://api.mehery.example/xms/api/v1/message/send"
 ACCEPTED = {"data": {"id": "abc"}, "statusKey": "SUCCESS", "status": 200, "errors": []}
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def channel(account: ProviderAccount) -> Channel:
-    return ChannelFactory(account=account, medium="whatsapp", name="Support")
-
-
-@pytest.fixture
-def agent(channel: Channel) -> User:
-    team = TeamFactory()
-    team.channels.add(channel)
-    profile = AgentProfileFactory(role=AgentProfile.Role.AGENT)
-    team.members.add(profile.user)
-    return profile.user
-
-
-@pytest.fixture
-def as_agent(agent: User) -> Client:
-    client = Client()
-    client.force_login(agent)
-    return client
 
 
 def stored_files(directory: str = "uploads") -> list[str]:
