@@ -86,6 +86,20 @@ def api_client() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture
+def send(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
+    """Send a draft and run its delivery task, as the worker would; return the message."""
+    from inbox.services.outbound import message_send
+
+    def run(session: Any, draft: Any, **kwargs: Any) -> Any:
+        with django_capture_on_commit_callbacks(execute=True):
+            message, _ = message_send(session, draft, **kwargs)
+        message.refresh_from_db()
+        return message
+
+    return run
+
+
 # A WhatsApp channel, an agent whose team serves it, and a browser signed in as that agent: the
 # everyday world of the page tests (a test module may define its own instead).
 @pytest.fixture

@@ -56,19 +56,6 @@ def template(account, session) -> Template:
     return template
 
 
-@pytest.fixture
-def send(django_capture_on_commit_callbacks):
-    """Send a draft and run its delivery task, as the worker would."""
-
-    def run(session: Session, draft: Draft, **kwargs: Any) -> Message:
-        with django_capture_on_commit_callbacks(execute=True):
-            message, _ = message_send(session, draft, **kwargs)
-        message.refresh_from_db()
-        return message
-
-    return run
-
-
 def sent_bodies() -> list[dict[str, Any]]:
     return [json.loads(c.request.body) for c in responses.calls if c.request.url == SEND]
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from inbox.models import Message, MessageCopy, MessageReceipt, Session
 from inbox.services import history, outbound
 from inbox.services.messages import receipt_record
-from inbox.services.outbound import DeliveryDeferred, Draft, message_send
+from inbox.services.outbound import DeliveryDeferred, Draft
 from integrations.base import DeliveryStatus, Receipt
 from tests.factories import ContactFactory, make_session
 
@@ -63,17 +63,6 @@ def listed(*items: tuple[str, str, datetime]) -> dict[str, Any]:
 @pytest.fixture
 def session(xms_session: Session) -> Session:
     return xms_session
-
-
-@pytest.fixture
-def send(django_capture_on_commit_callbacks):
-    def run(session: Session, draft: Draft, **kwargs: Any) -> Message:
-        with django_capture_on_commit_callbacks(execute=True):
-            message, _ = message_send(session, draft, **kwargs)
-        message.refresh_from_db()
-        return message
-
-    return run
 
 
 def send_calls() -> int:
