@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import requests
@@ -470,6 +471,83 @@ def test_the_wait_for_an_earlier_reply_is_bounded(session, settings):
         mock.post(SEND, json=accepted("late"))
         assert outbound.message_deliver(later.pk) == "sent"
     assert earlier.pk < later.pk
+
+
+@responses.activate
+def test_a_burst_of_replies_to_one_customer_starts_one_at_a_time_in_order(
+    session, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    for index in range(3):
+        responses.post(SEND, json=accepted(f"burst-{index}"))
+    started: list[int] = []
+    with mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append):
+        with django_capture_on_commit_callbacks(execute=True):  # one transaction, committed
+            burst = [
+                outbound.message_send(session, Draft(body=f"Part {index}"))[0] for index in range(3)
+            ]
+        assert started == [burst[0].pk]  # only the head of the line has a task
+
+        for index, message in enumerate(burst):
+            with django_capture_on_commit_callbacks(execute=True):  # its successor starts at commit
+                assert outbound.message_deliver(message.pk) == "sent"
+            assert started == [m.pk for m in burst[: index + 2]][:3]
+
+    texts = [json.loads(c.request.body)["text"]["body"] for c in responses.calls]
+    assert texts == ["Part 0", "Part 1", "Part 2"]
+
+
+def test_the_reaper_leaves_a_reply_waiting_in_line_and_restarts_a_lost_head(session, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    long_ago = timezone.now() - timedelta(seconds=settings.SEND_REQUEUE_AFTER_SECONDS + 5)
+    head, behind = (
+        Message.objects.create(
+            account=session.account,
+            session=session,
+            direction="out",
+            type="text",
+            body=body,
+            status=Message.Status.QUEUED,
+            sent_at=long_ago,
+        )
+        for body in ("Head", "Behind")
+    )
+    Message.objects.filter(pk__in=[head.pk, behind.pk]).update(created_at=long_ago)
+    started: list[int] = []
+    with (
+        mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append),
+        mock.patch.object(outbound, "queue_length", return_value=0),
+    ):
+        assert outbound.messages_reap().requeued == 1
+    assert started == [head.pk]
+
+
+def test_behind_a_backlog_in_the_platform_lane_a_queued_reply_is_not_taken_for_lost(
+    session, settings
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    waited = settings.SEND_REQUEUE_AFTER_SECONDS + 5
+    message = Message.objects.create(
+        account=session.account,
+        session=session,
+        direction="out",
+        type="text",
+        body="Waiting its turn",
+        status=Message.Status.QUEUED,
+        sent_at=timezone.now(),
+    )
+    Message.objects.filter(pk=message.pk).update(
+        created_at=timezone.now() - timedelta(seconds=waited)
+    )
+    started: list[int] = []
+    with (
+        mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append),
+        mock.patch.object(outbound, "queue_length", return_value=1500),
+    ):
+        assert outbound.messages_reap().requeued == 0
+        settings.SEND_REQUEUE_BEHIND_BACKLOG_SECONDS = waited - 1
+        assert outbound.messages_reap().requeued == 1
+    assert started == [message.pk]
 
 
 @responses.activate

@@ -368,6 +368,8 @@ SEND_STALE_SECONDS = env_float("SEND_STALE_SECONDS", CLAIM_LEASE_SECONDS)
 # task (a killed worker's prefetched tasks, a broker restart): the reaper enqueues it again.
 # A second task for the same row is harmless: it finds nothing to claim.
 SEND_REQUEUE_AFTER_SECONDS = env_float("SEND_REQUEUE_AFTER_SECONDS", 10.0)
+# ...unless the platform lane has a backlog: then its task is taken for lost only after this long.
+SEND_REQUEUE_BEHIND_BACKLOG_SECONDS = env_float("SEND_REQUEUE_BEHIND_BACKLOG_SECONDS", 120.0)
 # When the platform did not answer a send, wait this long before asking its session history
 # (and between two such checks).
 SEND_RECONCILE_AFTER_SECONDS = env_int("SEND_RECONCILE_AFTER_SECONDS", 20)

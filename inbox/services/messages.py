@@ -101,17 +101,19 @@ def message_status_advance(
         Message.objects.filter(pk=message.pk, **{f"{step_field}__isnull": True}).exclude(
             status__in=TERMINAL - {status}
         ).update(**{step_field: at})
-    try:
-        with transaction.atomic():
-            MessageStatusChange.objects.create(
+    # A step already in the history stays as it is (ON CONFLICT DO NOTHING: no savepoint).
+    MessageStatusChange.objects.bulk_create(
+        [
+            MessageStatusChange(
                 message=message,
                 status=status,
                 occurred_at=at,
                 error_code=error_code[:64] if status == DeliveryStatus.FAILED else "",
                 error_title=error_title if status == DeliveryStatus.FAILED else "",
             )
-    except IntegrityError:
-        pass  # this step is already in the history
+        ],
+        ignore_conflicts=True,
+    )
     if moved:
         for field, value in updates.items():
             setattr(message, field, value)
@@ -277,10 +279,13 @@ def message_adopt(
     """
     at = at or timezone.now()
     carried: list[str] = []
-    for _ in range(3):
+    # Nearly always no other row has the id: try the UPDATE first; the unique constraint says
+    # when one does (made meanwhile or earlier), and the next round merges it first.
+    for round_ in range(3):
         try:
             with transaction.atomic():
-                carried = _take_over_imported(message, external_id)
+                if round_:
+                    carried = _take_over_imported(message, external_id)
                 Message.objects.filter(pk=message.pk).update(
                     external_id=external_id,
                     external_id_ext=external_id_ext or message.external_id_ext,

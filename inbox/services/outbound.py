@@ -4,7 +4,8 @@ The life of an outbound message:
 
     message_send()      checks what can be checked before any platform call (channel, window,
                         template approval and placeholders), stores the row `queued` (once per
-                        idempotency key) and enqueues delivery after commit.
+                        idempotency key) and enqueues delivery after commit; a reply behind an
+                        unsettled one of its conversation is started when that one settles.
     message_deliver()   claims the row (queued -> sending, a conditional UPDATE, so a task
                         delivered twice sends once), waits while an earlier reply in the same
                         conversation is unsettled (bounded), respects the channel's rate limit,
@@ -38,10 +39,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from config.celery import queue_length
 from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
 from inbox.services.history import sends_correlate
@@ -360,7 +362,11 @@ def message_send(
         channel_id=session.channel_id,
         message_id=message.pk,
     )
-    transaction.on_commit(lambda: _enqueue_delivery(message.pk))
+    # A reply behind an unsettled one of the same conversation gets no task of its own: the
+    # earlier one starts it when it settles (`_next_in_conversation`), the reaper if that is
+    # lost. A burst of replies to one customer thus costs no polling.
+    if not _in_line(Message.objects.filter(pk=message.pk), now).exists():
+        transaction.on_commit(lambda: _enqueue_delivery(message.pk))
     return message, True
 
 
@@ -450,16 +456,24 @@ def message_deliver(message_id: int) -> str:
     Raises `DeliveryDeferred` when the task should run again later (rate limit, transient error).
     """
     now = timezone.now()
-    claimed = Message.objects.filter(
+    queued = Message.objects.filter(
         pk=message_id, direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED
-    ).update(
+    )
+    # One statement claims it unless an earlier reply of its conversation is unsettled.
+    claimed = queued.exclude(pk__in=_in_line(queued, now).values("pk")).update(
         status=Message.Status.SENDING,
         claimed_at=now,
         attempts=F("attempts") + 1,
         next_attempt_at=None,
     )
     if not claimed:
-        return "not claimable"
+        if not _in_line(queued, now).exists():
+            return "not claimable"
+        # Started before the earlier reply settled (it starts this one when it does); look
+        # again shortly in case that start was missed.
+        wait = settings.SEND_ORDER_RECHECK_SECONDS
+        queued.update(next_attempt_at=now + timedelta(seconds=wait))
+        raise DeliveryDeferred(wait, "an earlier reply in this conversation is not settled yet")
     message = Message.objects.select_related(
         "account", "session__channel", "session__identity", "session__contact", "template"
     ).get(pk=message_id)
@@ -474,10 +488,6 @@ def message_deliver(message_id: int) -> str:
             "start again.",
         )
         return "failed"
-    if _waits_for_earlier(message, now):
-        wait = settings.SEND_ORDER_RECHECK_SECONDS
-        _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
-        raise DeliveryDeferred(wait, "an earlier reply in this conversation is not settled yet")
     # The claim is a lease, renewed while this runs: if the worker dies, the reaper recovers
     # the message within seconds (SEND_STALE_SECONDS), and never while it is still being sent.
     with lease_held(
@@ -549,21 +559,22 @@ def _accepted(message: Message, external_id: str) -> None:
     _next_in_conversation(message)
 
 
-def _waits_for_earlier(message: Message, now: datetime) -> bool:
-    """Say whether an earlier reply in the same conversation is still on its way.
+def _in_line(messages: QuerySet[Message], now: datetime) -> QuerySet[Message]:
+    """Narrow `messages` to those that must wait for an earlier reply of their conversation.
 
-    The customer must read replies in the order agents sent them, so a reply waits, for at most
+    The customer must read replies in the order agents sent them, so a reply waits while an
+    earlier one in the same conversation is queued or sending, for at most
     SEND_ORDER_WAIT_SECONDS after it was written: an earlier one that never settles (a platform
     that neither answers nor lists it) must not hold the conversation forever.
     """
-    if (now - message.created_at).total_seconds() >= settings.SEND_ORDER_WAIT_SECONDS:
-        return False
-    return Message.objects.filter(
-        session_id=message.session_id,
+    earlier = Message.objects.filter(
+        session_id=OuterRef("session_id"),
         direction=Message.Direction.OUTBOUND,
         status__in=[Message.Status.QUEUED, Message.Status.SENDING],
-        pk__lt=message.pk,
-    ).exists()
+        pk__lt=OuterRef("pk"),
+    )
+    waited = now - timedelta(seconds=settings.SEND_ORDER_WAIT_SECONDS)
+    return messages.filter(Exists(earlier), created_at__gt=waited)
 
 
 def _next_in_conversation(message: Message) -> None:
@@ -827,7 +838,19 @@ def messages_reap() -> ReapResult:
     lost = Message.objects.filter(
         direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED, created_at__lt=due
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=due))
-    for message_id in lost.values_list("pk", flat=True)[:1000]:
+    # Behind a backlog in the platform lane, a queued message's task is most likely still
+    # waiting its turn: enqueueing it again would only lengthen the backlog (a burst of 2,000
+    # replies drew 500 needless tasks). It is taken for lost once the backlog is gone, or when
+    # it has waited SEND_REQUEUE_BEHIND_BACKLOG_SECONDS behind one.
+    if queue_length(settings.PLATFORM_QUEUE):
+        behind = now - timedelta(seconds=settings.SEND_REQUEUE_BEHIND_BACKLOG_SECONDS)
+        lost = lost.filter(created_at__lt=behind).filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=behind)
+        )
+    # A reply in line behind an earlier one has no task by design; it is lost only once it
+    # heads its conversation (or has waited SEND_ORDER_WAIT_SECONDS).
+    in_line = _in_line(lost, now).values("pk")
+    for message_id in lost.exclude(pk__in=in_line).values_list("pk", flat=True)[:1000]:
         Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
             next_attempt_at=now
         )
