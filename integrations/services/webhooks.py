@@ -6,6 +6,11 @@ pending with no `enqueued_at` and the periodic sweep enqueues it once the broker
 Processing claims the row with a conditional UPDATE, so a task delivered twice (or enqueued by
 both the request and the sweep) processes it once; and applying a callback is idempotent by
 unique constraints, so even a replay changes nothing that already happened.
+
+What a callback means for the inbox is not decided here: a claimed event is read by its
+provider and handed to the applier `settings.INBOUND_CALLBACK_APPLIER` names
+(`integrations.applier`), in the transaction that settles the event. This module never imports
+`inbox`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.redis import redis_client
+from integrations.applier import StoredCallback, callback_applier
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
 from integrations.leases import lease_held
 from integrations.models import ProviderAccount, WebhookEvent
@@ -193,9 +199,9 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
     """Apply claimed events: everyday customer messages in bulk, the rest one by one, in order.
 
     The plain messages of returning and brand-new customers are applied together, in one
-    transaction per account with a few statements in all (`messages_apply_run`). Every other
-    event, and any later one for the same customer or session, then goes through
-    `_process_claimed` on its own, in the order received. A bulk run that fails for any reason
+    transaction per account with a few statements in all (the applier's
+    `callbacks_apply_run`). Every other event, and any later one for the same customer or
+    session, then goes through `_process_claimed` on its own, in the order received. A bulk run that fails for any reason
     but a database outage is rolled back and its events go one by one too, each in its own
     transaction: one event's error fails that event alone, and the rest still apply now.
     Nothing claimed here is left `processing`.
@@ -241,8 +247,6 @@ def _parse_quietly(event: WebhookEvent) -> Callback | None:
 
 def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None]) -> set[int]:
     """Apply one account's plain customer messages in one transaction; return their ids."""
-    from inbox.services.inbound import Pending, messages_apply_run
-
     account = events[0].account
     run = []
     for event in events:
@@ -250,11 +254,11 @@ def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None
         tenant = _tenant_warnings(account, callback)
         if tenant:  # its warnings are recorded one by one; it still orders its customer's
             callback = dataclasses.replace(callback, warnings=[*callback.warnings, *tenant])
-        run.append(Pending(key=event.pk, callback=callback, received_at=event.received_at))
+        run.append(StoredCallback(key=event.pk, callback=callback, received_at=event.received_at))
     for attempt in range(2):
         try:
             with transaction.atomic():
-                applied = messages_apply_run(account, run)
+                applied = callback_applier().callbacks_apply_run(account, run)
                 if applied:
                     WebhookEvent.objects.filter(pk__in=applied).update(
                         state=WebhookEvent.State.PROCESSED,
@@ -462,15 +466,15 @@ def _leased(events: list[WebhookEvent]) -> AbstractContextManager[object]:
 
 def _process_claimed(event: WebhookEvent) -> str:
     """Apply an event this process has claimed, in one transaction with its new state."""
-    from inbox.services.inbound import callback_apply
-
     event_id = event.pk
     try:
         callback = _read(event)
         for attempt in (1, 2):
             try:
                 with transaction.atomic():
-                    result = callback_apply(event.account, callback, received_at=event.received_at)
+                    result = callback_applier().callback_apply(
+                        event.account, callback, received_at=event.received_at
+                    )
                     warnings = [
                         *callback.warnings,
                         *_tenant_warnings(event.account, callback),
@@ -587,8 +591,6 @@ def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:
     On any error the platform gets `{}` and the event is left for the worker to retry, so an
     answer is never slower or less available than the inbox's own database.
     """
-    from inbox.selectors import contact_view_for_identity
-
     provider = get_provider(account.kind)
     try:
         state = webhook_event_process(event.pk)
@@ -603,7 +605,7 @@ def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:
         callback = _read(event)
         if not callback.contacts:
             return {}
-        view = contact_view_for_identity(account, callback.contacts[0].external_id)
+        view = callback_applier().contact_view(account, callback.contacts[0].external_id)
         return provider.contact_reply(view)
     except Exception:
         logger.exception("building the contact reply for webhook event %s failed", event.pk)
