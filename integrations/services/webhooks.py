@@ -32,6 +32,7 @@ from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from config.queue import enqueue
 from config.redis import redis_client
 from integrations.applier import StoredCallback, callback_applier
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
@@ -120,6 +121,10 @@ def _dispatch(event_id: int) -> None:
     process_in_web_soon(event_id)
 
 
+# The tasks that process stored events (named, not imported: integrations.tasks imports this).
+PROCESS_TASK = "integrations.tasks.webhook_event_process"
+DRAIN_TASK = "integrations.tasks.webhook_events_drain"
+
 # Set while a drain task is queued and has not started: callbacks arriving meanwhile need no
 # task of their own, because that drain will find them.
 KICK_KEY = "switchboard:webhooks:drain-queued"
@@ -134,8 +139,6 @@ def webhook_events_kick() -> bool:
     The key expires after WEBHOOK_DRAIN_KICK_TTL_SECONDS in case its task is lost with a
     broker restart (the sweep catches what that task would have done).
     """
-    from integrations.tasks import webhook_events_drain
-
     client = redis_client(socket_timeout=1.0)
     if client is None:
         return False
@@ -146,12 +149,9 @@ def webhook_events_kick() -> bool:
     except redis.RedisError as exc:
         logger.warning("could not check for a queued drain (%s); enqueueing per event", exc)
         return False
-    try:
-        webhook_events_drain.apply_async(retry=False)
-    except Exception as exc:
+    if not enqueue(DRAIN_TASK, what="a drain task (each event gets a task instead)"):
         with contextlib.suppress(redis.RedisError):
             client.delete(KICK_KEY)
-        logger.warning("broker refused a drain task (%s)", exc)
         return False
     return True
 
@@ -189,9 +189,7 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
         if time.monotonic() >= deadline:
             # Its own successor, not a kick: two drains past their budget at once must leave
             # two drains behind, or the workers' parallelism would halve each time.
-            from integrations.tasks import webhook_events_drain as task
-
-            task.apply_async(retry=False)
+            enqueue(DRAIN_TASK, what="a drain's successor (the next kick queues one)")
             return done
 
 
@@ -374,25 +372,17 @@ def _process_inline(event_id: int, due: float) -> None:
 
 def webhook_events_enqueue(event_ids: Iterable[int]) -> int:
     """Hand processing tasks to the broker; on failure leave the events for the sweep."""
-    from integrations.tasks import webhook_event_process as task
-
     ids = list(event_ids)
     sent = 0
     for position, event_id in enumerate(ids):
-        try:
-            task.apply_async(args=(event_id,), retry=False)
-        except Exception as exc:
+        if not enqueue(PROCESS_TASK, event_id, what=f"webhook event {event_id}"):
             # The broker is down or unreachable. The rows are stored; mark them unenqueued so
             # the sweep picks them up as soon as tasks can flow again.
             remaining = ids[position:]
             WebhookEvent.objects.filter(pk__in=remaining, state=WebhookEvent.State.PENDING).update(
                 enqueued_at=None
             )
-            logger.warning(
-                "broker refused webhook events %s (%s); the sweep will enqueue them",
-                remaining[:10],
-                exc,
-            )
+            logger.warning("the sweep will enqueue webhook events %s", remaining[:10])
             break
         sent += 1
     return sent
