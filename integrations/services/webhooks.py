@@ -16,7 +16,6 @@ provider and handed to the applier `settings.INBOUND_CALLBACK_APPLIER` names
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -44,18 +43,19 @@ from integrations.services.channels import channels_cache_clear
 
 logger = logging.getLogger(__name__)
 
-# Never stored: these authenticate the caller or carry credentials.
-SECRET_HEADERS = frozenset(
-    {"x-verify-token", "authorization", "cookie", "x-api-key", "x-api-id", "proxy-authorization"}
-)
+# Never stored: these authenticate the caller or carry credentials (and so do the headers
+# each provider names in `request_secret_headers`).
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
-def headers_without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return the request headers worth keeping, lower-cased, with secrets removed."""
+def headers_without_secrets(
+    headers: Mapping[str, str], secret: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Return the request headers worth keeping, lower-cased, without secrets (and `secret`)."""
     return {
         text_clean(key.lower()): text_clean(value[:500])
         for key, value in headers.items()
-        if key.lower() not in SECRET_HEADERS
+        if key.lower() not in SECRET_HEADERS and key.lower() not in secret
     }
 
 
@@ -88,7 +88,8 @@ def _body(event: WebhookEvent) -> JSON:
 
 
 def _read(event: WebhookEvent) -> Callback:
-    return get_provider(event.account.kind).read_callback(_body(event))
+    account = event.account
+    return get_provider(account.kind).read_callback(_body(event), options=account.options or {})
 
 
 def webhook_event_receive(
@@ -105,7 +106,7 @@ def webhook_event_receive(
         account=account,
         received_at=now,
         path=path[:200],
-        headers=headers_without_secrets(headers),
+        headers=headers_without_secrets(headers, get_provider(account.kind).request_secret_headers),
         body=body,
         enqueued_at=now if enqueue else None,
     )
@@ -248,10 +249,9 @@ def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None
     account = events[0].account
     run = []
     for event in events:
+        # (One with warnings, such as the provider's doubts about its tenant, is recorded one
+        # by one; it still orders its customer's.)
         callback = parsed[event.pk] or Callback(warnings=["not parsed"])
-        tenant = _tenant_warnings(account, callback)
-        if tenant:  # its warnings are recorded one by one; it still orders its customer's
-            callback = dataclasses.replace(callback, warnings=[*callback.warnings, *tenant])
         run.append(StoredCallback(key=event.pk, callback=callback, received_at=event.received_at))
     for attempt in range(2):
         try:
@@ -465,11 +465,7 @@ def _process_claimed(event: WebhookEvent) -> str:
                     result = callback_applier().callback_apply(
                         event.account, callback, received_at=event.received_at
                     )
-                    warnings = [
-                        *callback.warnings,
-                        *_tenant_warnings(event.account, callback),
-                        *result.warnings,
-                    ]
+                    warnings = [*callback.warnings, *result.warnings]
                     applied = result.applied
                     state = WebhookEvent.State.PROCESSED if applied else WebhookEvent.State.IGNORED
                     WebhookEvent.objects.filter(pk=event_id).update(
@@ -501,17 +497,6 @@ def _process_claimed(event: WebhookEvent) -> str:
         )
         return WebhookEvent.State.FAILED
     return state
-
-
-def _tenant_warnings(account: ProviderAccount, callback: Callback) -> list[str]:
-    """Warn when a callback says it is for another app or domain (XMS `meta`, spec §1.3)."""
-    options = account.options or {}
-    warnings = []
-    for key, option in (("appId", "app_id"), ("domain", "domain")):
-        expected, given = str(options.get(option) or ""), callback.tenant.get(key, "")
-        if expected and given and expected != given:
-            warnings.append(f"meta.{key} is {given!r}, but this account expects {expected!r}")
-    return warnings
 
 
 def _defer(event_id: int, reason: str) -> str:
