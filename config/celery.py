@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -11,7 +10,6 @@ from celery.signals import task_postrun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
-logger = logging.getLogger(__name__)
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -49,17 +47,3 @@ def _a_database_connection_for_each_thread(sender: Any = None, **kwargs: Any) ->
     concurrency = getattr(sender, "concurrency", None)
     if isinstance(pool, dict) and isinstance(concurrency, int):
         pool["max_size"] = max(int(pool.get("max_size", 0)), concurrency + 2)
-
-
-def queue_length(queue: str) -> int | None:
-    """Return how many tasks wait in `queue` at the broker (None: eager, or not known now)."""
-    if app.conf.task_always_eager:
-        return None
-    try:
-        with app.connection_for_read() as connection, connection.channel() as channel:
-            declared = channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
-            return int(declared.message_count)
-    except Exception as exc:
-        # A queue not declared yet, or the broker away: behave as without a backlog.
-        logger.info("could not read the length of queue %s: %s", queue, exc)
-        return None

@@ -88,6 +88,14 @@ class SessionEventKind(enum.StrEnum):
     OTHER = "other"
 
 
+class RequestCheck(enum.StrEnum):
+    """What a provider found when it checked that an inbound request comes from its platform."""
+
+    ACCEPTED = "accepted"
+    MISSING = "missing_token"  # the request carries no credentials
+    WRONG = "wrong_token"  # it carries credentials that match none the account accepts
+
+
 # --- Errors ------------------------------------------------------------------------------------
 
 
@@ -381,6 +389,17 @@ class ChannelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundSecrets:
+    """What an account's inbound requests are checked against (decrypted: never log it).
+
+    `verify_tokens` are the shared tokens the account accepts now: its current one and, for a
+    while after a rotation, the previous one.
+    """
+
+    verify_tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AccountConfig:
     """The credentials and settings of one platform account, decrypted, for a provider's use."""
 
@@ -409,21 +428,40 @@ class Provider(abc.ABC):
     window_error_codes: ClassVar[frozenset[str]] = frozenset()
     # The languages `contact_set_language` takes, with names for a picker (none: it takes none).
     contact_languages: ClassVar[tuple[Language, ...]] = ()
+    # How a refused caller is told to authenticate (the 401's WWW-Authenticate), and the
+    # request headers that carry secrets (never stored with a callback).
+    request_auth_scheme: ClassVar[str] = "Token"
+    request_secret_headers: ClassVar[frozenset[str]] = frozenset()
+
+    def verify_request(self, secrets: InboundSecrets, headers: Mapping[str, str]) -> RequestCheck:
+        """Check that an inbound request comes from the platform (compare in constant time).
+
+        `headers` are the request's (any case). The default refuses every request: a platform
+        that calls us must say how its calls are authenticated.
+        """
+        return RequestCheck.MISSING
 
     @abc.abstractmethod
     def parse_callback(self, body: JSON) -> Callback:
         """Turn a callback body into a `Callback`; raise `PayloadError` for a body it cannot read."""
 
-    def read_callback(self, body: JSON) -> Callback:
+    def read_callback(self, body: JSON, *, options: Mapping[str, Any] | None = None) -> Callback:
         """Parse a callback body into values the inbox can store, whatever was sent.
 
         The one boundary for every platform (`integrations/payload.py`): strings are cleaned
         of what no database text holds before `parse_callback` sees them, and its result is
-        fitted to the inbox's columns, each change a warning on the callback.
+        fitted to the inbox's columns, each change a warning on the callback. Then
+        `callback_check` compares it with the account's `options`, each doubt a warning too.
         """
         from integrations import payload
 
-        return payload.callback_fit(self.parse_callback(payload.json_clean(body)))
+        callback = payload.callback_fit(self.parse_callback(payload.json_clean(body)))
+        callback.warnings.extend(self.callback_check(callback, options or {}))
+        return callback
+
+    def callback_check(self, callback: Callback, options: Mapping[str, Any]) -> list[str]:
+        """Return warnings about a parsed callback, e.g. addressed to another tenant ([])."""
+        return []
 
     def wants_sync_reply(self, body: JSON) -> bool:
         """Say, from its shape alone, whether a callback expects an answer in the response."""

@@ -18,7 +18,9 @@ from urllib3.exceptions import ProtocolError
 
 logger = logging.getLogger("integrations.http")
 
-SECRET_HEADERS = frozenset({"x-api-key", "x-api-id", "authorization", "x-verify-token"})
+# Request headers written to logs as they are; any other (a platform's key, token or id,
+# whatever its name) is written as ***.
+SAFE_HEADERS = frozenset({"accept", "content-type", "user-agent"})
 
 _session = requests.Session()
 _session.headers["User-Agent"] = "Switchboard/0.1"
@@ -83,8 +85,8 @@ class HttpResponse:
 
 
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return headers safe to log."""
-    return {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+    """Return headers safe to log: every header not known to be harmless is masked."""
+    return {k: (v if k.lower() in SAFE_HEADERS else "***") for k, v in headers.items()}
 
 
 def request(
@@ -101,7 +103,7 @@ def request(
     all_headers = {"Accept": "application/json", **(headers or {})}
     started = time.monotonic()
     try:
-        # Never follow redirects: requests would carry x-api-key to wherever they point.
+        # Never follow redirects: requests would carry the credentials to wherever they point.
         response = _session.request(
             method,
             url,
@@ -120,7 +122,7 @@ def request(
     except requests.ConnectionError as exc:
         if isinstance(exc.args[0] if exc.args else None, ProtocolError):
             # Dropped after the request was sent ("Connection aborted"): it may have been
-            # processed, so it is not retried blindly (spec §5.0).
+            # processed, so it is not retried blindly.
             raise AmbiguousError(
                 f"{method} {url}: connection dropped before the answer (it may have been processed)"
             ) from exc
@@ -143,17 +145,6 @@ def request(
         redact(all_headers),
     )
     status = response.status_code
-    if isinstance(body, dict):
-        # Quote these to the platform's support (spec §1.5 rule 4).
-        logger.info(
-            "%s %s -> %s traceid=%s messageKey=%s message=%s",
-            method,
-            url,
-            status,
-            body.get("traceid"),
-            body.get("messageKey"),
-            str(body.get("message") or "")[:200],
-        )
     if 300 <= status < 400:
         raise RejectedError(
             f"{method} {url}: HTTP {status} redirect to {response.headers.get('location', '?')} "

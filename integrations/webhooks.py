@@ -1,15 +1,16 @@
 """The public webhook contract: `/webhooks/<kind>/<account uuid>/[<platform sub-path>]`.
 
 Order of checks, each answered in JSON and none writing a message row: unknown account or
-sub-path 404; missing or wrong token 401; body over the size limit 413; a body that is not a
-JSON object by the standard (not UTF-8, not JSON, NaN or Infinity, nested deeper than
-WEBHOOK_MAX_JSON_DEPTH) 400 with the reason, before anything is stored. A valid callback is stored and answered `200 {}` at once; a platform that
-expects a synchronous answer (XMS `contact/info`) gets it from the inbox's own data.
+sub-path 404; missing or wrong credentials 401 (the account's provider verifies the request,
+`Provider.verify_request`: this module knows no platform's headers); body over the size limit
+413; a body that is not a JSON object by the standard (not UTF-8, not JSON, NaN or Infinity,
+nested deeper than WEBHOOK_MAX_JSON_DEPTH) 400 with the reason, before anything is stored. A
+valid callback is stored and answered `200 {}` at once; a platform that expects a synchronous
+answer (XMS `contact/info`) gets it from the inbox's own data.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,13 +26,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from integrations.base import ProviderNotFound
+from integrations.base import InboundSecrets, ProviderNotFound, RequestCheck
 from integrations.models import ProviderAccount
 from integrations.payload import BodyError, json_loads
 from integrations.registry import get_provider
 from integrations.services.webhooks import webhook_event_answer, webhook_event_receive
-
-TOKEN_HEADER = "x-verify-token"  # noqa: S105 - a header name, not a secret
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -86,39 +85,44 @@ class BoundedJSONParser(BaseParser):
         return RawBody(data, text)
 
 
-class CallbackTokenAuthentication(BaseAuthentication):
-    """Find the account named in the URL and check the platform's token in constant time."""
+class CallbackAuthentication(BaseAuthentication):
+    """Find the account named in the URL and let its provider verify the request."""
 
     def authenticate(self, request: Request) -> tuple[None, ProviderAccount]:
-        kwargs = request.parser_context.get("kwargs", {}) if request.parser_context else {}
-        kind, account_id = kwargs.get("kind", ""), kwargs.get("account_id", "")
+        kind, account_id = _url_kwargs(request)
         account = _account_from_url(kind, account_id)
-        token = request.headers.get(TOKEN_HEADER, "")
-        if not token:
-            raise exceptions.AuthenticationFailed(
-                f"The {TOKEN_HEADER} header is missing.", code="missing_token"
-            )
-        if not _token_matches(account, token):
+        check = _verify(account, request)
+        if check == RequestCheck.WRONG:
             # The cached row may predate a token rotation: ask the database before refusing.
             account = _account_from_url(kind, account_id, fresh=True)
-            if not _token_matches(account, token):
-                raise exceptions.AuthenticationFailed(
-                    f"The {TOKEN_HEADER} header does not match this account's token.",
-                    code="wrong_token",
-                )
+            check = _verify(account, request)
+        scheme = get_provider(account.kind).request_auth_scheme
+        if check == RequestCheck.MISSING:
+            raise exceptions.AuthenticationFailed(
+                f"The request carries no {scheme} credentials.", code=check.value
+            )
+        if check != RequestCheck.ACCEPTED:
+            raise exceptions.AuthenticationFailed(
+                f"The request's {scheme} credentials do not match this account's.",
+                code=RequestCheck.WRONG.value,
+            )
         return (None, account)
 
     def authenticate_header(self, request: Request) -> str:
-        return TOKEN_HEADER
+        try:
+            return get_provider(_url_kwargs(request)[0]).request_auth_scheme
+        except ProviderNotFound:
+            return "Token"
 
 
-def _token_matches(account: ProviderAccount, token: str) -> bool:
-    # Every accepted token is compared, in constant time, whatever matches first.
-    matches = [
-        hmac.compare_digest(token.encode(), accepted.encode())
-        for accepted in account.accepted_verify_tokens()
-    ]
-    return any(matches)
+def _url_kwargs(request: Request) -> tuple[str, str]:
+    kwargs = request.parser_context.get("kwargs", {}) if request.parser_context else {}
+    return kwargs.get("kind", ""), kwargs.get("account_id", "")
+
+
+def _verify(account: ProviderAccount, request: Request) -> RequestCheck:
+    secrets = InboundSecrets(verify_tokens=tuple(account.accepted_verify_tokens()))
+    return get_provider(account.kind).verify_request(secrets, request.headers)
 
 
 # Accounts found by their callback URL, kept briefly in this process: a busy number sends
@@ -174,7 +178,7 @@ class HasCallbackAccount(BasePermission):
 class WebhookView(APIView):
     """Receive one platform callback."""
 
-    authentication_classes = [CallbackTokenAuthentication]
+    authentication_classes = [CallbackAuthentication]
     permission_classes = [HasCallbackAccount]
     parser_classes = [BoundedJSONParser]
     renderer_classes = [JSONRenderer]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -200,3 +201,34 @@ def test_the_credential_test_reports_a_refused_key(account):
         account_credentials_test(account)
     account.refresh_from_db()
     assert "Credential test failed" in account.last_error
+
+
+def test_the_http_seam_masks_in_logs_every_header_it_does_not_know_to_be_harmless():
+    # It knows no platform's header names: a new platform's secret is masked without a change.
+    assert http.redact({"X-Signature": "s", "x-verify-token": "t", "Content-Type": "c"}) == {
+        "X-Signature": "***",
+        "x-verify-token": "***",
+        "Content-Type": "c",
+    }
+
+
+@responses.activate
+@pytest.mark.parametrize("status", [200, 400])
+def test_the_xms_client_logs_the_envelopes_trace_id_for_the_platforms_support(
+    account, caplog, status
+):
+    envelope = {
+        "status": status,
+        "statusKey": "SUCCESS" if status == 200 else "BAD_REQUEST",
+        "traceid": "trace-42",
+        "messageKey": "key-7",
+        "results": [],
+        "errors": [],
+    }
+    responses.get(f"{BASE}/config/channels", json=envelope, status=status)
+    caplog.set_level("INFO", logger="integrations.xms.client")
+
+    with pytest.raises(http.RejectedError) if status == 400 else contextlib.nullcontext():
+        XmsClient(account.config()).list_channels()
+
+    assert "traceid=trace-42 messageKey=key-7" in caplog.text

@@ -309,6 +309,9 @@ CELERY_BEAT_SCHEDULE = {
 # `make bench` mounts its baseline endpoints under /_bench/ (bench/views.py); nothing else does.
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 
+# What applies a stored callback to the inbox (`integrations.applier`): integrations never
+# import the inbox, they call this class.
+INBOUND_CALLBACK_APPLIER = "inbox.services.callbacks.InboxApplier"
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1024 * 1024)
 # Deeper nesting is refused with 400 (the documented callbacks nest 5 levels).
 WEBHOOK_MAX_JSON_DEPTH = env_int("WEBHOOK_MAX_JSON_DEPTH", 64)

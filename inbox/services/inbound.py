@@ -32,6 +32,7 @@ from inbox.services.sessions import (
     sessions_open_new,
 )
 from inbox.services.timeline import timeline_add
+from integrations.applier import StoredCallback
 from integrations.base import (
     Action,
     ApplyDeferred,
@@ -331,15 +332,6 @@ def _action_apply(
     return True
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A stored callback waiting to be applied: its key (the event id), content and arrival."""
-
-    key: int
-    callback: Callback
-    received_at: datetime
-
-
 def plain_message(callback: Callback) -> InboundMessage | None:
     """Return the callback's message if it is only one customer message in a known session.
 
@@ -378,7 +370,7 @@ def callback_keys(callback: Callback) -> set[str]:
     return keys
 
 
-def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[int]:
+def messages_apply_run(account: ProviderAccount, run: Sequence[StoredCallback]) -> set[int]:
     """Apply the plain customer messages in `run` in bulk; return their keys.
 
     Each callback must be a `plain_message`, for a customer we know on that channel, in a
@@ -393,7 +385,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
     depend on each other). Runs in the caller's transaction.
     """
     blocked: set[str] = set()
-    head: list[tuple[Pending, InboundMessage]] = []
+    head: list[tuple[StoredCallback, InboundMessage]] = []
     # A phone joins identities into one contact, so it orders callbacks as a customer id
     # does; a new customer's phone must not appear earlier in the run (that callback, even
     # one applied alone, would create or fill the contact it joins).
@@ -460,7 +452,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[Pending]) -> set[
             - {""},
         ).values_list("phone", flat=True)
     )
-    ready: list[tuple[Pending, InboundMessage, Session, datetime]] = []
+    ready: list[tuple[StoredCallback, InboundMessage, Session, datetime]] = []
     fresh: list[tuple[ContactProfile, Channel, SessionRef, datetime]] = []
     refresh: list[tuple[str, ContactProfile, Channel]] = []  # (identity's platform id, ...)
     for item, message in head:

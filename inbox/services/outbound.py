@@ -43,7 +43,7 @@ from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from config.celery import queue_length
+from config.queue import enqueue, queue_length
 from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
 from inbox.services.history import sends_correlate
@@ -379,13 +379,13 @@ def _same_request_or_refuse(existing: Message, session: Session) -> None:
 
 
 def _enqueue_delivery(message_id: int, countdown: float = 0) -> None:
-    from inbox.tasks import message_deliver
-
-    try:
-        message_deliver.apply_async(args=(message_id,), countdown=countdown, retry=False)
-    except Exception as exc:
-        # The row is stored; the reaper enqueues it once the broker is back.
-        logger.warning("could not enqueue delivery of message %s: %s", message_id, exc)
+    # The row is stored; if the broker refuses, the reaper enqueues it once it is back.
+    enqueue(
+        "inbox.tasks.message_deliver",
+        message_id,
+        countdown=countdown,
+        what=f"delivery of message {message_id}",
+    )
 
 
 # --- Delivering it -------------------------------------------------------------------------------
@@ -689,12 +689,12 @@ def message_fail(message: Message, *, code: str, title: str) -> None:
 
 
 def _enqueue_reconcile(message_id: int, countdown: float) -> None:
-    from inbox.tasks import message_reconcile
-
-    try:
-        message_reconcile.apply_async(args=(message_id,), countdown=countdown, retry=False)
-    except Exception as exc:
-        logger.warning("could not enqueue reconciliation of message %s: %s", message_id, exc)
+    enqueue(
+        "inbox.tasks.message_reconcile",
+        message_id,
+        countdown=countdown,
+        what=f"reconciliation of message {message_id}",
+    )
 
 
 def message_reconcile(message_id: int) -> str:

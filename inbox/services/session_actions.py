@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Team
+from config.queue import enqueue
 from inbox import live
 from inbox.models import Session, SessionAction, TimelineEntry
 from inbox.services.outbound import SendRefused, backoff_seconds
@@ -115,12 +116,12 @@ def _enqueue(action_id: int, countdown: float = 0) -> None:
         SessionAction.objects.filter(pk=action_id).update(
             next_attempt_at=timezone.now() + timedelta(seconds=countdown)
         )
-    from inbox.tasks import session_action_perform
-
-    try:
-        session_action_perform.apply_async(args=(action_id,), countdown=countdown, retry=False)
-    except Exception as exc:
-        logger.warning("could not enqueue session action %s: %s (the reaper will)", action_id, exc)
+    enqueue(
+        "inbox.tasks.session_action_perform",
+        action_id,
+        countdown=countdown,
+        what=f"session action {action_id}",
+    )
 
 
 def session_action_perform(action_id: int) -> str:

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from accounts.models import AgentProfile
+from config.queue import enqueue
 from inbox import live
 from inbox.models import ContactIdentity, Session, TimelineEntry
 from inbox.services.timeline import timeline_add
@@ -292,12 +293,12 @@ def _opened_summary(channel: Channel) -> str:
 
 
 def _history_import_later(session_id: int) -> None:
-    from inbox.tasks import session_history_import
-
-    try:
-        session_history_import.apply_async(args=(session_id,), countdown=5, retry=False)
-    except Exception as exc:
-        logger.warning("could not enqueue the history import of session %s: %s", session_id, exc)
+    enqueue(
+        "inbox.tasks.session_history_import",
+        session_id,
+        countdown=5,
+        what=f"the history import of session {session_id}",
+    )
 
 
 def session_has_newer(session: Session) -> bool:

@@ -6,12 +6,16 @@ pending with no `enqueued_at` and the periodic sweep enqueues it once the broker
 Processing claims the row with a conditional UPDATE, so a task delivered twice (or enqueued by
 both the request and the sweep) processes it once; and applying a callback is idempotent by
 unique constraints, so even a replay changes nothing that already happened.
+
+What a callback means for the inbox is not decided here: a claimed event is read by its
+provider and handed to the applier `settings.INBOUND_CALLBACK_APPLIER` names
+(`integrations.applier`), in the transaction that settles the event. This module never imports
+`inbox`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -27,7 +31,9 @@ from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from config.queue import enqueue
 from config.redis import redis_client
+from integrations.applier import StoredCallback, callback_applier
 from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
 from integrations.leases import lease_held
 from integrations.models import ProviderAccount, WebhookEvent
@@ -37,18 +43,19 @@ from integrations.services.channels import channels_cache_clear
 
 logger = logging.getLogger(__name__)
 
-# Never stored: these authenticate the caller or carry credentials.
-SECRET_HEADERS = frozenset(
-    {"x-verify-token", "authorization", "cookie", "x-api-key", "x-api-id", "proxy-authorization"}
-)
+# Never stored: these authenticate the caller or carry credentials (and so do the headers
+# each provider names in `request_secret_headers`).
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
-def headers_without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
-    """Return the request headers worth keeping, lower-cased, with secrets removed."""
+def headers_without_secrets(
+    headers: Mapping[str, str], secret: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Return the request headers worth keeping, lower-cased, without secrets (and `secret`)."""
     return {
         text_clean(key.lower()): text_clean(value[:500])
         for key, value in headers.items()
-        if key.lower() not in SECRET_HEADERS
+        if key.lower() not in SECRET_HEADERS and key.lower() not in secret
     }
 
 
@@ -81,7 +88,8 @@ def _body(event: WebhookEvent) -> JSON:
 
 
 def _read(event: WebhookEvent) -> Callback:
-    return get_provider(event.account.kind).read_callback(_body(event))
+    account = event.account
+    return get_provider(account.kind).read_callback(_body(event), options=account.options or {})
 
 
 def webhook_event_receive(
@@ -98,7 +106,7 @@ def webhook_event_receive(
         account=account,
         received_at=now,
         path=path[:200],
-        headers=headers_without_secrets(headers),
+        headers=headers_without_secrets(headers, get_provider(account.kind).request_secret_headers),
         body=body,
         enqueued_at=now if enqueue else None,
     )
@@ -114,6 +122,10 @@ def _dispatch(event_id: int) -> None:
     process_in_web_soon(event_id)
 
 
+# The tasks that process stored events (named, not imported: integrations.tasks imports this).
+PROCESS_TASK = "integrations.tasks.webhook_event_process"
+DRAIN_TASK = "integrations.tasks.webhook_events_drain"
+
 # Set while a drain task is queued and has not started: callbacks arriving meanwhile need no
 # task of their own, because that drain will find them.
 KICK_KEY = "switchboard:webhooks:drain-queued"
@@ -128,8 +140,6 @@ def webhook_events_kick() -> bool:
     The key expires after WEBHOOK_DRAIN_KICK_TTL_SECONDS in case its task is lost with a
     broker restart (the sweep catches what that task would have done).
     """
-    from integrations.tasks import webhook_events_drain
-
     client = redis_client(socket_timeout=1.0)
     if client is None:
         return False
@@ -140,12 +150,9 @@ def webhook_events_kick() -> bool:
     except redis.RedisError as exc:
         logger.warning("could not check for a queued drain (%s); enqueueing per event", exc)
         return False
-    try:
-        webhook_events_drain.apply_async(retry=False)
-    except Exception as exc:
+    if not enqueue(DRAIN_TASK, what="a drain task (each event gets a task instead)"):
         with contextlib.suppress(redis.RedisError):
             client.delete(KICK_KEY)
-        logger.warning("broker refused a drain task (%s)", exc)
         return False
     return True
 
@@ -183,9 +190,7 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
         if time.monotonic() >= deadline:
             # Its own successor, not a kick: two drains past their budget at once must leave
             # two drains behind, or the workers' parallelism would halve each time.
-            from integrations.tasks import webhook_events_drain as task
-
-            task.apply_async(retry=False)
+            enqueue(DRAIN_TASK, what="a drain's successor (the next kick queues one)")
             return done
 
 
@@ -193,9 +198,9 @@ def _apply_claimed(events: list[WebhookEvent]) -> None:
     """Apply claimed events: everyday customer messages in bulk, the rest one by one, in order.
 
     The plain messages of returning and brand-new customers are applied together, in one
-    transaction per account with a few statements in all (`messages_apply_run`). Every other
-    event, and any later one for the same customer or session, then goes through
-    `_process_claimed` on its own, in the order received. A bulk run that fails for any reason
+    transaction per account with a few statements in all (the applier's
+    `callbacks_apply_run`). Every other event, and any later one for the same customer or
+    session, then goes through `_process_claimed` on its own, in the order received. A bulk run that fails for any reason
     but a database outage is rolled back and its events go one by one too, each in its own
     transaction: one event's error fails that event alone, and the rest still apply now.
     Nothing claimed here is left `processing`.
@@ -241,20 +246,17 @@ def _parse_quietly(event: WebhookEvent) -> Callback | None:
 
 def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None]) -> set[int]:
     """Apply one account's plain customer messages in one transaction; return their ids."""
-    from inbox.services.inbound import Pending, messages_apply_run
-
     account = events[0].account
     run = []
     for event in events:
+        # (One with warnings, such as the provider's doubts about its tenant, is recorded one
+        # by one; it still orders its customer's.)
         callback = parsed[event.pk] or Callback(warnings=["not parsed"])
-        tenant = _tenant_warnings(account, callback)
-        if tenant:  # its warnings are recorded one by one; it still orders its customer's
-            callback = dataclasses.replace(callback, warnings=[*callback.warnings, *tenant])
-        run.append(Pending(key=event.pk, callback=callback, received_at=event.received_at))
+        run.append(StoredCallback(key=event.pk, callback=callback, received_at=event.received_at))
     for attempt in range(2):
         try:
             with transaction.atomic():
-                applied = messages_apply_run(account, run)
+                applied = callback_applier().callbacks_apply_run(account, run)
                 if applied:
                     WebhookEvent.objects.filter(pk__in=applied).update(
                         state=WebhookEvent.State.PROCESSED,
@@ -370,25 +372,17 @@ def _process_inline(event_id: int, due: float) -> None:
 
 def webhook_events_enqueue(event_ids: Iterable[int]) -> int:
     """Hand processing tasks to the broker; on failure leave the events for the sweep."""
-    from integrations.tasks import webhook_event_process as task
-
     ids = list(event_ids)
     sent = 0
     for position, event_id in enumerate(ids):
-        try:
-            task.apply_async(args=(event_id,), retry=False)
-        except Exception as exc:
+        if not enqueue(PROCESS_TASK, event_id, what=f"webhook event {event_id}"):
             # The broker is down or unreachable. The rows are stored; mark them unenqueued so
             # the sweep picks them up as soon as tasks can flow again.
             remaining = ids[position:]
             WebhookEvent.objects.filter(pk__in=remaining, state=WebhookEvent.State.PENDING).update(
                 enqueued_at=None
             )
-            logger.warning(
-                "broker refused webhook events %s (%s); the sweep will enqueue them",
-                remaining[:10],
-                exc,
-            )
+            logger.warning("the sweep will enqueue webhook events %s", remaining[:10])
             break
         sent += 1
     return sent
@@ -462,20 +456,16 @@ def _leased(events: list[WebhookEvent]) -> AbstractContextManager[object]:
 
 def _process_claimed(event: WebhookEvent) -> str:
     """Apply an event this process has claimed, in one transaction with its new state."""
-    from inbox.services.inbound import callback_apply
-
     event_id = event.pk
     try:
         callback = _read(event)
         for attempt in (1, 2):
             try:
                 with transaction.atomic():
-                    result = callback_apply(event.account, callback, received_at=event.received_at)
-                    warnings = [
-                        *callback.warnings,
-                        *_tenant_warnings(event.account, callback),
-                        *result.warnings,
-                    ]
+                    result = callback_applier().callback_apply(
+                        event.account, callback, received_at=event.received_at
+                    )
+                    warnings = [*callback.warnings, *result.warnings]
                     applied = result.applied
                     state = WebhookEvent.State.PROCESSED if applied else WebhookEvent.State.IGNORED
                     WebhookEvent.objects.filter(pk=event_id).update(
@@ -507,17 +497,6 @@ def _process_claimed(event: WebhookEvent) -> str:
         )
         return WebhookEvent.State.FAILED
     return state
-
-
-def _tenant_warnings(account: ProviderAccount, callback: Callback) -> list[str]:
-    """Warn when a callback says it is for another app or domain (XMS `meta`, spec §1.3)."""
-    options = account.options or {}
-    warnings = []
-    for key, option in (("appId", "app_id"), ("domain", "domain")):
-        expected, given = str(options.get(option) or ""), callback.tenant.get(key, "")
-        if expected and given and expected != given:
-            warnings.append(f"meta.{key} is {given!r}, but this account expects {expected!r}")
-    return warnings
 
 
 def _defer(event_id: int, reason: str) -> str:
@@ -587,8 +566,6 @@ def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:
     On any error the platform gets `{}` and the event is left for the worker to retry, so an
     answer is never slower or less available than the inbox's own database.
     """
-    from inbox.selectors import contact_view_for_identity
-
     provider = get_provider(account.kind)
     try:
         state = webhook_event_process(event.pk)
@@ -603,7 +580,7 @@ def webhook_event_answer(account: ProviderAccount, event: WebhookEvent) -> JSON:
         callback = _read(event)
         if not callback.contacts:
             return {}
-        view = contact_view_for_identity(account, callback.contacts[0].external_id)
+        view = callback_applier().contact_view(account, callback.contacts[0].external_id)
         return provider.contact_reply(view)
     except Exception:
         logger.exception("building the contact reply for webhook event %s failed", event.pk)

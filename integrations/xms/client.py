@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from integrations import http
 from integrations.base import JSON, AccountConfig
+
+logger = logging.getLogger(__name__)
 
 
 class EnvelopeError(http.RejectedError):
@@ -22,15 +25,17 @@ class XmsClient:
             self.headers["x-api-id"] = account.api_id
 
     def _call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> JSON:
+        url = f"{self.base}/api/v1/{path}"
         try:
-            response = http.request(
-                method, f"{self.base}/api/v1/{path}", headers=self.headers, json=json, params=params
-            )
+            response = http.request(method, url, headers=self.headers, json=json, params=params)
         except http.HttpError as exc:
             # A refusal with an envelope says why: pass its words and code on (spec §1.5).
             if isinstance(exc.body, dict):
+                _log_envelope(method, url, exc.status, exc.body)
                 exc.detail, exc.code = describe_errors(exc.body), envelope_code(exc.body)
             raise
+        if isinstance(response.json, dict):
+            _log_envelope(method, url, response.status, response.json)
         envelope = response.json if isinstance(response.json, dict) else {}
         check_envelope(envelope, f"{method} {path}")
         return envelope
@@ -81,6 +86,19 @@ class XmsClient:
         """Register our callback URL (spec §2.4); return the ClientApp `data`."""
         envelope = self._call("POST", "config/webhook", json={"url": url})
         return first_result(envelope) or {}
+
+
+def _log_envelope(method: str, url: str, status: int | None, envelope: JSON) -> None:
+    # Quote these to the platform's support (spec §1.5 rule 4).
+    logger.info(
+        "%s %s -> %s traceid=%s messageKey=%s message=%s",
+        method,
+        url,
+        status,
+        envelope.get("traceid"),
+        envelope.get("messageKey"),
+        str(envelope.get("message") or "")[:200],
+    )
 
 
 def check_envelope(envelope: JSON, what: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,8 +13,10 @@ from integrations.base import (
     ChannelInfo,
     ContactView,
     HistoryMessage,
+    InboundSecrets,
     OutboundRequest,
     Provider,
+    RequestCheck,
     SendResult,
     SessionEvent,
     TemplateInfo,
@@ -21,6 +24,8 @@ from integrations.base import (
 from integrations.xms import outbound, schemas
 from integrations.xms.client import XmsClient
 from integrations.xms.languages import CONTACT_LANGUAGES
+
+VERIFY_TOKEN_HEADER = "x-verify-token"  # noqa: S105 - a header name, not a secret
 
 
 class XmsProvider(Provider):
@@ -35,10 +40,37 @@ class XmsProvider(Provider):
     window_error_codes = frozenset({"470"})
     # Locales of the languages the platform documents (spec §2.5, §3.6).
     contact_languages = CONTACT_LANGUAGES
+    # Callbacks carry one static shared token (§1.3); our calls carry the API key and id (§1.2).
+    request_auth_scheme = VERIFY_TOKEN_HEADER
+    request_secret_headers = frozenset({VERIFY_TOKEN_HEADER, "x-api-key", "x-api-id"})
+
+    def verify_request(self, secrets: InboundSecrets, headers: Mapping[str, str]) -> RequestCheck:
+        """Compare the x-verify-token header with every accepted token in constant time (§1.3).
+
+        The token is the only authentication XMS callbacks have: no signature of the body.
+        """
+        token = next((v for k, v in headers.items() if k.lower() == VERIFY_TOKEN_HEADER), "")
+        if not token:
+            return RequestCheck.MISSING
+        # Every accepted token is compared, whatever matches first.
+        matches = [
+            hmac.compare_digest(token.encode(), accepted.encode())
+            for accepted in secrets.verify_tokens
+        ]
+        return RequestCheck.ACCEPTED if any(matches) else RequestCheck.WRONG
 
     def parse_callback(self, body: JSON) -> Callback:
         """Dispatch on the body's shape (§4.0)."""
         return schemas.parse_callback(body)
+
+    def callback_check(self, callback: Callback, options: Mapping[str, Any]) -> list[str]:
+        """Warn when a callback says it is for another app or domain (`meta`, spec §1.3)."""
+        warnings = []
+        for key, option in (("appId", "app_id"), ("domain", "domain")):
+            expected, given = str(options.get(option) or ""), callback.tenant.get(key, "")
+            if expected and given and expected != given:
+                warnings.append(f"meta.{key} is {given!r}, but this account expects {expected!r}")
+        return warnings
 
     def wants_sync_reply(self, body: JSON) -> bool:
         """Say whether this is a contact/info body, answered with a ContactInfoUpdate (§4.13)."""
