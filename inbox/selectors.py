@@ -41,7 +41,7 @@ from inbox.models import (
     TimelineEntry,
 )
 from inbox.search import contacts_matching
-from inbox.services.outbound import Window, window_at
+from inbox.window import Window, window_at
 from integrations.base import ContactView, MessageType
 from integrations.models import Channel, ProviderAccount, Template, TemplateApproval
 
@@ -265,7 +265,7 @@ def sessions_waiting_first(sessions: QuerySet[Session]) -> QuerySet[Session]:
 def session_window_from_row(session: Session, *, now: datetime | None = None) -> Window:
     """Return the session's messaging window without a query (see `session_list_for_user`).
 
-    Agrees with `inbox.services.outbound.session_window` when the row carries the
+    Agrees with `inbox.window.session_window` when the row carries the
     `contact_last_inbound_at` annotation; without it, only this session's last message counts.
     """
     candidates = [

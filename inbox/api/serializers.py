@@ -23,7 +23,8 @@ from inbox.selectors import (
     session_timeline_recent,
     session_window_from_row,
 )
-from inbox.services.outbound import send_failure_text, window_hours
+from inbox.services.outbound import send_failure_text
+from inbox.window import window_hours
 from integrations.models import Channel, Template, TemplateApproval
 
 # --- Small references -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from inbox.selectors import (
     session_get_for_page,
     sessions_visible_to,
 )
-from inbox.services.outbound import Window
+from inbox.window import Window
 from integrations.base import Medium
 
 PAGE_SIZE = 50
