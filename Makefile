@@ -38,10 +38,11 @@ run: $(STAMP) ## Migrate, create the demo admin, start web + workers + beat + pl
 	$(BIN)/python manage.py ensure_demo_admin
 	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker platform beat)
 
-test: $(STAMP) ## Lint, type-check, check migrations, run the whole test suite
+test: $(STAMP) ## Lint, type-check, check import contracts and migrations, run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=config.settings.test
 	$(BIN)/pytest $(PYTEST_ARGS)
 

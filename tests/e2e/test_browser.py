@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from accounts.models import AgentProfile, Team, User
+from devstack import ROOT, Stack, wait_for
 from inbox.models import Message, Session
 from integrations.models import Channel
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
-from tests.e2e.harness import ROOT, Stack, wait_for
 from tests.patience import PATIENCE_MS
 
 playwright_api = pytest.importorskip("playwright.sync_api")
