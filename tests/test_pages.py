@@ -739,7 +739,7 @@ def test_a_failed_message_with_the_window_open_can_be_retried(
 
 
 def test_older_messages_load_by_keyset_without_gaps_or_repeats(as_agent, session):
-    from inbox.selectors import THREAD_PAGE_SIZE
+    from inbox.selectors.thread import THREAD_PAGE_SIZE
 
     start = timezone.now() - timedelta(hours=2)
     messages = [
@@ -775,7 +775,7 @@ def test_older_messages_load_by_keyset_without_gaps_or_repeats(as_agent, session
 
 
 def test_older_messages_also_page_without_javascript(as_agent, session):
-    from inbox.selectors import THREAD_PAGE_SIZE
+    from inbox.selectors.thread import THREAD_PAGE_SIZE
 
     for _ in range(THREAD_PAGE_SIZE + 3):
         InboundMessageFactory(session=session)

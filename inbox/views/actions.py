@@ -18,7 +18,7 @@ from accounts.models import Team, User
 from inbox.api.permissions import assignment_refusal
 from inbox.models import Label, SessionAction
 from inbox.request_checks import id_from
-from inbox.selectors import sessions_visible_to
+from inbox.selectors.visibility import sessions_visible_to
 from inbox.services.labels import session_label_set
 from inbox.services.outbound import SendRefused
 from inbox.services.session_actions import session_action_request, session_assign

@@ -22,15 +22,9 @@ from django.utils.cache import patch_vary_headers
 from accounts.models import User
 from inbox.models import Session
 from inbox.request_checks import id_from
-from inbox.selectors import (
-    ACCOUNT_SECRETS,
-    INBOX_VIEWS,
-    SORTS,
-    STATUS_FILTERS,
-    SessionListFilters,
-    session_get_for_page,
-    sessions_visible_to,
-)
+from inbox.selectors.lists import INBOX_VIEWS, SORTS, STATUS_FILTERS, SessionListFilters
+from inbox.selectors.sessions import ACCOUNT_SECRETS, session_get_for_page
+from inbox.selectors.visibility import sessions_visible_to
 from inbox.window import Window
 from integrations.base import Medium
 

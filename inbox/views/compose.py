@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from inbox.models import Message, Session
-from inbox.selectors import session_window_from_row
+from inbox.selectors.sessions import session_window_from_row
 from inbox.services.notes import note_add
 from inbox.services.outbound import (
     Draft,

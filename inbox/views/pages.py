@@ -22,37 +22,39 @@ from django.views.decorators.http import require_GET
 from inbox import live
 from inbox.models import Message, Session, SessionAction
 from inbox.request_checks import id_from
-from inbox.selectors import (
+from inbox.selectors.changes import session_list_stamp, session_thread_stamp
+from inbox.selectors.contacts import contact_identities_visible, contact_sessions_other
+from inbox.selectors.labels import contact_labels, labels_all
+from inbox.selectors.lists import (
     INBOX_VIEWS,
     SORTS,
     STATUS_FILTERS,
     SessionListFilters,
-    ThreadItem,
-    canned_replies_for_user,
-    channels_visible_to,
-    contact_identities_visible,
-    contact_labels,
-    contact_sessions_other,
-    labels_all,
-    message_preview_text,
-    platform_queues_known,
-    session_before,
-    session_in_thread,
     session_list_page,
-    session_list_stamp,
-    session_newer,
-    session_thread_stamp,
     session_view_counts,
-    session_window_from_row,
-    sessions_visible_to,
+)
+from inbox.selectors.messages import message_preview_text
+from inbox.selectors.replies import canned_replies_for_user, templates_for_session
+from inbox.selectors.routing import (
+    platform_queues_known,
     skills_known,
     teams_assignable_by,
-    templates_for_session,
+    users_serving_session,
+)
+from inbox.selectors.sessions import session_window_from_row
+from inbox.selectors.thread import (
+    ThreadItem,
+    session_before,
+    session_in_thread,
+    session_newer,
     thread_items_after,
     thread_messages_changed,
     thread_page,
+)
+from inbox.selectors.visibility import (
+    channels_visible_to,
+    sessions_visible_to,
     user_sees_everything,
-    users_serving_session,
 )
 from inbox.services.outbound import template_render
 from inbox.services.sessions_local import session_mark_read, session_reopen_refusal
