@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "django_filters",
+    "django_htmx",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
@@ -86,6 +87,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # request.htmx: whether htmx made the request, and its target (django-htmx).
+    "django_htmx.middleware.HtmxMiddleware",
     # Headers, query strings and forms with text the database cannot store (NUL): a 4xx.
     "inbox.request_checks.RequestTextMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
