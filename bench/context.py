@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from bench.report import Report
 
 if TYPE_CHECKING:
+    from devstack import Stack
     from integrations.models import ProviderAccount
-    from tests.e2e.harness import Stack
 
 ADMIN_USERNAME = "bench-admin"
 ADMIN_PASSWORD = "bench-admin-password-0123"  # noqa: S105 - a throwaway user in a throwaway database
@@ -57,7 +57,7 @@ class Bench:
 
     def drain(self, timeout: float) -> float:
         """Wait until the worker has processed every stored callback; return the seconds."""
-        from tests.e2e.harness import wait_for
+        from devstack import wait_for
 
         began = time.monotonic()
         wait_for(lambda: self.pending() == 0, timeout=timeout, interval=0.25, what="backlog")

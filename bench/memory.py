@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.e2e.harness import Stack
+    from devstack import Stack
 
 
 def _children(pid: int) -> list[int]:

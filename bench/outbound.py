@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from bench.context import Bench
 from bench.report import ms, percentile
+from devstack import wait_for
 from inbox.models import Message, Session
 from inbox.services.outbound import Draft, message_send
-from tests.e2e.harness import wait_for
 
 SECTION = "4. Outbound"
 # Replies in one conversation go one after another (the customer reads them in order), so the

@@ -17,8 +17,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 if TYPE_CHECKING:
     from bench.memory import MemorySampler
     from bench.report import Report
+    from devstack import Stack
     from integrations.models import ProviderAccount
-    from tests.e2e.harness import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 # Stage name -> (module in bench/, function taking the Bench), in the order they run.
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
     )
     sys.path.insert(0, str(ROOT))
-    from tests.e2e.harness import Stack
+    from devstack import Stack
 
     stack = Stack(
         database_url=database_url,

@@ -33,7 +33,7 @@ from django.views.decorators.http import require_GET
 
 from config.db import release_connections
 from inbox import live, live_hub
-from inbox.selectors import channels_visible_to, user_sees_everything
+from inbox.selectors.visibility import channels_visible_to, user_sees_everything
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

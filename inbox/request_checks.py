@@ -26,6 +26,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
+from django_htmx.http import reswap, retarget
+from django_htmx.middleware import HtmxDetails
 
 MAX_JSON_DEPTH = 32
 MAX_ID = 2**63 - 1  # PostgreSQL bigint
@@ -119,10 +121,6 @@ def request_problems(request: HttpRequest) -> Iterator[Problem]:
         yield from _lists("file", request.FILES.lists(), value=lambda f: f.name or "")
 
 
-def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 def refusal(request: HttpRequest, problems: list[Problem]) -> HttpResponse:
     """Answer input the database cannot store: JSON under /api/, else a page or a flash line."""
     fields: dict[str, list[str]] = {}
@@ -135,15 +133,13 @@ def refusal(request: HttpRequest, problems: list[Problem]) -> HttpResponse:
         )
     name, [first, *_] = next(iter(fields.items()))
     reason = f"Nothing was saved: {name} {first[:1].lower()}{first[1:]}"
-    if is_htmx(request):
+    if HtmxDetails(request):
         # 422 is what the pages' htmx config swaps in: the reason lands in the flash region and
         # the form the agent typed in (a reply draft, say) stays as it was.
         response = render(
             request, "inbox/_flash.html", {"text": reason, "level": "error"}, status=422
         )
-        response["HX-Retarget"] = "#flash"
-        response["HX-Reswap"] = "innerHTML"
-        return response
+        return reswap(retarget(response, "#flash"), "innerHTML")
     return render(request, "400.html", {"reason": reason}, status=400)
 
 

@@ -11,7 +11,6 @@ answer (XMS `contact/info`) gets it from the inbox's own data.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +30,7 @@ from integrations.models import ProviderAccount
 from integrations.payload import BodyError, json_loads
 from integrations.registry import get_provider
 from integrations.services.webhooks import webhook_event_answer, webhook_event_receive
+from integrations.ttl_cache import TTLCache
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -129,7 +129,9 @@ def _verify(account: ProviderAccount, request: Request) -> RequestCheck:
 # hundreds of callbacks a second, and each would otherwise read (and decrypt) the same row.
 # A token rotation is seen at once (a mismatch re-reads the row); a deactivated or deleted
 # account stops receiving within WEBHOOK_ACCOUNT_CACHE_SECONDS.
-_accounts: dict[tuple[str, uuid.UUID], tuple[float, ProviderAccount]] = {}
+_accounts: TTLCache[tuple[str, uuid.UUID], ProviderAccount] = TTLCache(
+    lambda: settings.WEBHOOK_ACCOUNT_CACHE_SECONDS
+)
 
 
 def accounts_cache_clear() -> None:
@@ -143,10 +145,9 @@ def _account_from_url(kind: str, account_id: str, *, fresh: bool = False) -> Pro
         get_provider(kind)
     except (ValueError, ProviderNotFound):
         raise exceptions.NotFound("No such webhook.", code="unknown_account") from None
-    cached = _accounts.get((kind, key))
-    now = time.monotonic()
-    if cached is not None and not fresh and cached[0] > now:
-        return cached[1]
+    cached = None if fresh else _accounts.get((kind, key))
+    if cached is not None:
+        return cached
     account = (
         ProviderAccount.objects.filter(pk=key, kind=kind, is_active=True)
         .only(
@@ -160,13 +161,9 @@ def _account_from_url(kind: str, account_id: str, *, fresh: bool = False) -> Pro
         .first()
     )
     if account is None:
-        _accounts.pop((kind, key), None)
+        _accounts.discard((kind, key))
         raise exceptions.NotFound("No such webhook.", code="unknown_account")
-    ttl = settings.WEBHOOK_ACCOUNT_CACHE_SECONDS
-    if ttl > 0:
-        if len(_accounts) > 10_000:  # unknown ids are not cached; this bounds the rest
-            _accounts.clear()
-        _accounts[(kind, key)] = (now + ttl, account)
+    _accounts.put((kind, key), account)  # unknown ids are not cached
     return account
 
 

@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 from accounts.models import AgentProfile, User
 from accounts.services import api_token_create
 from inbox.models import Message, Session, SessionAction, TimelineEntry
-from inbox.services.outbound import session_window
 from inbox.services.timeline import timeline_add
+from inbox.window import session_window
 from integrations.models import Channel, ProviderAccount
 from tests.factories import (
     AgentProfileFactory,

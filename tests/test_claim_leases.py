@@ -20,6 +20,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from devstack import stack as devstack_stack
+from devstack import wait_for
 from inbox.models import Message, Session, SessionAction
 from inbox.services import outbound
 from inbox.services.session_actions import session_actions_reap
@@ -27,8 +29,6 @@ from integrations import leases
 from integrations.models import WebhookEvent
 from integrations.services.webhooks import webhook_events_sweep
 from tests.conftest import load_fixture
-from tests.e2e import harness
-from tests.e2e.harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SEND = "https://api.mehery.example/xms/api/v1/message/send"
@@ -113,7 +113,7 @@ def test_every_platform_call_runs_in_the_platform_lane_and_callbacks_in_their_ow
     assert all(celery_app.tasks[task].acks_late for task in INBOUND_TASKS)
 
 
-def test_make_run_docker_compose_and_the_test_harness_serve_both_lanes():
+def test_make_run_docker_compose_and_the_end_to_end_stack_serve_both_lanes():
     procfile = dict(
         line.split(": ", 1) for line in (ROOT / "Procfile.dev").read_text().splitlines() if line
     )
@@ -128,7 +128,7 @@ def test_make_run_docker_compose_and_the_test_harness_serve_both_lanes():
     assert platform[platform.index("-Q") + 1] == "celery.platform"
     assert platform[platform.index("--pool") + 1] == "threads"
 
-    assert harness.WORKERS == ("worker", "platform")
+    assert devstack_stack.WORKERS == ("worker", "platform")
 
 
 def test_a_killed_workers_claims_are_recovered_within_the_bound_by_default():

@@ -2,7 +2,7 @@
 
 The list picks a page of ids first and joins only those rows; search goes through one
 subquery of matches; the window sort and the queue suggestions are computed differently
-(see `inbox/selectors.py`). These tests pin what an agent sees.
+(`inbox/selectors/lists.py`, `routing.py`). These tests pin what an agent sees.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from inbox.models import Session
-from inbox.selectors import platform_queues_known
+from inbox.selectors.routing import platform_queues_known
 from tests.factories import (
     ContactFactory,
     InboundMessageFactory,
@@ -143,9 +143,9 @@ def test_a_search_finds_the_same_page_whether_it_walks_the_list_or_collects_the_
             contact.save()
     path = f"/list/?status=any&q={query}"
 
-    monkeypatch.setattr("inbox.selectors._search_walks", lambda *args: False)
+    monkeypatch.setattr("inbox.selectors.lists._search_walks", lambda *args: False)
     collected = rows(as_agent, path)
-    monkeypatch.setattr("inbox.selectors._search_walks", lambda *args: True)
+    monkeypatch.setattr("inbox.selectors.lists._search_walks", lambda *args: True)
     walked = rows(as_agent, path)
 
     assert walked == collected

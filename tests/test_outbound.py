@@ -14,6 +14,7 @@ from django.utils import timezone
 from inbox.models import Message, Session
 from inbox.services import outbound
 from inbox.services.outbound import Draft, SendRefused, message_send
+from inbox.window import session_window
 from integrations import ratelimit
 from integrations.models import Template, TemplateApproval
 from tests.conftest import load_fixture
@@ -469,7 +470,7 @@ def test_the_window_counts_from_the_last_inbound_message_on_any_session_of_that_
         last_inbound_at=timezone.now() - timedelta(hours=1),
     )
 
-    window = outbound.session_window(session)
+    window = session_window(session)
 
     assert window.is_open
     assert window.closes_at is not None
@@ -478,7 +479,7 @@ def test_the_window_counts_from_the_last_inbound_message_on_any_session_of_that_
 def test_a_channel_without_a_window_always_allows_free_form(session, settings):
     settings.MESSAGING_WINDOW_HOURS = {}
 
-    assert outbound.session_window(session).is_open
+    assert session_window(session).is_open
 
 
 def test_a_template_not_approved_on_the_channel_is_refused(session, template):

@@ -70,6 +70,12 @@ def text_of(response: Any) -> str:
     return response.content.decode()
 
 
+def client_events(response: Any) -> set[str]:
+    """Return the events the response asks htmx to trigger (HX-Trigger, a name or JSON)."""
+    header = response.get("HX-Trigger", "")
+    return set(json.loads(header)) if header.startswith("{") else {header} - {""}
+
+
 @pytest.fixture
 def channel(account: ProviderAccount) -> Channel:
     return ChannelFactory(
@@ -739,7 +745,7 @@ def test_a_failed_message_with_the_window_open_can_be_retried(
 
 
 def test_older_messages_load_by_keyset_without_gaps_or_repeats(as_agent, session):
-    from inbox.selectors import THREAD_PAGE_SIZE
+    from inbox.selectors.thread import THREAD_PAGE_SIZE
 
     start = timezone.now() - timedelta(hours=2)
     messages = [
@@ -775,7 +781,7 @@ def test_older_messages_load_by_keyset_without_gaps_or_repeats(as_agent, session
 
 
 def test_older_messages_also_page_without_javascript(as_agent, session):
-    from inbox.selectors import THREAD_PAGE_SIZE
+    from inbox.selectors.thread import THREAD_PAGE_SIZE
 
     for _ in range(THREAD_PAGE_SIZE + 3):
         InboundMessageFactory(session=session)
@@ -931,7 +937,7 @@ def test_a_reply_sent_with_htmx_answers_with_a_fresh_composer(
             )
     html = text_of(response)
     assert response.status_code == 200
-    assert response["HX-Trigger"] == "sb:changed"
+    assert client_events(response) == {"sb:changed"}
     assert html.lstrip().startswith('<div id="composer"')
     assert 'name="idempotency_key" value="form-2"' not in html
     assert "<textarea" in html and "Hello</textarea>" not in html
@@ -1279,7 +1285,7 @@ def test_uploads_are_served_only_by_their_full_unguessable_path():
 def test_assign_to_me_shows_in_the_thread_and_the_list(as_agent, agent, session):
     response = as_agent.post(f"/s/{session.pk}/assign/", {"assignee": "me"}, **htmx())
 
-    assert response.status_code == 200 and response["HX-Trigger"] == "sb:changed"
+    assert response.status_code == 200 and client_events(response) == {"sb:changed"}
     assert "Assigned to you" in text_of(response)
     session.refresh_from_db()
     assert session.assignee == agent

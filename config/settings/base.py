@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "django_filters",
+    "django_htmx",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
@@ -86,6 +87,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # request.htmx: whether htmx made the request, and its target (django-htmx).
+    "django_htmx.middleware.HtmxMiddleware",
     # Headers, query strings and forms with text the database cannot store (NUL): a 4xx.
     "inbox.request_checks.RequestTextMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -215,16 +218,18 @@ CACHES = {
 }
 
 # Celery. Without a broker URL, kombu's filesystem transport under var/ needs no server and
-# still works with real worker and beat processes.
+# still works with real worker and beat processes. Every folder it writes is under var/: its
+# exchange tables too (`control_folder`, which kombu otherwise makes in the working directory).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 _celery_fs_dir = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_celery_fs_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_celery_fs_dir / "queue"),
         "data_folder_out": str(_celery_fs_dir / "queue"),
         "processed_folder": str(_celery_fs_dir / "processed"),
+        "control_folder": str(_celery_fs_dir / "control"),
         "store_processed": False,
     }
 else:

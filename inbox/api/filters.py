@@ -15,13 +15,10 @@ from rest_framework.request import Request
 from inbox.api.permissions import request_user
 from inbox.models import MEDIUM_CHOICES, Session
 from inbox.request_checks import MAX_ID, id_from
-from inbox.selectors import (
-    channels_visible_to,
-    sessions_matching,
-    sessions_unanswered,
-    sessions_waiting_first,
-    templates_approved_on,
-)
+from inbox.selectors.lists import sessions_unanswered, sessions_waiting_first
+from inbox.selectors.replies import templates_approved_on
+from inbox.selectors.search import sessions_matching
+from inbox.selectors.visibility import channels_visible_to
 from integrations.models import Channel, Template
 
 ORDERINGS = [

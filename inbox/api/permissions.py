@@ -12,7 +12,7 @@ from rest_framework.request import Request
 
 from accounts.models import Team, User
 from inbox.models import Session
-from inbox.selectors import user_sees_everything
+from inbox.selectors.visibility import user_sees_everything
 
 
 class Forbidden(exceptions.APIException):

@@ -16,14 +16,15 @@ from accounts.models import Team, User
 from inbox.api.permissions import request_user
 from inbox.api.schema import BUTTON_TYPE_CHOICES, SENDABLE_TYPE_CHOICES
 from inbox.models import ContactIdentity, Message, Session, SessionAction, TimelineEntry
-from inbox.selectors import (
-    contact_identities_visible,
-    message_preview_text,
+from inbox.selectors.contacts import contact_identities_visible
+from inbox.selectors.messages import message_preview_text
+from inbox.selectors.sessions import (
     session_actions_unfinished,
     session_timeline_recent,
     session_window_from_row,
 )
-from inbox.services.outbound import send_failure_text, window_hours
+from inbox.services.outbound import send_failure_text
+from inbox.window import window_hours
 from integrations.models import Channel, Template, TemplateApproval
 
 # --- Small references -------------------------------------------------------------------------

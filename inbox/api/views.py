@@ -40,16 +40,14 @@ from inbox.api.serializers import (
     TemplateSerializer,
 )
 from inbox.models import Message, Session, SessionAction
-from inbox.selectors import (
+from inbox.selectors.messages import message_list_for_session
+from inbox.selectors.replies import template_get_for_account, template_list_for_user
+from inbox.selectors.sessions import session_detail_for_user, session_list_for_user
+from inbox.selectors.visibility import (
     channels_visible_to,
-    message_list_for_session,
     messages_visible_to,
     session_actions_visible_to,
-    session_detail_for_user,
-    session_list_for_user,
     sessions_visible_to,
-    template_get_for_account,
-    template_list_for_user,
 )
 from inbox.services.outbound import (
     Draft,

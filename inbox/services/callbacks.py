@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from inbox import selectors
+from inbox.selectors.contacts import contact_view_for_identity
 from inbox.services import inbound
 from integrations.applier import StoredCallback
 from integrations.base import Callback, ContactView
@@ -37,4 +37,4 @@ class InboxApplier:
         self, account: ProviderAccount, contact_external_id: str
     ) -> ContactView | None:
         """Return what the inbox knows of a platform contact, for a synchronous reply."""
-        return selectors.contact_view_for_identity(account, contact_external_id)
+        return contact_view_for_identity(account, contact_external_id)

@@ -39,7 +39,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -53,6 +53,7 @@ from inbox.services.messages import (
     receipts_apply_orphans,
 )
 from inbox.services.timeline import timeline_add
+from inbox.window import session_window
 from integrations import http, ratelimit
 from integrations.base import (
     Button,
@@ -99,78 +100,6 @@ class DeliveryDeferred(Exception):
         super().__init__(reason)
         self.countdown = countdown
         self.reason = reason
-
-
-# --- The 24-hour window --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """Whether free-form messages may be sent in a session now, and until when."""
-
-    applies: bool
-    is_open: bool
-    closes_at: datetime | None = None
-    last_inbound_at: datetime | None = None
-
-    @property
-    def reason(self) -> str:
-        if self.is_open:
-            return ""
-        if self.last_inbound_at is None:
-            return "The customer has not written on this channel yet; only a template can open the conversation."
-        ago = (timezone.now() - self.last_inbound_at).total_seconds() / 3600
-        ago_text = f"{ago:.0f} hours" if ago >= 2 else f"{ago * 60:.0f} minutes"
-        return (
-            f"The customer last wrote {ago_text} ago, more than {_window_hours_text(self)} ago; "
-            "outside that window only an approved template can be sent."
-        )
-
-
-def _window_hours_text(window: Window) -> str:
-    if window.closes_at and window.last_inbound_at:
-        hours = (window.closes_at - window.last_inbound_at).total_seconds() / 3600
-        return f"{hours:g} hours"
-    return "the allowed time"
-
-
-def window_hours(medium: str) -> float | None:
-    """Return how long after the customer's last message free-form sends are allowed."""
-    value = settings.MESSAGING_WINDOW_HOURS.get(medium)
-    return float(value) if value is not None else None
-
-
-def window_at(
-    medium: str, last_inbound_at: datetime | None, *, now: datetime | None = None
-) -> Window:
-    """Return the window a customer's last message on a channel of this medium leaves open."""
-    hours = window_hours(medium)
-    if hours is None:
-        return Window(applies=False, is_open=True)
-    if last_inbound_at is None:
-        return Window(applies=True, is_open=False)
-    closes_at = last_inbound_at + timedelta(hours=hours)
-    return Window(
-        applies=True,
-        is_open=(now or timezone.now()) < closes_at,
-        closes_at=closes_at,
-        last_inbound_at=last_inbound_at,
-    )
-
-
-def session_window(session: Session, *, now: datetime | None = None) -> Window:
-    """Return the window of the session's contact on its channel (across its sessions)."""
-    if window_hours(session.channel.medium) is None:
-        return Window(applies=False, is_open=True)
-    last = session.last_inbound_at
-    other = (
-        Session.objects.filter(channel_id=session.channel_id, contact_id=session.contact_id)
-        .exclude(pk=session.pk)
-        .aggregate(last=Max("last_inbound_at"))["last"]
-    )
-    if other is not None and (last is None or other > last):
-        last = other
-    return window_at(session.channel.medium, last, now=now)
 
 
 # --- Creating a message ---------------------------------------------------------------------------

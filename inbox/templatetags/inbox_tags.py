@@ -218,7 +218,7 @@ def failure_text(message: Any) -> str:
 def shown_state(message: Any) -> str:
     """Return what the thread shows of a message's delivery: its status, and the attempt of a
     send being retried ("queued-2"), so a live refresh redraws each new attempt."""
-    from inbox.selectors import message_shown_state
+    from inbox.selectors.thread import message_shown_state
 
     return message_shown_state(message)
 

@@ -11,26 +11,26 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.views.decorators.http import require_POST
 
 from accounts.models import Team, User
 from inbox.api.permissions import assignment_refusal
 from inbox.models import Label, SessionAction
 from inbox.request_checks import id_from
-from inbox.selectors import sessions_visible_to
+from inbox.selectors.visibility import sessions_visible_to
 from inbox.services.labels import session_label_set
 from inbox.services.outbound import SendRefused
 from inbox.services.session_actions import session_action_request, session_assign
 from inbox.services.sessions_local import session_reopen
-from inbox.views.common import flash, request_user, session_for_action
+from inbox.views.common import HtmxHttpRequest, flash, request_user, session_for_action
 
 _PLATFORM_PENDING = "waiting for the platform to confirm"
 
 
 @login_required
 @require_POST
-def session_assign_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_assign_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Assign the session to me, to an agent, or to a team (or unassign it)."""
     user = request_user(request)
     session = session_for_action(request, session_id)
@@ -69,7 +69,7 @@ def session_assign_view(request: HttpRequest, session_id: int) -> HttpResponse:
 
 
 def _request(
-    request: HttpRequest, session_id: int, kind: str, params: dict[str, object]
+    request: HtmxHttpRequest, session_id: int, kind: str, params: dict[str, object]
 ) -> HttpResponse:
     session = session_for_action(request, session_id)
     try:
@@ -82,7 +82,7 @@ def _request(
 
 @login_required
 @require_POST
-def session_route_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_route_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Route the session to a platform queue, optionally with skills, an agent and a team."""
     params: dict[str, object] = {
         "queue": request.POST.get("queue", ""),
@@ -95,21 +95,21 @@ def session_route_view(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def session_resolve_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_resolve_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Resolve the session at the platform."""
     return _request(request, session_id, SessionAction.Kind.RESOLVE, {})
 
 
 @login_required
 @require_POST
-def session_close_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_close_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Close the session at the platform (the customer's next message opens a new one)."""
     return _request(request, session_id, SessionAction.Kind.CLOSE, {})
 
 
 @login_required
 @require_POST
-def contact_language_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def contact_language_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Set the contact's language at the platform."""
     return _request(
         request, session_id, SessionAction.Kind.LANGUAGE, {"lang": request.POST.get("lang", "")}
@@ -118,7 +118,7 @@ def contact_language_view(request: HttpRequest, session_id: int) -> HttpResponse
 
 @login_required
 @require_POST
-def session_reopen_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_reopen_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Reopen a resolved or closed session (here only: the platform has no reopen)."""
     session = session_for_action(request, session_id)
     try:
@@ -130,7 +130,7 @@ def session_reopen_view(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def session_labels_view(request: HttpRequest, session_id: int) -> HttpResponse:
+def session_labels_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Set the session's labels to those ticked."""
     session = session_for_action(request, session_id)
     ids = [i for i in map(id_from, request.POST.getlist("label")) if i is not None]

@@ -18,20 +18,16 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django_htmx.http import trigger_client_event
+from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
 from inbox.models import Session
 from inbox.request_checks import id_from
-from inbox.selectors import (
-    ACCOUNT_SECRETS,
-    INBOX_VIEWS,
-    SORTS,
-    STATUS_FILTERS,
-    SessionListFilters,
-    session_get_for_page,
-    sessions_visible_to,
-)
-from inbox.services.outbound import Window
+from inbox.selectors.lists import INBOX_VIEWS, SORTS, STATUS_FILTERS, SessionListFilters
+from inbox.selectors.sessions import ACCOUNT_SECRETS, session_get_for_page
+from inbox.selectors.visibility import sessions_visible_to
+from inbox.window import Window
 from integrations.base import Medium
 
 PAGE_SIZE = 50
@@ -46,12 +42,15 @@ def request_user(request: HttpRequest) -> User:
     return user
 
 
-def is_htmx(request: HttpRequest) -> bool:
+class HtmxHttpRequest(HttpRequest):
+    """A request that went through django-htmx's middleware (the agent pages' views get one)."""
+
+    htmx: HtmxDetails
+
+
+def wants_partial(request: HtmxHttpRequest) -> bool:
     """Say whether htmx made the request (and not a history restore, which wants a page)."""
-    return (
-        request.headers.get("HX-Request") == "true"
-        and request.headers.get("HX-History-Restore-Request") != "true"
-    )
+    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def vary_on_htmx(response: HttpResponse) -> HttpResponse:
@@ -196,7 +195,7 @@ def window_view(window: Window, *, now: datetime | None = None) -> WindowView:
 
 
 def flash(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     session: Session,
     text: str,
     *,
@@ -204,14 +203,13 @@ def flash(
     status: int = 200,
 ) -> HttpResponse:
     """Answer an action: a flash line for htmx (and refresh events), else a redirect."""
-    if is_htmx(request):
+    if wants_partial(request):
         response = render(
             request,
             "inbox/_flash.html",
             {"text": text, "level": "error" if level >= messages.ERROR else "success"},
             status=status,
         )
-        response["HX-Trigger"] = "sb:changed"
-        return response
+        return trigger_client_event(response, "sb:changed")
     messages.add_message(request, level, text)
     return back_to_session(request, session)

@@ -12,12 +12,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
 
 from inbox.models import Message, Session
-from inbox.selectors import session_window_from_row
+from inbox.selectors.sessions import session_window_from_row
 from inbox.services.notes import note_add
 from inbox.services.outbound import (
     Draft,
@@ -28,13 +29,14 @@ from inbox.services.outbound import (
 )
 from inbox.services.uploads import message_send_upload
 from inbox.views.common import (
+    HtmxHttpRequest,
     back_to_session,
     filters_from,
     flash,
-    is_htmx,
     request_user,
     session_for_page,
     vary_on_htmx,
+    wants_partial,
     window_view,
 )
 from inbox.views.composer import template_choice
@@ -50,7 +52,7 @@ from integrations.base import MessageType
 
 
 def _refused(
-    request: HttpRequest, session: Session, *, compose: str, status: int = 422, **composer: Any
+    request: HtmxHttpRequest, session: Session, *, compose: str, status: int = 422, **composer: Any
 ) -> HttpResponse:
     """Show the composer again with the reason and the draft (422 unless told otherwise)."""
     user = request_user(request)
@@ -58,7 +60,7 @@ def _refused(
     templates = picker_templates(user, session)
     chosen = composer.pop("template", None)
     replaces = composer.pop("replaces", None)
-    if is_htmx(request):
+    if wants_partial(request):
         context = composer_context(
             request, session, window, templates, compose, chosen, replaces, **composer
         )
@@ -77,9 +79,9 @@ def _refused(
     return vary_on_htmx(render(request, "inbox/inbox.html", context, status=status))
 
 
-def _sent(request: HttpRequest, session: Session, notice: str) -> HttpResponse:
+def _sent(request: HtmxHttpRequest, session: Session, notice: str) -> HttpResponse:
     """Answer a successful send: a fresh composer (htmx) or the session page again."""
-    if not is_htmx(request):
+    if not wants_partial(request):
         messages.success(request, notice)
         return back_to_session(request, session)
     user = request_user(request)
@@ -90,13 +92,12 @@ def _sent(request: HttpRequest, session: Session, notice: str) -> HttpResponse:
     context = composer_context(request, session, window, templates, compose, None, None)
     context.update(session=session, window=window, query=request.GET.urlencode(), sent=True)
     response = render(request, "inbox/_composer.html", context)
-    response["HX-Trigger"] = "sb:changed"
-    return vary_on_htmx(response)
+    return vary_on_htmx(trigger_client_event(response, "sb:changed"))
 
 
 @login_required
 @require_POST
-def compose_send(request: HttpRequest, session_id: int) -> HttpResponse:
+def compose_send(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Send a reply (text, or a file with its caption) or add a private note."""
     user = request_user(request)
     session = session_for_page(request, session_id)
@@ -138,7 +139,7 @@ def compose_send(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def compose_template(request: HttpRequest, session_id: int) -> HttpResponse:
+def compose_template(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Send an approved template, or re-send a message the window refused as one."""
     user = request_user(request)
     session = session_for_page(request, session_id)
@@ -197,7 +198,7 @@ def _message(session: Session, value: str | None) -> Message | None:
 
 @login_required
 @require_POST
-def message_retry_view(request: HttpRequest, session_id: int, message_id: int) -> HttpResponse:
+def message_retry_view(request: HtmxHttpRequest, session_id: int, message_id: int) -> HttpResponse:
     """Queue a failed or unconfirmed message again."""
     session = session_for_page(request, session_id)
     message = (

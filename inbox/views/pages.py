@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -22,52 +22,55 @@ from django.views.decorators.http import require_GET
 from inbox import live
 from inbox.models import Message, Session, SessionAction
 from inbox.request_checks import id_from
-from inbox.selectors import (
+from inbox.selectors.changes import session_list_stamp, session_thread_stamp
+from inbox.selectors.contacts import contact_identities_visible, contact_sessions_other
+from inbox.selectors.labels import contact_labels, labels_all
+from inbox.selectors.lists import (
     INBOX_VIEWS,
     SORTS,
     STATUS_FILTERS,
     SessionListFilters,
-    ThreadItem,
-    canned_replies_for_user,
-    channels_visible_to,
-    contact_identities_visible,
-    contact_labels,
-    contact_sessions_other,
-    labels_all,
-    message_preview_text,
-    platform_queues_known,
-    session_before,
-    session_in_thread,
     session_list_page,
-    session_list_stamp,
-    session_newer,
-    session_thread_stamp,
     session_view_counts,
-    session_window_from_row,
-    sessions_visible_to,
+)
+from inbox.selectors.messages import message_preview_text
+from inbox.selectors.replies import canned_replies_for_user, templates_for_session
+from inbox.selectors.routing import (
+    platform_queues_known,
     skills_known,
     teams_assignable_by,
-    templates_for_session,
+    users_serving_session,
+)
+from inbox.selectors.sessions import session_window_from_row
+from inbox.selectors.thread import (
+    ThreadItem,
+    session_before,
+    session_in_thread,
+    session_newer,
     thread_items_after,
     thread_messages_changed,
     thread_page,
+)
+from inbox.selectors.visibility import (
+    channels_visible_to,
+    sessions_visible_to,
     user_sees_everything,
-    users_serving_session,
 )
 from inbox.services.outbound import template_render
 from inbox.services.sessions_local import session_mark_read, session_reopen_refusal
 from inbox.views.common import (
     PAGE_SIZE,
+    HtmxHttpRequest,
     WindowView,
     filters_from,
     filters_query,
-    is_htmx,
     page_count,
     page_number,
     request_user,
     session_for_page,
     session_url,
     vary_on_htmx,
+    wants_partial,
     window_view,
 )
 from inbox.views.composer import (
@@ -98,7 +101,7 @@ class Row:
 
 
 def list_context(
-    request: HttpRequest, filters: SessionListFilters, *, current: int | None
+    request: HtmxHttpRequest, filters: SessionListFilters, *, current: int | None
 ) -> dict[str, Any]:
     """Return what the list region shows, in a constant number of queries."""
     user = request_user(request)
@@ -163,7 +166,7 @@ def _medium_label(medium: str) -> str:
         return medium
 
 
-def filter_options(request: HttpRequest) -> dict[str, Any]:
+def filter_options(request: HtmxHttpRequest) -> dict[str, Any]:
     """Return the choices of the list's filter form."""
     user = request_user(request)
     channels = list(channels_visible_to(user).order_by("name", "id"))
@@ -217,7 +220,7 @@ def thread_context(
 
 
 def conversation_context(
-    request: HttpRequest, session: Session, filters: SessionListFilters
+    request: HtmxHttpRequest, session: Session, filters: SessionListFilters
 ) -> dict[str, Any]:
     """Return what the conversation pane (header, thread, composer, contact panel) shows."""
     user = request_user(request)
@@ -267,7 +270,7 @@ def _message_param(session: Session, value: str | None) -> Message | None:
 
 
 def composer_context(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     session: Session,
     window: WindowView,
     templates: list[Template],
@@ -315,7 +318,7 @@ def composer_context(
     }
 
 
-def actions_context(request: HttpRequest, session: Session) -> dict[str, Any]:
+def actions_context(request: HtmxHttpRequest, session: Session) -> dict[str, Any]:
     """Return what the action bar offers this user on this session."""
     user = request_user(request)
     supervisor = user_sees_everything(user)
@@ -337,7 +340,7 @@ def actions_context(request: HttpRequest, session: Session) -> dict[str, Any]:
     }
 
 
-def panel_context(request: HttpRequest, session: Session) -> dict[str, Any]:
+def panel_context(request: HtmxHttpRequest, session: Session) -> dict[str, Any]:
     """Return what the contact panel shows."""
     user = request_user(request)
     # The platform's own list (the provider's), for the language picker.
@@ -363,7 +366,7 @@ def live_context() -> dict[str, Any]:
 
 @login_required
 @require_GET
-def inbox_page(request: HttpRequest, session_id: int | None = None) -> HttpResponse:
+def inbox_page(request: HtmxHttpRequest, session_id: int | None = None) -> HttpResponse:
     """Show the inbox: the list, and the conversation when one is open."""
     user = request_user(request)
     # The stream position first: a change committed while this page is being read then still
@@ -374,7 +377,7 @@ def inbox_page(request: HttpRequest, session_id: int | None = None) -> HttpRespo
     if session is not None:
         # Opening a session marks it read (for everyone: the count is the session's).
         session_mark_read(session, by=user)
-    if is_htmx(request) and request.headers.get("HX-Target") == "conversation":
+    if wants_partial(request) and request.htmx.target == "conversation":
         if session is None:
             empty = {"partial": True}
             return vary_on_htmx(render(request, "inbox/_conversation_empty.html", empty))
@@ -393,7 +396,7 @@ def inbox_page(request: HttpRequest, session_id: int | None = None) -> HttpRespo
 
 @login_required
 @require_GET
-def list_partial(request: HttpRequest) -> HttpResponse:
+def list_partial(request: HtmxHttpRequest) -> HttpResponse:
     """Return the list region (view tabs with counts, rows, pagination) for a refresh."""
     filters = filters_from(request)
     context = list_context(request, filters, current=id_from(request.GET.get("current")))
@@ -415,7 +418,7 @@ def older_context(shown: Session, older_than: int | None) -> dict[str, Any]:
 
 @login_required
 @require_GET
-def thread_older(request: HttpRequest, session_id: int) -> HttpResponse:
+def thread_older(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Return the thread items before a message (scrolling up), with the next "older" link.
 
     `in` names an earlier session of the same thread: its messages before `before`, or, with
@@ -464,7 +467,7 @@ def _shown_statuses(value: str) -> dict[int, str]:
 
 @login_required
 @require_GET
-def thread_updates(request: HttpRequest, session_id: int) -> HttpResponse:
+def thread_updates(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Return what changed in an open conversation since the page last looked.
 
     The page says what it shows: the newest message, note and timeline ids (`m`, `n`, `t`), the
@@ -506,7 +509,7 @@ def thread_updates(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def template_fields(request: HttpRequest, session_id: int) -> HttpResponse:
+def template_fields(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
     """Return the template picker's form for one template, prefilled from the contact."""
     user = request_user(request)
     session = session_for_page(request, session_id)
@@ -524,7 +527,7 @@ def template_fields(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def changes_stamp(request: HttpRequest) -> JsonResponse:
+def changes_stamp(request: HtmxHttpRequest) -> JsonResponse:
     """Answer a polling page cheaply: stamps that change when its list or thread would."""
     user = request_user(request)
     answer = {"list": session_list_stamp(user)}

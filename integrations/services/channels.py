@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -14,6 +13,7 @@ from integrations.models import Channel, ProviderAccount, SyncRun
 from integrations.payload import key_fit
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
+from integrations.ttl_cache import TTLCache
 
 UNKNOWN_CHANNEL_ID = "unknown"
 
@@ -52,7 +52,7 @@ def channel_find(
 
 # Channels found by their platform id, per process, for CHANNEL_CACHE_SECONDS: every inbound
 # message names its channel, and channels change rarely (a rename shows up a few seconds late).
-_found: dict[tuple[object, str], tuple[float, Channel]] = {}
+_found: TTLCache[tuple[object, str], Channel] = TTLCache(lambda: settings.CHANNEL_CACHE_SECONDS)
 
 
 def channels_cache_clear() -> None:
@@ -68,18 +68,15 @@ def channel_resolve(
     Inbound traffic can name a channel we have not synced yet; it is created active and marked
     `discovered` so nothing is lost and an admin can see where it came from.
     """
-    ttl = settings.CHANNEL_CACHE_SECONDS
     cache_key = (account.pk, external_id)
-    if external_id and ttl > 0:
+    if external_id:
         cached = _found.get(cache_key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        if cached is not None:
+            return cached
     channel = channel_find(account, external_id=external_id, lane=lane)
     if channel is not None:
-        if external_id and ttl > 0 and channel.external_id == external_id:
-            if len(_found) > 10_000:
-                _found.clear()
-            _found[cache_key] = (time.monotonic() + ttl, channel)
+        if external_id and channel.external_id == external_id:
+            _found.put(cache_key, channel)
         return channel
     medium = medium if medium in Medium._value2member_map_ else Medium.OTHER.value
     if external_id or lane:

@@ -12,8 +12,8 @@ import redis
 import requests
 from django.db import connection
 
+from devstack import Stack
 from integrations.models import ProviderAccount
-from tests.e2e.harness import Stack
 from tests.patience import PATIENCE_SECONDS
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/9")

@@ -11,10 +11,10 @@ from typing import Any
 
 import requests
 
+from devstack import Stack, wait_for
 from inbox.models import Message
 from integrations.models import ProviderAccount, WebhookEvent
 from tests.conftest import load_fixture
-from tests.e2e.harness import Stack, wait_for
 from tests.e2e.test_browser import ARTIFACTS, chromium, page, world  # noqa: F401 (fixtures)
 from tests.patience import PATIENCE_SECONDS
 

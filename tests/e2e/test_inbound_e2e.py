@@ -6,10 +6,10 @@ import json
 
 import requests
 
+from devstack import Stack, group_alive, wait_for
 from inbox.models import Message, MessageReceipt, Session
 from inbox.services.messages import message_external_ids_set
 from integrations.models import WebhookEvent
-from tests.e2e.harness import Stack, group_alive, wait_for
 from tests.factories import OutboundMessageFactory
 from tests.patience import PATIENCE_SECONDS
 

@@ -15,10 +15,10 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db import connection
 
 from accounts.models import User
+from devstack import Stack, wait_for
 from inbox.models import Message
 from tests.conftest import load_fixture, redis_up
 from tests.e2e.conftest import E2E_REDIS_URL, _database_url
-from tests.e2e.harness import Stack, wait_for
 from tests.patience import PATIENCE_SECONDS
 
 # A web process whose pool is far smaller than the number of open streams.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from devstack import Stack, wait_for
 from inbox.models import Message, Session, SessionAction
 from integrations.models import Channel, Template
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
-from tests.e2e.harness import Stack, wait_for
 
 
 def customer_session(stack: Stack, customer: str, **inbound: Any) -> Session:

@@ -16,9 +16,9 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
+from devstack import Stack, wait_for
 from inbox.models import Message, Session
 from integrations.models import WebhookEvent
-from tests.e2e.harness import Stack, wait_for
 
 CHANNEL = "wa360:918828218374"
 CONFIRMED = {"sent", "delivered", "read"}

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
+from devstack import Stack, free_port, wait_for
 from inbox.models import Message
-from tests.e2e.harness import Stack, free_port, wait_for
 from tests.e2e.test_outbound_e2e import customer_session, sandbox_sends
 
 logger = logging.getLogger(__name__)

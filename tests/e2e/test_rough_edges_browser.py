@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import requests
 
+from devstack import Stack, wait_for
 from inbox.models import Contact, Message, Session
 from integrations.models import Channel
 from tests.conftest import load_fixture
 from tests.e2e import test_browser as browser_tests
-from tests.e2e.harness import Stack, wait_for
 from tests.e2e.test_browser import (
     ARTIFACTS,
     CHROMIUM,

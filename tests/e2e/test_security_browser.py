@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from devstack import Stack, wait_for
 from integrations.models import ProviderAccount, WebhookEvent
-from tests.e2e.harness import Stack, wait_for
 from tests.e2e.test_browser import (  # noqa: F401 - fixtures
     ARTIFACTS,
     DESKTOP,

@@ -4,7 +4,7 @@ The same set as `make run` and docker-compose: a prefork worker for inbound call
 housekeeping (the default queue), a thread-pool worker for platform calls (`<queue>.platform`)
 and beat (the sweeps and reapers).
 
-Used by the end-to-end tests and the benchmark. Every process runs in its own process group and
+Used by the end-to-end tests (tests/e2e) and the benchmark (bench/). Every process runs in its own process group and
 is killed with its children on `stop()` (and at interpreter exit), so nothing is left behind.
 """
 
@@ -19,22 +19,20 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
-from tests.patience import PATIENCE_SECONDS
+from devstack.waiting import PATIENCE_SECONDS, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # The Celery workers of the production set, by the name of their process here.
 WORKERS = ("worker", "platform")
 PYTHON = sys.executable
-T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -42,28 +40,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(
-    check: Callable[[], T],
-    *,
-    timeout: float = PATIENCE_SECONDS,
-    interval: float = 0.1,
-    what: str = "",
-) -> T:
-    """Call `check` until it returns something truthy; raise TimeoutError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as exc:  # the thing being waited for may not be up yet
-            last_error = exc
-        else:
-            if result:
-                return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}: {last_error}")
 
 
 @dataclass(eq=False)
@@ -129,7 +105,7 @@ class Stack:
     database_url: str
     redis_url: str
     api_key: str = "e2e-api-key-0123456789"
-    verify_token: str = "e2e-verify-token-0123456789"
+    verify_token: str = "e2e-verify-token-0123456789"  # noqa: S105 - a loopback-only secret
     web_workers: int = 1
     worker_concurrency: int = 2
     platform_concurrency: int = 16
