@@ -313,6 +313,6 @@ def test_a_deactivated_account_stops_receiving_when_its_cache_time_is_over(
     account.is_active = False
     account.save()
     later = time.monotonic() + 61
-    monkeypatch.setattr(webhooks.time, "monotonic", lambda: later)
+    monkeypatch.setattr(webhooks._accounts, "_clock", lambda: later)
 
     assert post_callback(account, TEXT).status_code == 404

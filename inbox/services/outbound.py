@@ -293,8 +293,10 @@ def message_send(
     )
     # A reply behind an unsettled one of the same conversation gets no task of its own: the
     # earlier one starts it when it settles (`_next_in_conversation`), the reaper if that is
-    # lost. A burst of replies to one customer thus costs no polling.
-    if not _in_line(Message.objects.filter(pk=message.pk), now).exists():
+    # lost. A burst of replies to one customer thus costs no polling. (An eager queue runs
+    # each delivery at commit, in order, and `_next_in_conversation` starts nothing then.)
+    eager = settings.CELERY_TASK_ALWAYS_EAGER
+    if eager or not _in_line(Message.objects.filter(pk=message.pk), now).exists():
         transaction.on_commit(lambda: _enqueue_delivery(message.pk))
     return message, True
 
