@@ -6,7 +6,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from inbox.services import history, outbound, session_actions
-from integrations.http import HttpError
+from integrations.base import ProviderError
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=2, retry_jitter=True, max_retries=5)
@@ -44,7 +44,10 @@ def session_actions_reap() -> int:
 
 
 @shared_task(
-    autoretry_for=(HttpError, OperationalError), retry_backoff=5, retry_jitter=True, max_retries=4
+    autoretry_for=(ProviderError, OperationalError),
+    retry_backoff=5,
+    retry_jitter=True,
+    max_retries=4,
 )
 def session_history_import(session_id: int) -> int:
     """Import a session's earlier messages from the platform."""

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from integrations.http import HttpError
+from integrations.base import ProviderError
 from integrations.models import (
     Channel,
     ProviderAccount,
@@ -225,7 +225,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         for account in queryset:
             try:
                 outcome = call(account)
-            except (HttpError, NotImplementedError) as exc:
+            except (ProviderError, NotImplementedError) as exc:
                 self.message_user(request, f"{account}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{account}: {outcome}.", messages.SUCCESS)

@@ -7,7 +7,7 @@ hands it to the applier named by `settings.INBOUND_CALLBACK_APPLIER`
 (`inbox.services.callbacks.InboxApplier`), inside the transaction that also settles the event's
 state, so an event is processed (or not) together with what it changed.
 
-An applier raises `integrations.base.ApplyDeferred` for a callback that overtook what it refers
+An applier raises `ApplyDeferred` (below) for a callback that overtook what it refers
 to; any other error rolls the event's transaction back and fails (or, for a database outage,
 retries) the event.
 """
@@ -27,6 +27,10 @@ from integrations.base import Callback, ContactView
 
 if TYPE_CHECKING:
     from integrations.models import ProviderAccount
+
+
+class ApplyDeferred(Exception):
+    """A callback cannot be applied yet (it overtook what it refers to); try again later."""
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 
 
 class Medium(enum.StrEnum):
@@ -100,19 +101,87 @@ class RequestCheck(enum.StrEnum):
 
 
 class ProviderError(Exception):
-    """Base class of every error a provider raises."""
+    """Base class of every error a provider raises: the inbox catches these, never HTTP errors.
+
+    `detail` is the reason in words people can act on (the platform's own, when it gave any;
+    otherwise the message) and `code` the platform's machine code ("" when it gave none).
+    `status` is the platform's HTTP status, where there was one, for people to quote.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, detail: str = "", code: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail or message
+        self.code = code
 
 
 class PayloadError(ProviderError):
     """A platform body does not have the shape the provider expects; retrying will not help."""
 
 
-class ApplyDeferred(ProviderError):
-    """A callback cannot be applied yet (it overtook what it refers to); try again later."""
-
-
 class ProviderNotFound(ProviderError):
     """No provider is registered for this kind."""
+
+
+class TransientError(ProviderError):
+    """The platform could not be reached or was unavailable (connection, timeout, 429, 5xx).
+
+    Trying again later may help; `retry_after` is the wait in seconds the platform asked for,
+    when it asked for one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: str = "",
+        code: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, detail=detail, code=code)
+        self.retry_after = retry_after
+
+
+class AmbiguousError(TransientError):
+    """The request may have reached the platform (no answer in time, a connection dropped after
+    sending): the outcome is unknown. A read may simply be retried (it is a `TransientError`);
+    a caller to whom a repeat matters (a send) catches this one first."""
+
+
+class AuthenticationError(ProviderError):
+    """The platform refused the account's credentials (401/403, an expired or revoked token).
+
+    A provider whose credentials can be renewed (a login token) does so in
+    `Provider.refresh_credentials`; `with_fresh_credentials` then tries the call once more.
+    """
+
+
+class RejectedError(ProviderError):
+    """The platform refused this request (a 4xx, a failure envelope); retrying will not help.
+
+    `field` names what it refused (a field, a JSON pointer or parameter), `code` is its own
+    code and `detail` its own words, each when it said so.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: str = "",
+        code: str = "",
+        field: str = "",
+    ) -> None:
+        super().__init__(message, status=status, detail=detail, code=code)
+        self.field = field
+
+
+class UnsupportedError(ProviderError):
+    """The request cannot be expressed for this platform (a message type it cannot send, a
+    media message without its media); nothing was sent."""
 
 
 # --- Boundary dataclasses -------------------------------------------------------------------------
@@ -361,11 +430,13 @@ class HistoryMessage:
     external_id: str
     external_id_ext: str
     outbound: bool
-    type: str
+    type: MessageType
     body: str = ""
     sent_at: datetime | None = None
-    status: str = ""
+    # Where an outbound message got to (an inbound one's is not read).
+    status: DeliveryStatus = DeliveryStatus.SENT
     media: Media | None = None
+    raw_type: str = ""  # the platform's own name for the type, as it listed it
     raw: JSON = field(default_factory=dict)
 
 
@@ -426,6 +497,9 @@ class Provider(abc.ABC):
     # Error codes by which the platform says a free-form message fell outside the window
     # (only a template can go out): the inbox offers "send as template" instead of "retry".
     window_error_codes: ClassVar[frozenset[str]] = frozenset()
+    # The type a platform lists one of our sends under in a session's history, where it is
+    # not the type we sent (XMS sends a voice note as audio), so our sends are recognized.
+    listed_types: ClassVar[Mapping[MessageType, MessageType]] = {}
     # The languages `contact_set_language` takes, with names for a picker (none: it takes none).
     contact_languages: ClassVar[tuple[Language, ...]] = ()
     # How a refused caller is told to authenticate (the 401's WWW-Authenticate), and the
@@ -440,6 +514,15 @@ class Provider(abc.ABC):
         that calls us must say how its calls are authenticated.
         """
         return RequestCheck.MISSING
+
+    def refresh_credentials(self, account: AccountConfig) -> bool:
+        """Renew the account's credentials after the platform refused them; say whether it did.
+
+        For platforms whose calls carry a login token (MessageWhiz's JWT): drop the cached one
+        and log in again, so that the next call carries a fresh one. An API key cannot be
+        renewed, hence the default: False (the refusal stands).
+        """
+        return False
 
     @abc.abstractmethod
     def parse_callback(self, body: JSON) -> Callback:
@@ -486,7 +569,8 @@ class Provider(abc.ABC):
         raise NotImplementedError(f"{self.kind} has no templates")
 
     def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
-        """Send one message; raise an `integrations.http.HttpError` subclass on failure."""
+        """Send one message; raise a `ProviderError` subclass on failure (`UnsupportedError`: the
+        message cannot be expressed for this platform)."""
         raise NotImplementedError(f"{self.kind} cannot send")
 
     def session_route(
@@ -535,3 +619,20 @@ class Provider(abc.ABC):
     def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
         """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""
         raise NotImplementedError(f"{self.kind} does not poll")
+
+
+def with_fresh_credentials(
+    provider: Provider, account: AccountConfig, call: Callable[[AccountConfig], T]
+) -> T:
+    """Make one platform call; when the platform refuses the credentials and the provider
+    renews them (`Provider.refresh_credentials`), make it once more.
+
+    Safe for every call, sends included: a refusal of the credentials means the platform did
+    nothing with the request. A second refusal raises `AuthenticationError` as the first did.
+    """
+    try:
+        return call(account)
+    except AuthenticationError:
+        if not provider.refresh_credentials(account):
+            raise
+    return call(account)

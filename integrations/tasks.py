@@ -61,7 +61,7 @@ def templates_sync_account(account_id: str, trigger: str = "beat") -> str:
 @shared_task
 def channels_sync_all() -> dict[str, str]:
     """Sync the channels of every active account; return each outcome."""
-    from integrations.http import HttpError
+    from integrations.base import ProviderError
     from integrations.models import ProviderAccount
     from integrations.services.channels import channels_sync
 
@@ -69,6 +69,6 @@ def channels_sync_all() -> dict[str, str]:
     for account in ProviderAccount.objects.filter(is_active=True):
         try:
             outcomes[str(account.pk)] = str(channels_sync(account))
-        except (HttpError, NotImplementedError) as exc:
+        except (ProviderError, NotImplementedError) as exc:
             outcomes[str(account.pk)] = f"failed: {exc}"
     return outcomes

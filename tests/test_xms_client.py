@@ -11,6 +11,7 @@ import responses
 from responses import matchers
 
 from integrations import http
+from integrations.base import AuthenticationError
 from integrations.models import Channel, SyncRun
 from integrations.services.accounts import account_webhook_register
 from integrations.services.channels import channels_sync
@@ -56,7 +57,7 @@ def test_registering_the_webhook_posts_our_callback_url_with_both_api_headers(ac
 def test_a_wrong_api_key_marks_the_account_unhealthy_with_the_reason(account):
     responses.post(f"{BASE}/config/webhook", status=401, json={"status": 401})
 
-    with pytest.raises(http.AuthError):
+    with pytest.raises(AuthenticationError):
         account_webhook_register(account)
 
     account.refresh_from_db()
@@ -197,7 +198,7 @@ def test_the_credential_test_reports_a_refused_key(account):
 
     responses.get(f"{BASE}/config/channels", status=403)
 
-    with pytest.raises(http.AuthError):
+    with pytest.raises(AuthenticationError):
         account_credentials_test(account)
     account.refresh_from_db()
     assert "Credential test failed" in account.last_error

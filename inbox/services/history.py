@@ -9,7 +9,7 @@ them as rows of their own; a further copy the platform accepted is kept on the m
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -28,20 +28,10 @@ from inbox.services.messages import (
     message_receipts_apply_pending,
 )
 from inbox.services.timeline import timeline_add
-from integrations.base import HistoryMessage, MessageType
-from integrations.http import HttpError
+from integrations.base import HistoryMessage, MessageType, ProviderError, with_fresh_credentials
 from integrations.registry import get_provider
 
 logger = logging.getLogger(__name__)
-_OUTBOUND_STATUS = {
-    "SENT": Message.Status.SENT,
-    "DLVRD": Message.Status.DELIVERED,
-    "DELIVERED": Message.Status.DELIVERED,
-    "READ": Message.Status.READ,
-    "FAILD": Message.Status.FAILED,
-    "FAILED": Message.Status.FAILED,
-    "DELTD": Message.Status.DELETED,
-}
 
 
 def session_history_import(session_id: int) -> int:
@@ -51,10 +41,14 @@ def session_history_import(session_id: int) -> int:
         return 0
     provider = get_provider(session.account.kind)
     try:
-        history = provider.session_history(session.account.config(), session.external_id)
+        history = with_fresh_credentials(
+            provider,
+            session.account.config(),
+            lambda config: provider.session_history(config, session.external_id),
+        )
     except NotImplementedError:
         return 0
-    except HttpError as exc:
+    except ProviderError as exc:
         logger.warning("history of session %s unavailable: %s", session.external_id, exc)
         raise
     history = sends_correlate(session, history)
@@ -111,14 +105,15 @@ def _known_ids(account_id: UUID, items: Sequence[HistoryMessage]) -> set[str]:
     return known
 
 
-def platform_type(message: Message) -> str:
-    """Return the type the platform lists one of our messages under (spec §5.5, §5.8)."""
-    return {"voice": "audio", "contact": "contacts"}.get(message.type, message.type)
+def same_content(
+    message: Message, item: HistoryMessage, listed_types: Mapping[MessageType, MessageType]
+) -> bool:
+    """Say whether a history entry has the content of one of our sends.
 
-
-def same_content(message: Message, item: HistoryMessage) -> bool:
-    """Say whether a history entry has the content of one of our sends."""
-    if item.type.lower() != platform_type(message):
+    `listed_types` is the provider's: the type it lists a send under, where that differs.
+    """
+    sent_as = MessageType(message.type)
+    if item.type != listed_types.get(sent_as, sent_as):
         return False
     if message.type in (MessageType.TEXT, MessageType.TEMPLATE) and item.body.strip():
         return item.body.strip() == message.body.strip()
@@ -165,6 +160,7 @@ def sends_correlate(session: Session, items: Sequence[HistoryMessage]) -> list[H
     if dated:
         ours = ours.filter(created_at__gte=min(dated) - evidence_window() - CLOCK_SKEW)
     candidates = list(ours.select_related("session").order_by("created_at", "pk")[:500])
+    listed_types = get_provider(session.account.kind).listed_types
     matched: set[str] = set()
     for item in sorted(unknown, key=lambda i: (i.sent_at is None, i.sent_at or 0, i.external_id)):
         pending = [
@@ -173,11 +169,11 @@ def sends_correlate(session: Session, items: Sequence[HistoryMessage]) -> list[H
             if not m.external_id
             and m.status
             in (Message.Status.SENDING, Message.Status.UNCONFIRMED, Message.Status.QUEUED)
-            and same_content(m, item)
+            and same_content(m, item, listed_types)
             and (item.sent_at is None or _in_window(m, item.sent_at))
         ]
         pending.sort(key=lambda m: (_reference(m), m.pk))
-        status = _OUTBOUND_STATUS.get(item.status, Message.Status.SENT)
+        status = Message.Status(item.status)
         if pending and message_adopt(
             pending[0],
             external_id=item.external_id,
@@ -190,7 +186,7 @@ def sends_correlate(session: Session, items: Sequence[HistoryMessage]) -> list[H
         settled = [
             m
             for m in candidates
-            if m.external_id and same_content(m, item) and _in_window(m, item.sent_at)
+            if m.external_id and same_content(m, item, listed_types) and _in_window(m, item.sent_at)
         ]
         if settled:
             nearest = max(settled, key=lambda m: (_reference(m), m.pk))
@@ -236,16 +232,8 @@ def _session_date_from(session_id: int, added: list[Message]) -> None:
 
 
 def _import(session: Session, item: HistoryMessage) -> Message | None:
-    try:
-        kind = MessageType(item.type if item.type != "contacts" else "contact")
-    except ValueError:
-        kind = MessageType.UNKNOWN
     media = item.media
-    status = (
-        _OUTBOUND_STATUS.get(item.status, Message.Status.SENT)
-        if item.outbound
-        else Message.Status.RECEIVED
-    )
+    status = Message.Status(item.status) if item.outbound else Message.Status.RECEIVED
     try:
         with transaction.atomic():
             message, created = Message.objects.get_or_create(
@@ -256,8 +244,8 @@ def _import(session: Session, item: HistoryMessage) -> Message | None:
                     "direction": Message.Direction.OUTBOUND
                     if item.outbound
                     else Message.Direction.INBOUND,
-                    "type": kind.value,
-                    "raw_type": item.type[:40],
+                    "type": item.type.value,
+                    "raw_type": item.raw_type[:40],
                     "body": item.body,
                     **media_fields(media),
                     "external_id_ext": item.external_id_ext[:255],

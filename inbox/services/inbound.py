@@ -32,10 +32,9 @@ from inbox.services.sessions import (
     sessions_open_new,
 )
 from inbox.services.timeline import timeline_add
-from integrations.applier import StoredCallback
+from integrations.applier import ApplyDeferred, StoredCallback
 from integrations.base import (
     Action,
-    ApplyDeferred,
     Callback,
     ContactProfile,
     InboundMessage,

@@ -85,7 +85,7 @@ def message_status_advance(
     """Move an outbound message forward to `status`; return whether its status changed.
 
     Records the step in the history and its time on the row even when the status itself does
-    not move (a DLVRD arriving after READ still tells us when it was delivered).
+    not move (a "delivered" receipt arriving after "read" still tells us when it was delivered).
     """
     updates: dict[str, object] = {"status": status}
     if status == DeliveryStatus.FAILED:

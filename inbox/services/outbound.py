@@ -54,13 +54,20 @@ from inbox.services.messages import (
 )
 from inbox.services.timeline import timeline_add
 from inbox.window import session_window
-from integrations import http, ratelimit
+from integrations import ratelimit
 from integrations.base import (
+    AmbiguousError,
+    AuthenticationError,
     Button,
     Location,
     Media,
     MessageType,
     OutboundRequest,
+    ProviderError,
+    RejectedError,
+    TransientError,
+    UnsupportedError,
+    with_fresh_credentials,
 )
 from integrations.leases import database_released, lease_held
 from integrations.models import Template, TemplateApproval
@@ -442,8 +449,12 @@ def _deliver_claimed(message: Message, now: datetime) -> str:
     request = _request_for(message)
     database_released()  # a slow platform holds this thread, not a database connection too
     try:
-        result = provider.send_message(message.account.config(), request)
-    except http.AmbiguousError as exc:
+        result = with_fresh_credentials(
+            provider,
+            message.account.config(),
+            lambda config: provider.send_message(config, request),
+        )
+    except AmbiguousError as exc:
         # The platform may have the message (spec §5.0): only evidence settles it.
         after = settings.SEND_RECONCILE_AFTER_SECONDS
         Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
@@ -454,9 +465,9 @@ def _deliver_claimed(message: Message, now: datetime) -> str:
         )
         _enqueue_reconcile(message.pk, after)
         return "outcome unknown"
-    except http.TransientError as exc:
+    except TransientError as exc:
         return _transient(message, exc)
-    except http.AuthError as exc:
+    except AuthenticationError as exc:
         account_health_record(message.account, error=f"The platform refused our credentials: {exc}")
         message_fail(
             message,
@@ -465,11 +476,11 @@ def _deliver_claimed(message: Message, now: datetime) -> str:
             f"{exc.status}). An admin must fix the API key; then retry.{DETAIL}{exc}",
         )
         return "failed"
-    except http.RejectedError as exc:
+    except RejectedError as exc:
         code, title = _rejection(exc)
         message_fail(message, code=code, title=title)
         return "failed"
-    except ValueError as exc:  # the message cannot be expressed for this platform
+    except UnsupportedError as exc:  # the message cannot be expressed for this platform
         message_fail(message, code="unsupported", title=str(exc))
         return "failed"
     _accepted(message, result.external_id)
@@ -555,7 +566,7 @@ def _publish_message_update(message: Message) -> None:
     )
 
 
-def _transient(message: Message, exc: http.HttpError) -> str:
+def _transient(message: Message, exc: ProviderError) -> str:
     if message.attempts >= settings.SEND_MAX_ATTEMPTS:
         message_fail(
             message,
@@ -573,7 +584,7 @@ def _transient(message: Message, exc: http.HttpError) -> str:
     raise DeliveryDeferred(countdown, str(exc))
 
 
-def _rejection(exc: http.HttpError) -> tuple[str, str]:
+def _rejection(exc: ProviderError) -> tuple[str, str]:
     code = exc.code or str(exc.status or "rejected")
     if exc.detail and exc.detail != str(exc):  # the platform's own words (spec §1.5)
         return code[:64], f"The platform refused the message: {exc.detail}{DETAIL}{exc}"
@@ -651,8 +662,12 @@ def message_reconcile(message_id: int) -> str:
     if session.external_id:
         provider = get_provider(message.account.kind)
         try:
-            history = provider.session_history(message.account.config(), session.external_id)
-        except (http.HttpError, NotImplementedError) as exc:
+            history = with_fresh_credentials(
+                provider,
+                message.account.config(),
+                lambda config: provider.session_history(config, session.external_id),
+            )
+        except (ProviderError, NotImplementedError) as exc:
             logger.info("history for message %s unavailable: %s", message.pk, exc)
         else:
             sends_correlate(session, history)

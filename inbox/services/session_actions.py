@@ -25,7 +25,16 @@ from inbox.models import Session, SessionAction, TimelineEntry
 from inbox.services.outbound import SendRefused, backoff_seconds
 from inbox.services.sessions import session_event_apply
 from inbox.services.timeline import timeline_add
-from integrations import http
+from integrations.base import (
+    AccountConfig,
+    AuthenticationError,
+    Provider,
+    ProviderError,
+    RejectedError,
+    SessionEvent,
+    TransientError,
+    with_fresh_credentials,
+)
 from integrations.leases import lease_held
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
@@ -156,29 +165,11 @@ def _perform(action_id: int) -> str:
     session = action.session
     account = session.account
     provider = get_provider(account.kind)
-    config = account.config()
     try:
-        if action.kind == SessionAction.Kind.ROUTE:
-            events = provider.session_route(
-                config,
-                session.external_id,
-                queue=action.params["queue"],
-                agent=action.params.get("agent", ""),
-                team=action.params.get("team", ""),
-                skills=tuple(action.params.get("skills") or ()),
-                params=action.params.get("params") or {},
-            )
-        elif action.kind == SessionAction.Kind.RESOLVE:
-            events = provider.session_resolve(config, session.external_id)
-        elif action.kind == SessionAction.Kind.CLOSE:
-            events = provider.session_close(config, session.external_id)
-        else:
-            identity = session.identity
-            if identity is None:
-                raise http.RejectedError("the session has no platform contact")
-            provider.contact_set_language(config, identity.external_id, action.params["lang"])
-            events = []
-    except http.TransientError as exc:
+        events = with_fresh_credentials(
+            provider, account.config(), lambda config: _platform_call(action, provider, config)
+        )
+    except TransientError as exc:
         if action.attempts < MAX_ATTEMPTS:
             SessionAction.objects.filter(pk=action.pk).update(
                 state=SessionAction.State.PENDING, error=f"Retrying: {exc}"
@@ -186,12 +177,12 @@ def _perform(action_id: int) -> str:
             _enqueue(action.pk, backoff_seconds(action.attempts))
             return "retry"
         return _failed(action, f"The platform was unavailable ({exc}).")
-    except http.AuthError as exc:
+    except AuthenticationError as exc:
         account_health_record(account, error=f"The platform refused our credentials: {exc}")
         return _failed(
             action, "The platform refused the account's credentials; an admin must fix them."
         )
-    except (http.RejectedError, NotImplementedError) as exc:
+    except (RejectedError, NotImplementedError) as exc:
         return _failed(action, f"The platform refused: {_reason(exc)}")
     now = timezone.now()
     with transaction.atomic():
@@ -221,8 +212,34 @@ def _perform(action_id: int) -> str:
     return "done"
 
 
+def _platform_call(
+    action: SessionAction, provider: Provider, config: AccountConfig
+) -> list[SessionEvent]:
+    """Ask the platform to do what the action says; return the events it reports."""
+    session = action.session
+    if action.kind == SessionAction.Kind.ROUTE:
+        return provider.session_route(
+            config,
+            session.external_id,
+            queue=action.params["queue"],
+            agent=action.params.get("agent", ""),
+            team=action.params.get("team", ""),
+            skills=tuple(action.params.get("skills") or ()),
+            params=action.params.get("params") or {},
+        )
+    if action.kind == SessionAction.Kind.RESOLVE:
+        return provider.session_resolve(config, session.external_id)
+    if action.kind == SessionAction.Kind.CLOSE:
+        return provider.session_close(config, session.external_id)
+    identity = session.identity
+    if identity is None:
+        raise RejectedError("the session has no platform contact")
+    provider.contact_set_language(config, identity.external_id, action.params["lang"])
+    return []
+
+
 def _reason(exc: Exception) -> str:
-    return exc.detail if isinstance(exc, http.HttpError) else str(exc)
+    return exc.detail if isinstance(exc, ProviderError) else str(exc)
 
 
 @transaction.atomic

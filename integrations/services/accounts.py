@@ -6,8 +6,7 @@ import logging
 
 from django.utils import timezone
 
-from integrations.base import JSON
-from integrations.http import HttpError
+from integrations.base import JSON, ProviderError
 from integrations.models import ProviderAccount
 from integrations.registry import get_provider
 
@@ -31,12 +30,12 @@ def account_webhook_register(account: ProviderAccount) -> JSON:
     """Register the account's callback URL (built from PUBLIC_BASE_URL) at its platform.
 
     Stores the platform's app id, which its callbacks echo in `meta.appId`. Raises the
-    classified `HttpError` after recording it on the account.
+    classified `ProviderError` after recording it on the account.
     """
     provider = get_provider(account.kind)
     try:
         answer = provider.register_webhook(account.config(), account.webhook_url)
-    except HttpError as exc:
+    except ProviderError as exc:
         account_health_record(account, error=f"Registering the callback URL failed: {exc}")
         raise
     app_id = str(answer.get("id") or "")
@@ -51,12 +50,12 @@ def account_webhook_register(account: ProviderAccount) -> JSON:
 def account_credentials_test(account: ProviderAccount) -> str:
     """Make a harmless authenticated call (list channels) and say how it went.
 
-    Records the outcome on the account's health; raises the classified `HttpError` on failure.
+    Records the outcome on the account's health; raises the classified `ProviderError` on failure.
     """
     provider = get_provider(account.kind)
     try:
         channels = provider.list_channels(account.config())
-    except HttpError as exc:
+    except ProviderError as exc:
         account_health_record(account, error=f"Credential test failed: {exc}")
         raise
     account_health_record(account)

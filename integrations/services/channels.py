@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.base import ChannelInfo, Medium
-from integrations.http import HttpError
+from integrations.base import ChannelInfo, Medium, ProviderError
 from integrations.models import Channel, ProviderAccount, SyncRun
 from integrations.payload import key_fit
 from integrations.registry import get_provider
@@ -112,7 +111,7 @@ def channels_sync(account: ProviderAccount, *, trigger: str = "command") -> Chan
     run = SyncRun.objects.create(account=account, kind=SyncRun.Kind.CHANNELS, trigger=trigger)
     try:
         listed = provider.list_channels(account.config())
-    except HttpError as exc:
+    except ProviderError as exc:
         account_health_record(account, error=f"Channel sync failed: {exc}")
         SyncRun.objects.filter(pk=run.pk).update(
             state=SyncRun.State.FAILED, error=str(exc)[:2000], finished_at=timezone.now()

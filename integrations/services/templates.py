@@ -13,8 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.base import TemplateInfo
-from integrations.http import HttpError
+from integrations.base import ProviderError, TemplateInfo
 from integrations.models import Channel, ProviderAccount, SyncRun, Template, TemplateApproval
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
@@ -67,7 +66,7 @@ def templates_sync(account: ProviderAccount, *, trigger: str = "command") -> Syn
             for info in provider.list_templates(account.config(), channel.external_id):
                 listed.setdefault(info.external_id, info)
             SyncRun.objects.filter(pk=run.pk).update(total=len(listed))
-    except (HttpError, NotImplementedError) as exc:
+    except (ProviderError, NotImplementedError) as exc:
         return _failed(run, account, f"{exc}")
     run.total = len(listed)
     try:

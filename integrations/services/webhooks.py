@@ -33,8 +33,8 @@ from django.utils import timezone
 
 from config.queue import enqueue
 from config.redis import redis_client
-from integrations.applier import StoredCallback, callback_applier
-from integrations.base import JSON, ApplyDeferred, Callback, PayloadError
+from integrations.applier import ApplyDeferred, StoredCallback, callback_applier
+from integrations.base import JSON, Callback, PayloadError
 from integrations.leases import lease_held
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.payload import BodyError, json_loads, text_clean

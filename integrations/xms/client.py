@@ -146,6 +146,15 @@ def envelope_code(envelope: JSON) -> str:
     return str(envelope.get("statusKey") or "")
 
 
+def envelope_field(envelope: JSON) -> str:
+    """Return the field a failed envelope's first error names ("" when it names none)."""
+    errors = envelope.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        first = errors[0]
+        return str(first.get("field") or first.get("obzect") or first.get("object") or "")
+    return ""
+
+
 def first_result(envelope: JSON) -> JSON | None:
     """Read a single-object envelope: `data`, falling back to `results[0]` (spec §1.5 rule 2)."""
     data = envelope.get("data")

@@ -10,11 +10,13 @@ from typing import Any
 
 from integrations.base import (
     JSON,
+    DeliveryStatus,
     HistoryMessage,
     Media,
     MessageType,
     OutboundRequest,
     TemplateInfo,
+    UnsupportedError,
 )
 from integrations.xms import schemas
 
@@ -51,7 +53,7 @@ def send_body(request: OutboundRequest) -> JSON:
         MessageType.DOCUMENT,
     ):
         if request.media is None:
-            raise ValueError(f"a {kind} message needs media")
+            raise UnsupportedError(f"a {kind} message needs media")
         media: JSON = {"link": request.media.link}
         if request.media.caption and kind not in (MessageType.AUDIO, MessageType.VOICE):
             media["caption"] = request.media.caption
@@ -60,7 +62,7 @@ def send_body(request: OutboundRequest) -> JSON:
         body[send_type] = media
     elif kind is MessageType.LOCATION:
         if request.location is None:
-            raise ValueError("a location message needs a location")
+            raise UnsupportedError("a location message needs a location")
         loc = request.location
         body["location"] = {
             "latitude": f"{loc.latitude}",
@@ -81,7 +83,7 @@ def send_body(request: OutboundRequest) -> JSON:
             template["lang"] = request.template_lang
         body["template"] = template
     else:
-        raise ValueError(f"XMS cannot send a {kind} message")
+        raise UnsupportedError(f"XMS cannot send a {kind} message")
     if request.buttons:
         body["options"] = {
             "buttons": [
@@ -174,18 +176,26 @@ def template_info(doc: JSON) -> TemplateInfo | None:
     )
 
 
+def _history_type(raw_type: str) -> MessageType:
+    """Read a ChatMessageDTO's type: OutBoundMsg names, `contacts` for contact cards (§5.8)."""
+    try:
+        return MessageType("contact" if raw_type == "contacts" else raw_type)
+    except ValueError:
+        return MessageType.UNKNOWN
+
+
 def history_message(item: JSON, contact_id: str = "") -> HistoryMessage | None:
     """Read one ChatMessageDTO (spec §3.4, §6.7); None without any id."""
     external_id = schemas.as_str(item.get("messageId"), "messageId")
     external_id_ext = schemas.as_str(item.get("messageIdExt"), "messageIdExt")
     if not external_id and not external_id_ext:
         return None
-    status = schemas.as_str(item.get("status"), "status").upper()
+    raw_status = schemas.as_str(item.get("status"), "status").upper()
     sender = schemas.as_str(item.get("sender"), "sender")
     contact = _obj(item.get("contact"))
     customer = contact_id or schemas.as_str(contact.get("contactId"), "contact.contactId")
     # Direction is not a field: RECEIVD marks inbound; so does the contact being the sender.
-    outbound = status != "RECEIVD" and not (customer and sender == customer)
+    outbound = raw_status != "RECEIVD" and not (customer and sender == customer)
     attachments = schemas.as_list(item.get("attachments"), "attachments")
     media = None
     if attachments and isinstance(attachments[0], dict):
@@ -197,6 +207,7 @@ def history_message(item: JSON, contact_id: str = "") -> HistoryMessage | None:
             caption=schemas.as_str(first.get("mediaCaption"), "mediaCaption"),
             media_id=schemas.as_str(first.get("mediaId"), "mediaId"),
         )
+    raw_type = schemas.as_str(item.get("type"), "type").lower() or "text"
     warnings: list[str] = []
     sent_at = schemas.parse_timestamp(item.get("timestamp"), "timestamp", warnings)
     if sent_at is None:
@@ -208,10 +219,12 @@ def history_message(item: JSON, contact_id: str = "") -> HistoryMessage | None:
         external_id=external_id or f"ext:{external_id_ext}",
         external_id_ext=external_id_ext,
         outbound=outbound,
-        type=schemas.as_str(item.get("type"), "type").lower() or "text",
+        type=_history_type(raw_type),
         body=schemas.as_str(item.get("text"), "text"),
         sent_at=sent_at,
-        status=status,
+        # A status it does not name (e.g. RECEIVD): listed, so at least sent.
+        status=schemas.RECEIPT_STATUS.get(raw_status, DeliveryStatus.SENT),
         media=media,
+        raw_type=raw_type,
         raw=item,
     )

@@ -3,29 +3,64 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+from integrations import http
 from integrations.base import (
     JSON,
     AccountConfig,
+    AmbiguousError,
+    AuthenticationError,
     Callback,
     ChannelInfo,
     ContactView,
     HistoryMessage,
     InboundSecrets,
+    MessageType,
     OutboundRequest,
     Provider,
+    ProviderError,
+    RejectedError,
     RequestCheck,
     SendResult,
     SessionEvent,
     TemplateInfo,
+    TransientError,
 )
 from integrations.xms import outbound, schemas
-from integrations.xms.client import XmsClient
+from integrations.xms.client import XmsClient, envelope_field
 from integrations.xms.languages import CONTACT_LANGUAGES
 
 VERIFY_TOKEN_HEADER = "x-verify-token"  # noqa: S105 - a header name, not a secret
+
+
+@contextmanager
+def platform_errors() -> Iterator[None]:
+    """Raise the provider contract's errors for the HTTP seam's: callers never see HTTP errors.
+
+    Message, status, the platform's words and code pass on unchanged (spec §1.5); a refusal
+    also names the field its envelope's first error names.
+    """
+    try:
+        yield
+    except http.RejectedError as exc:
+        field = envelope_field(exc.body) if isinstance(exc.body, dict) else ""
+        raise RejectedError(
+            str(exc), status=exc.status, detail=exc.detail, code=exc.code, field=field
+        ) from exc
+    except http.HttpError as exc:
+        error = next((e for h, e in _ERRORS if isinstance(exc, h)), ProviderError)
+        raise error(str(exc), status=exc.status, detail=exc.detail, code=exc.code) from exc
+
+
+# The HTTP seam's classes and the contract's, most specific first (ambiguous is transient).
+_ERRORS: tuple[tuple[type[http.HttpError], type[ProviderError]], ...] = (
+    (http.AmbiguousError, AmbiguousError),
+    (http.TransientError, TransientError),
+    (http.AuthError, AuthenticationError),
+)
 
 
 class XmsProvider(Provider):
@@ -38,6 +73,8 @@ class XmsProvider(Provider):
     callback_subpaths = ("api/v1/message/receive", "api/v1/contact/info", "api/v1/action/event")
     # WhatsApp's 470, passed through in FAILD receipts (spec §4.12).
     window_error_codes = frozenset({"470"})
+    # Voice notes go as audio (§5.5, §5.10), and the history lists them so.
+    listed_types = {MessageType.VOICE: MessageType.AUDIO}
     # Locales of the languages the platform documents (spec §2.5, §3.6).
     contact_languages = CONTACT_LANGUAGES
     # Callbacks carry one static shared token (§1.3); our calls carry the API key and id (§1.2).
@@ -83,12 +120,15 @@ class XmsProvider(Provider):
 
     def register_webhook(self, account: AccountConfig, url: str) -> JSON:
         """POST config/webhook (spec §2.4); returns the ClientApp, whose id is `meta.appId`."""
-        return XmsClient(account).set_webhook(url)
+        with platform_errors():
+            return XmsClient(account).set_webhook(url)
 
     def list_channels(self, account: AccountConfig) -> list[ChannelInfo]:
         """GET config/channels (spec §2.1) as ChannelInfo."""
+        with platform_errors():
+            listed = XmsClient(account).list_channels()
         channels = []
-        for item in XmsClient(account).list_channels():
+        for item in listed:
             external_id = schemas.as_str(item.get("channelId"), "channelId")
             if not external_id:
                 continue
@@ -107,14 +147,17 @@ class XmsProvider(Provider):
 
     def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
         """POST message/send (spec §5); the returned id correlates the receipts (§5.12)."""
-        receipt = XmsClient(account).send_message(outbound.send_body(request))
+        body = outbound.send_body(request)
+        with platform_errors():
+            receipt = XmsClient(account).send_message(body)
         return SendResult(external_id=schemas.as_str(receipt["id"], "data.id"), raw=receipt)
 
     def list_templates(
         self, account: AccountConfig, channel_external_id: str
     ) -> list[TemplateInfo]:
         """GET config/tmpl/hsm?channelId= (spec §2.3)."""
-        docs = XmsClient(account).list_templates(channel_external_id)
+        with platform_errors():
+            docs = XmsClient(account).list_templates(channel_external_id)
         return [info for doc in docs if (info := outbound.template_info(doc)) is not None]
 
     def _events(self, items: list[JSON]) -> list[SessionEvent]:
@@ -147,23 +190,30 @@ class XmsProvider(Provider):
             body["team"] = team
         if skills:
             body["skills"] = list(skills)
-        return self._events(XmsClient(account).session_routing(body))
+        with platform_errors():
+            items = XmsClient(account).session_routing(body)
+        return self._events(items)
 
     def session_resolve(
         self, account: AccountConfig, session_external_id: str
     ) -> list[SessionEvent]:
         """POST session/resolve (spec §6.6)."""
-        return self._events(XmsClient(account).session_resolve(session_external_id))
+        with platform_errors():
+            items = XmsClient(account).session_resolve(session_external_id)
+        return self._events(items)
 
     def session_close(self, account: AccountConfig, session_external_id: str) -> list[SessionEvent]:
         """POST session/close (spec §6.6)."""
-        return self._events(XmsClient(account).session_close(session_external_id))
+        with platform_errors():
+            items = XmsClient(account).session_close(session_external_id)
+        return self._events(items)
 
     def session_history(
         self, account: AccountConfig, session_external_id: str
     ) -> list[HistoryMessage]:
         """POST session/messages (spec §6.7), sorted by time then id on our side."""
-        items = XmsClient(account).session_messages(session_external_id)
+        with platform_errors():
+            items = XmsClient(account).session_messages(session_external_id)
         history = [m for item in items if (m := outbound.history_message(item)) is not None]
         return sorted(history, key=lambda m: (m.sent_at is None, m.sent_at, m.external_id))
 
@@ -171,7 +221,8 @@ class XmsProvider(Provider):
         self, account: AccountConfig, contact_external_id: str, lang: str
     ) -> None:
         """POST contact/prefs/lang (spec §2.5)."""
-        XmsClient(account).contact_language(contact_external_id, lang)
+        with platform_errors():
+            XmsClient(account).contact_language(contact_external_id, lang)
 
     def contact_reply(self, contact: ContactView | None) -> JSON:
         """Build the ContactInfoUpdate answer (§4.13): only the fields we know."""

@@ -158,7 +158,7 @@ class Command(BaseCommand):
 
     def _register(self, account: Any, host: str, port: int) -> None:
         """Once the sandbox listens, register the callback URL through our own client."""
-        from integrations.http import HttpError
+        from integrations.base import ProviderError
         from integrations.services.accounts import account_webhook_register
         from integrations.services.channels import channels_sync
         from integrations.services.templates import templates_sync
@@ -175,7 +175,7 @@ class Command(BaseCommand):
                 account_webhook_register(account)
                 channels_sync(account)
                 templates_sync(account, trigger="sandbox")
-            except HttpError as exc:
+            except ProviderError as exc:
                 logger.warning("registering the webhook failed (%s); retrying", exc)
                 time.sleep(min(2**attempt, 5))
                 continue

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.http import HttpError
+from integrations.base import ProviderError
 from integrations.models import ProviderAccount, SyncRun
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
@@ -32,7 +32,7 @@ class Command(BaseCommand):
             if not options["skip_channels"]:
                 try:
                     self.stdout.write(f"{account}: channels {channels_sync(account)}")
-                except (HttpError, NotImplementedError) as exc:
+                except (ProviderError, NotImplementedError) as exc:
                     self.stderr.write(f"{account}: channel sync failed: {exc}")
             run = self._with_progress(account)
             line = f"{account}: templates {run.summary()}"
