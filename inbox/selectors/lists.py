@@ -114,6 +114,8 @@ def _status_q(statuses: tuple[str, ...]) -> Q:
             wanted += [Session.Status.OPEN, Session.Status.PENDING]
         elif status in Session.Status.values:
             wanted.append(status)
+    if not wanted:
+        return Q()
     if len(set(wanted)) == 1:
         return Q(status=wanted[0])
     return Q(status__in=sorted(set(wanted)))
