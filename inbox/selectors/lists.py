@@ -42,11 +42,6 @@ def _unanswered() -> Q:
     )
 
 
-def sessions_unanswered(sessions: QuerySet[Session], unanswered: bool) -> QuerySet[Session]:
-    """Return the open sessions whose last message is the customer's (or all the others)."""
-    return sessions.filter(_unanswered()) if unanswered else sessions.exclude(_unanswered())
-
-
 def sessions_waiting_first(sessions: QuerySet[Session]) -> QuerySet[Session]:
     """Order unanswered sessions first, longest waiting first, then the rest by activity."""
     waiting_since = Case(When(_unanswered(), then=F("last_inbound_at")), default=Value(None))
@@ -79,36 +74,61 @@ SORTS: dict[str, str] = {
     "window": "Window closing soonest",
 }
 
+# Every order the list knows: the pages offer `SORTS`; the API's `ordering` also names this one.
+LIST_SORTS: dict[str, str] = {**SORTS, "oldest": "Oldest activity first"}
+
 
 @dataclass(frozen=True)
 class SessionListFilters:
-    """What an agent narrowed the inbox list to (the view apart)."""
+    """What the inbox list (a page or the API) is narrowed to and how it is ordered.
+
+    `statuses` holds keys of `STATUS_FILTERS` ("active" and "any" included), the sessions
+    having any of them; `assignee` is a user id and `unassigned` the sessions without one
+    (beside the `view`, which the pages count tab by tab); `unanswered` None: either way.
+    """
 
     view: str = "all"
-    status: str = "active"
+    statuses: tuple[str, ...] = ("active",)
     channel: int | None = None
     medium: str = ""
     team: int | None = None
     label: int | None = None
+    assignee: int | None = None
+    unassigned: bool = False
+    unanswered: bool | None = None
     q: str = ""
     sort: str = "activity"
 
+    @property
+    def status(self) -> str:
+        """Return the one status filter (as the pages' menu shows it), or "" for several."""
+        return self.statuses[0] if len(self.statuses) == 1 else ""
 
-def _status_q(status: str) -> Q:
-    if status == "active":
-        return Q(status__in=[Session.Status.OPEN, Session.Status.PENDING])
-    if status in Session.Status.values:
-        return Q(status=status)
-    return Q()
+
+def _status_q(statuses: tuple[str, ...]) -> Q:
+    if not statuses or "any" in statuses:
+        return Q()
+    wanted: list[str] = []
+    for status in statuses:
+        if status == "active":
+            wanted += [Session.Status.OPEN, Session.Status.PENDING]
+        elif status in Session.Status.values:
+            wanted.append(status)
+    if not wanted:
+        return Q()
+    if len(set(wanted)) == 1:
+        return Q(status=wanted[0])
+    return Q(status__in=sorted(set(wanted)))
 
 
 def session_filters_q(filters: SessionListFilters, *, many_match: bool = False) -> Q:
-    """Return every list filter except the view (status, channel, medium, team, label, text)
-    as one condition on the session row, without joins.
+    """Return every list filter except the view (status, channel, medium, team, label,
+    assignee, text) as one condition on the session row, without joins (`unanswered` apart,
+    which reads the last message).
 
     `many_match` says that the text matches many sessions (see `session_list_page`).
     """
-    condition = _status_q(filters.status)
+    condition = _status_q(filters.statuses)
     if filters.channel is not None:
         condition &= Q(channel_id=filters.channel)
     if filters.medium:
@@ -118,6 +138,12 @@ def session_filters_q(filters: SessionListFilters, *, many_match: bool = False) 
     if filters.label is not None:
         labelled = Session.labels.through.objects.filter(label_id=filters.label)
         condition &= Q(pk__in=labelled.values("session_id"))
+    if filters.assignee is not None:
+        condition &= Q(assignee_id=filters.assignee)
+    if filters.unassigned:
+        condition &= Q(assignee__isnull=True)
+    if filters.unanswered is not None:
+        condition &= _unanswered() if filters.unanswered else ~_unanswered()
     if filters.q.strip():
         condition &= sessions_matching_q(filters.q, many_match=many_match)
     return condition
@@ -191,7 +217,19 @@ def _sessions_sorted(sessions: QuerySet[Session], sort: str) -> QuerySet[Session
         return sessions_waiting_first(sessions)
     if sort == "window":
         return sessions_window_closing_first(sessions)
+    if sort == "oldest":
+        return sessions.order_by("last_activity_at", "id")
     return sessions.order_by("-last_activity_at", "-id")
+
+
+def sessions_listed(
+    sessions: QuerySet[Session], filters: SessionListFilters, user: User
+) -> QuerySet[Session]:
+    """Narrow `sessions` to the view and every filter, in the filters' order (the API's list;
+    the pages page through `session_list_page`, which applies the same conditions).
+    """
+    condition = session_filters_q(filters) & _view_q(filters.view, user)
+    return _sessions_sorted(sessions.filter(condition), filters.sort)
 
 
 # From this many matching sessions on, the first pages of a search (by last activity) are
@@ -248,7 +286,7 @@ def session_list_page(
         # One condition on the row (not "in the matching set, or"): PostgreSQL can then walk
         # the sessions in list order and stop after a page. (An empty condition matches every
         # session already; `Q() | Q(pk=keep)` would match only the kept one.)
-        condition |= Q(pk=keep) & _status_q(filters.status)
+        condition |= Q(pk=keep) & _status_q(filters.statuses)
     sessions = sessions_visible_to(user).filter(condition)
     page = _sessions_sorted(sessions, filters.sort).values("pk")[offset : offset + limit]
     # The page's ids are visible sessions already; filtering again would only add a join.

@@ -22,13 +22,13 @@ from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
+from inbox.filters import SessionListFilterSet, filters_query_pairs
 from inbox.models import Session
 from inbox.request_checks import id_from
-from inbox.selectors.lists import INBOX_VIEWS, SORTS, STATUS_FILTERS, SessionListFilters
+from inbox.selectors.lists import SessionListFilters
 from inbox.selectors.sessions import ACCOUNT_SECRETS, session_get_for_page
 from inbox.selectors.visibility import sessions_visible_to
 from inbox.window import Window
-from integrations.base import Medium
 
 PAGE_SIZE = 50
 SOON = timedelta(hours=2)
@@ -84,40 +84,15 @@ def session_for_action(request: HttpRequest, session_id: int) -> Session:
 # --- The list's filters, from and to the query string -----------------------------------------
 
 
-def _int_or_none(value: str | None) -> int | None:
-    return id_from(value)
-
-
 def filters_from(request: HttpRequest) -> SessionListFilters:
     """Read the list filters from the query string; unknown values fall back to defaults."""
-    get = request.GET
-    default = SessionListFilters()
-    view = get.get("view", default.view)
-    status = get.get("status", default.status)
-    sort = get.get("sort", default.sort)
-    medium = get.get("medium", "")
-    return SessionListFilters(
-        view=view if view in INBOX_VIEWS else default.view,
-        status=status if status in STATUS_FILTERS else default.status,
-        channel=_int_or_none(get.get("channel")),
-        medium=medium if medium in {m.value for m in Medium} else "",
-        team=_int_or_none(get.get("team")),
-        label=_int_or_none(get.get("label")),
-        q=get.get("q", "").strip()[:200],
-        sort=sort if sort in SORTS else default.sort,
-    )
+    return SessionListFilterSet.lenient(request.GET, request_user(request))
 
 
 def filters_query(filters: SessionListFilters, **changes: Any) -> str:
     """Return the query string for these filters (defaults left out), with `changes` applied."""
     page = changes.pop("page", None)
-    filters = replace(filters, **changes)
-    default = SessionListFilters()
-    pairs: list[tuple[str, Any]] = []
-    for name in ("view", "status", "channel", "medium", "team", "label", "q", "sort"):
-        value = getattr(filters, name)
-        if value not in (None, "") and value != getattr(default, name):
-            pairs.append((name, value))
+    pairs = filters_query_pairs(replace(filters, **changes))
     if page and page > 1:
         pairs.append(("page", page))
     return urlencode(pairs)
@@ -125,7 +100,7 @@ def filters_query(filters: SessionListFilters, **changes: Any) -> str:
 
 def page_number(request: HttpRequest) -> int:
     """Return the list page asked for (1 when missing or wrong)."""
-    return _int_or_none(request.GET.get("page")) or 1
+    return id_from(request.GET.get("page")) or 1
 
 
 def page_count(total: int) -> int:
