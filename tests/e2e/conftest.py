@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -10,7 +11,7 @@ from urllib.parse import quote
 import pytest
 import redis
 import requests
-from django.db import connection
+from django.db import OperationalError, connection
 
 from devstack import Stack
 from integrations.models import ProviderAccount
@@ -35,7 +36,7 @@ def _database_url() -> str:
     return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
-FLUSH_TRIES = 5
+FLUSH_TRIES = 10
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,9 +58,13 @@ def flush_outlasts_a_deadlock() -> Iterator[None]:
             try:
                 original(self)
                 return
-            except CommandError as exc:
-                if "deadlock" not in str(exc.__cause__) or attempt == FLUSH_TRIES:
+            except (CommandError, OperationalError) as exc:
+                causes = (exc, exc.__cause__, exc.__context__)
+                if not any("deadlock" in str(c) for c in causes) or attempt == FLUSH_TRIES:
                     raise
+                # Let the workers' short transactions end before the next try (a pause, not a
+                # bound: the tries are counted).
+                time.sleep(0.1 * attempt)
 
     TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
     yield
