@@ -34,18 +34,30 @@ from integrations.registry import get_provider
 logger = logging.getLogger(__name__)
 
 
+def session_history_fetch(session: Session) -> list[HistoryMessage]:
+    """Ask the platform for the messages of `session` (its account's credentials, refreshed once
+    if the platform refuses them).
+
+    Raises `ProviderError` when the platform cannot answer, `NotImplementedError` when it keeps
+    no history.
+    """
+    provider = get_provider(session.account.kind)
+    return list(
+        with_fresh_credentials(
+            provider,
+            session.account.config(),
+            lambda config: provider.session_history(config, session.external_id),
+        )
+    )
+
+
 def session_history_import(session_id: int) -> int:
     """Add the messages the platform has for this session that we do not; return how many."""
     session = Session.objects.select_related("account").get(pk=session_id)
     if not session.external_id:
         return 0
-    provider = get_provider(session.account.kind)
     try:
-        history = with_fresh_credentials(
-            provider,
-            session.account.config(),
-            lambda config: provider.session_history(config, session.external_id),
-        )
+        history = session_history_fetch(session)
     except NotImplementedError:
         return 0
     except ProviderError as exc:

@@ -39,14 +39,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from config.queue import enqueue, queue_length
 from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
-from inbox.services.history import sends_correlate
+from inbox.services.history import sends_correlate, session_history_fetch
 from inbox.services.messages import (
     message_adopt,
     message_adopt_from_receipts,
@@ -303,7 +303,7 @@ def message_send(
     # lost. A burst of replies to one customer thus costs no polling. (An eager queue runs
     # each delivery at commit, in order, and `_next_in_conversation` starts nothing then.)
     eager = settings.CELERY_TASK_ALWAYS_EAGER
-    if eager or not _in_line(Message.objects.filter(pk=message.pk), now).exists():
+    if eager or not Message.objects.filter(_in_line(now), pk=message.pk).exists():
         transaction.on_commit(lambda: _enqueue_delivery(message.pk))
     return message, True
 
@@ -398,14 +398,14 @@ def message_deliver(message_id: int) -> str:
         pk=message_id, direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED
     )
     # One statement claims it unless an earlier reply of its conversation is unsettled.
-    claimed = queued.exclude(pk__in=_in_line(queued, now).values("pk")).update(
+    claimed = queued.exclude(_in_line(now)).update(
         status=Message.Status.SENDING,
         claimed_at=now,
         attempts=F("attempts") + 1,
         next_attempt_at=None,
     )
     if not claimed:
-        if not _in_line(queued, now).exists():
+        if not queued.filter(_in_line(now)).exists():
             return "not claimable"
         # Started before the earlier reply settled (it starts this one when it does); look
         # again shortly in case that start was missed.
@@ -501,8 +501,8 @@ def _accepted(message: Message, external_id: str) -> None:
     _next_in_conversation(message)
 
 
-def _in_line(messages: QuerySet[Message], now: datetime) -> QuerySet[Message]:
-    """Narrow `messages` to those that must wait for an earlier reply of their conversation.
+def _in_line(now: datetime) -> Q:
+    """Match replies that must wait for an earlier reply of their conversation.
 
     The customer must read replies in the order agents sent them, so a reply waits while an
     earlier one in the same conversation is queued or sending, for at most
@@ -516,7 +516,7 @@ def _in_line(messages: QuerySet[Message], now: datetime) -> QuerySet[Message]:
         pk__lt=OuterRef("pk"),
     )
     waited = now - timedelta(seconds=settings.SEND_ORDER_WAIT_SECONDS)
-    return messages.filter(Exists(earlier), created_at__gt=waited)
+    return Q(Exists(earlier), created_at__gt=waited)
 
 
 def _next_in_conversation(message: Message) -> None:
@@ -650,7 +650,7 @@ def message_reconcile(message_id: int) -> str:
     queued again within the attempt limit.
     """
     message = (
-        Message.objects.select_related("account", "session__identity")
+        Message.objects.select_related("account", "session__account", "session__identity")
         .filter(pk=message_id, status=Message.Status.SENDING, outcome_unknown=True)
         .first()
     )
@@ -660,13 +660,8 @@ def message_reconcile(message_id: int) -> str:
         return "found (receipt)"
     session = message.session
     if session.external_id:
-        provider = get_provider(message.account.kind)
         try:
-            history = with_fresh_credentials(
-                provider,
-                message.account.config(),
-                lambda config: provider.session_history(config, session.external_id),
-            )
+            history = session_history_fetch(session)
         except (ProviderError, NotImplementedError) as exc:
             logger.info("history for message %s unavailable: %s", message.pk, exc)
         else:
@@ -795,8 +790,7 @@ def messages_reap() -> ReapResult:
         )
     # A reply in line behind an earlier one has no task by design; it is lost only once it
     # heads its conversation (or has waited SEND_ORDER_WAIT_SECONDS).
-    in_line = _in_line(lost, now).values("pk")
-    for message_id in lost.exclude(pk__in=in_line).values_list("pk", flat=True)[:1000]:
+    for message_id in lost.exclude(_in_line(now)).values_list("pk", flat=True)[:1000]:
         Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
             next_attempt_at=now
         )
