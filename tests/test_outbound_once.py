@@ -91,6 +91,22 @@ def ambiguous(session: Session, body: str, *, first_attempt: datetime, **fields:
     )
 
 
+def queued(session: Session, body: str, *, written: datetime | None = None) -> Message:
+    """A reply waiting for delivery, written `written` (default: now)."""
+    message = Message.objects.create(
+        account=session.account,
+        session=session,
+        direction="out",
+        type="text",
+        body=body,
+        status=Message.Status.QUEUED,
+        sent_at=written or timezone.now(),
+    )
+    if written is not None:
+        Message.objects.filter(pk=message.pk).update(created_at=written)
+    return message
+
+
 # --- 1. No blind re-send -------------------------------------------------------------------------
 
 
@@ -407,15 +423,7 @@ def test_two_identical_replies_each_adopt_their_own_platform_id(session):
 def test_a_reply_waits_while_an_earlier_one_in_its_conversation_is_unsettled(session, settings):
     earlier = ambiguous(session, "First", first_attempt=timezone.now(), outcome_unknown=False)
     Message.objects.filter(pk=earlier.pk).update(status=Message.Status.QUEUED, attempts=1)
-    later = Message.objects.create(
-        account=session.account,
-        session=session,
-        direction="out",
-        type="text",
-        body="Second",
-        status=Message.Status.QUEUED,
-        sent_at=timezone.now(),
-    )
+    later = queued(session, "Second")
 
     with pytest.raises(DeliveryDeferred):
         outbound.message_deliver(later.pk)
@@ -439,15 +447,7 @@ def test_replies_in_other_conversations_and_after_an_unconfirmed_one_go_at_once(
         external_id="other-session",
     )
     ambiguous(other, "Pending elsewhere", first_attempt=timezone.now())
-    mine = Message.objects.create(
-        account=session.account,
-        session=session,
-        direction="out",
-        type="text",
-        body="After the unconfirmed one",
-        status=Message.Status.QUEUED,
-        sent_at=timezone.now(),
-    )
+    mine = queued(session, "After the unconfirmed one")
 
     assert outbound.message_deliver(mine.pk) == "sent"
     assert json.loads(responses.calls[0].request.body)["text"]["body"] == mine.body
@@ -456,16 +456,7 @@ def test_replies_in_other_conversations_and_after_an_unconfirmed_one_go_at_once(
 def test_the_wait_for_an_earlier_reply_is_bounded(session, settings):
     settings.SEND_ORDER_WAIT_SECONDS = 5
     earlier = ambiguous(session, "Stuck", first_attempt=timezone.now())
-    later = Message.objects.create(
-        account=session.account,
-        session=session,
-        direction="out",
-        type="text",
-        body="Second",
-        status=Message.Status.QUEUED,
-        sent_at=timezone.now(),
-    )
-    Message.objects.filter(pk=later.pk).update(created_at=timezone.now() - timedelta(seconds=6))
+    later = queued(session, "Second", written=timezone.now() - timedelta(seconds=6))
 
     with responses.RequestsMock() as mock:
         mock.post(SEND, json=accepted("late"))
@@ -500,19 +491,8 @@ def test_a_burst_of_replies_to_one_customer_starts_one_at_a_time_in_order(
 def test_the_reaper_leaves_a_reply_waiting_in_line_and_restarts_a_lost_head(session, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     long_ago = timezone.now() - timedelta(seconds=settings.SEND_REQUEUE_AFTER_SECONDS + 5)
-    head, behind = (
-        Message.objects.create(
-            account=session.account,
-            session=session,
-            direction="out",
-            type="text",
-            body=body,
-            status=Message.Status.QUEUED,
-            sent_at=long_ago,
-        )
-        for body in ("Head", "Behind")
-    )
-    Message.objects.filter(pk__in=[head.pk, behind.pk]).update(created_at=long_ago)
+    head = queued(session, "Head", written=long_ago)
+    queued(session, "Behind", written=long_ago)
     started: list[int] = []
     with (
         mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append),
@@ -527,17 +507,8 @@ def test_behind_a_backlog_in_the_platform_lane_a_queued_reply_is_not_taken_for_l
 ):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     waited = settings.SEND_REQUEUE_AFTER_SECONDS + 5
-    message = Message.objects.create(
-        account=session.account,
-        session=session,
-        direction="out",
-        type="text",
-        body="Waiting its turn",
-        status=Message.Status.QUEUED,
-        sent_at=timezone.now(),
-    )
-    Message.objects.filter(pk=message.pk).update(
-        created_at=timezone.now() - timedelta(seconds=waited)
+    message = queued(
+        session, "Waiting its turn", written=timezone.now() - timedelta(seconds=waited)
     )
     started: list[int] = []
     with (
