@@ -345,3 +345,25 @@ def test_a_reply_the_platform_never_confirms_is_shown_unconfirmed_with_send_agai
     row.locator("[data-testid=row-unconfirmed]").wait_for()
     reply = page.locator("[data-testid=thread-message][data-direction=out]", has_text="checking it")
     reply.scroll_into_view_if_needed()
+
+
+def test_the_filters_panel_narrows_the_list_and_keeps_what_was_chosen(page, stack):
+    support = session_of(customer_writes(stack, "lucas", text="Où est mon colis ?"))
+    sales = session_of(customer_writes(stack, "priya", text="Do you ship to Pune?"))
+    rows = page.locator("[data-testid=session-row]")
+    for session in (support, sales):  # both arrive live, unfiltered
+        page.locator(f"[data-testid=session-row][data-session-id='{session.pk}']").wait_for()
+
+    page.click("[data-testid=filter-more]")
+    page.select_option("[data-testid=filter-channel]", label="Sales")  # applies at once (htmx)
+
+    page.locator(f"[data-testid=session-row][data-session-id='{support.pk}']").wait_for(
+        state="detached"
+    )
+    assert [rows.nth(i).get_attribute("data-session-id") for i in range(rows.count())] == [
+        str(sales.pk)
+    ]
+    # The same grammar reads the choice back: the panel shows it and the page's address holds it.
+    assert page.locator("[data-testid=filter-channel] option:checked").inner_text() == "Sales"
+    assert page.locator("[data-testid=filter-status]").input_value() == "active"
+    assert f"channel={sales.channel_id}" in page.url
