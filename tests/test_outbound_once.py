@@ -129,6 +129,33 @@ def test_a_timeout_the_history_never_lists_becomes_unconfirmed_and_is_sent_once(
     )
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+@responses.activate
+def test_a_server_error_from_a_platform_that_had_the_send_is_settled_by_evidence_not_sent_again(
+    session, send, status
+):
+    responses.post(SEND, status=status, json={"status": status, "message": "failed"})
+    responses.post(SEND, json=accepted("second-copy"))
+    responses.post(HISTORY, json=listed(("first-copy", "Did it go?", timezone.now())))
+
+    message = send(session, Draft(body="Did it go?"))
+
+    assert send_calls() == 1
+    assert (message.status, message.external_id) == (Message.Status.SENT, "first-copy")
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+@responses.activate
+def test_an_answer_that_says_the_platform_did_not_take_the_send_is_retried(session, send, status):
+    responses.post(SEND, status=status, json={"status": status, "message": "not now"})
+    responses.post(SEND, json=accepted("only-copy"))
+
+    message = send(session, Draft(body="Try again"))
+
+    assert send_calls() == 2
+    assert (message.status, message.external_id) == (Message.Status.SENT, "only-copy")
+
+
 @responses.activate
 def test_within_the_window_a_send_without_evidence_waits_and_is_not_sent_again(
     session, send, settings

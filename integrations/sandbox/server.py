@@ -243,6 +243,15 @@ class SandboxServer:
         if route == "message/send" and method == "POST":
             status, envelope, callbacks = platform.send(body)
             hang = faults.error_rate + faults.timeout_rate + faults.accept_hang_rate
+            fail = hang + faults.accept_error_rate
+            if status == 200 and not envelope.get("errors") and hang <= roll < fail:
+                # Accepted and stored, then answered with a server error.
+                platform._count("fault_accept_error")
+                self.schedule(callbacks)
+                return Response(
+                    500,
+                    {"status": 500, "statusKey": "ERROR", "message": "Injected fault: failed"},
+                )
             if status == 200 and not envelope.get("errors") and roll < hang:
                 # Accepted and stored, but the answer comes after the client gave up.
                 platform._count("fault_accept_hang")

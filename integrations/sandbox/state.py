@@ -56,6 +56,9 @@ class Faults:
     # comes only after timeout_seconds, past the client's read timeout (spec §5.0, §7).
     accept_hang_rate: float = 0.0
     hang_receipts: bool = True
+    # A send accepted and stored (receipts and all) that is answered 500 all the same: a
+    # server failing after it did the work.
+    accept_error_rate: float = 0.0
     # session/messages lists a send only this long after accepting it, and never lists a share
     # of them (history_omit_rate): evidence of a send that comes late, or not at all.
     history_lag_seconds: float = 0.0

@@ -63,6 +63,10 @@ _ERRORS: tuple[tuple[type[http.HttpError], type[ProviderError]], ...] = (
 )
 
 
+# Answers to a send that say the platform did not take it (spec §7: retry only these).
+_SEND_NOT_TAKEN = frozenset({408, 429, 503})
+
+
 class XmsProvider(Provider):
     """Translate Mehery XMS JSON (spec: reference/mehery-xms.md) to the provider contract."""
 
@@ -148,8 +152,21 @@ class XmsProvider(Provider):
     def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
         """POST message/send (spec §5); the returned id correlates the receipts (§5.12)."""
         body = outbound.send_body(request)
-        with platform_errors():
-            receipt = XmsClient(account).send_message(body)
+        try:
+            with platform_errors():
+                receipt = XmsClient(account).send_message(body)
+        except AmbiguousError:
+            raise
+        except TransientError as exc:
+            # §5.0, §7: `message/send` has no idempotency key, so only an answer that says the
+            # platform did not take the request (408, 429, 503, or no connection at all) is
+            # safe to retry. Any other 5xx came from a server that had the request and may
+            # have sent it before failing: only evidence settles it.
+            if exc.status is None or exc.status in _SEND_NOT_TAKEN:
+                raise
+            raise AmbiguousError(
+                str(exc), status=exc.status, detail=exc.detail, code=exc.code
+            ) from exc
         return SendResult(external_id=schemas.as_str(receipt["id"], "data.id"), raw=receipt)
 
     def list_templates(

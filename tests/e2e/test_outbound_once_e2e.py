@@ -147,6 +147,24 @@ def test_a_history_that_lists_a_hung_send_late_settles_it_without_a_second_copy(
     assert Message.objects.filter(body=text).count() == 1  # no authorless copy imported
 
 
+def test_a_server_error_after_the_platform_took_the_send_leaves_one_copy_settled_by_evidence(
+    stack, e2e_account, api
+):
+    customer = new_customer(stack)
+    session = conversation(stack, customer)
+    faults(stack, accept_error_rate=1)
+    texts = [f"Taken, then a 500 {i} {uuid.uuid4().hex[:6]}" for i in range(3)]
+
+    ids = [reply(api, session, t) for t in texts]
+    wait_for(lambda: settled(ids), what="the sends answered 500 settled")
+    faults(stack, accept_error_rate=0)
+
+    counts = Counter(accepted_by_the_sandbox(stack, customer))
+    assert [counts[t] for t in texts] == [1, 1, 1]  # the sandbox had each; none went twice
+    assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) <= CONFIRMED
+    assert stack.sandbox("GET", "state")["counters"].get("fault_accept_error", 0) == 3
+
+
 def test_under_hangs_and_lost_requests_no_reply_arrives_twice_and_the_order_is_kept(
     stack, e2e_account, api
 ):
