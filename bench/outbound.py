@@ -16,6 +16,7 @@ from bench.report import ms, percentile
 from devstack import wait_for
 from inbox.models import Message, Session
 from inbox.services.outbound import Draft, message_send
+from integrations.models import Channel
 
 SECTION = "4. Outbound"
 # Replies in one conversation go one after another (the customer reads them in order), so the
@@ -78,19 +79,12 @@ def _floor(bench: Bench, body: dict[str, object], count: int, threads: int) -> f
     return share * threads / took
 
 
-def run(bench: Bench) -> None:
-    count = 200 if bench.quick else 2000
-    bench.stack.start_worker()  # (both lanes; those running are left as they are)
-    # What earlier stages left for the worker would be measured here too: let it finish.
-    bench.drain(timeout=900)
-    sessions = _sessions(bench)
-    # The sandbox's callbacks are dropped while sends are measured, here and in the baseline:
-    # it is one Python process on the same two cores, and posting three receipts per send
-    # slowed its answers to sends several-fold, which measured the sandbox, not us. Receipts
-    # are measured in stages 1 to 3.
-    bench.stack.sandbox("POST", "faults", {"drop_rate": 1})
+def _burst(sessions: list[Session], count: int) -> tuple[float, float, list[float], int]:
+    """Queue `count` replies at once and wait until the platform accepted every one.
 
-    # All sends are queued in one transaction, so their tasks are enqueued together at commit.
+    Returns sends/s, seconds, each reply's enqueue → accepted, and how many failed.
+    """
+    # All sends are queued in one transaction, so their drains start together at commit.
     ids: list[int] = []
     with transaction.atomic():
         for index in range(count):
@@ -103,16 +97,31 @@ def run(bench: Bench) -> None:
     def accepted() -> bool:
         return not Message.objects.filter(pk__in=ids, accepted_at__isnull=True).exists()
 
-    try:
-        wait_for(accepted, timeout=600, interval=0.2, what="every send accepted")
-    finally:
-        bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
+    wait_for(accepted, timeout=600, interval=0.2, what="every send accepted")
     rows = list(Message.objects.filter(pk__in=ids).values_list("accepted_at", "status"))
     last: datetime = max(at for at, _ in rows if at is not None)
     took = (last - enqueued).total_seconds()
-    rate = count / took
     delays = [(at - enqueued).total_seconds() for at, _ in rows if at is not None]
     failed = sum(1 for _, status in rows if status == Message.Status.FAILED)
+    return count / took, took, delays, failed
+
+
+def run(bench: Bench) -> None:
+    count = 200 if bench.quick else 2000
+    bench.stack.start_worker()  # (both lanes; those running are left as they are)
+    # What earlier stages left for the worker would be measured here too: let it finish.
+    bench.drain(timeout=900)
+    sessions = _sessions(bench)
+    # The sandbox's callbacks are dropped while sends are measured, here and in the baseline:
+    # it is one Python process on the same two cores, and posting three receipts per send
+    # slowed its answers to sends several-fold, which measured the sandbox, not us. Receipts
+    # are measured in stages 1 to 3.
+    bench.stack.sandbox("POST", "faults", {"drop_rate": 1})
+
+    try:
+        rate, took, delays, failed = _burst(sessions, count)
+    finally:
+        bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
 
     # The floor: the very body our client sent, posted to the sandbox directly, with as many
     # threads as the platform lane has, its callbacks dropped too.
@@ -145,4 +154,29 @@ def run(bench: Bench) -> None:
         note="all sends enqueued at once: the p99 is the whole burst's tail",
         p50_ms=round(percentile(delays, 0.5) * 1000, 1),
         p99_ms=round(percentile(delays, 0.99) * 1000, 1),
+    )
+
+    # The rate limit as the only brake: each number at WhatsApp's 80/s, the burst spread over
+    # both; the baseline is what the limits allow.
+    per_channel = 80
+    Channel.objects.filter(external_id__in=CHANNELS).update(send_rate_limit=per_channel)
+    bench.stack.sandbox("POST", "faults", {"drop_rate": 1})
+    try:
+        limited, took, delays, failed = _burst(sessions, 4 * count // 10)
+    finally:
+        bench.stack.sandbox("POST", "faults", {"drop_rate": 0})
+        Channel.objects.filter(external_id__in=CHANNELS).update(send_rate_limit=None)
+    allowed = per_channel * len(CHANNELS)
+    bench.report.add(
+        SECTION,
+        f"sends with the rate limit on ({per_channel}/s on each of {len(CHANNELS)} numbers)",
+        f"{4 * count // 10:,} in {took:.1f} s: {limited:,.0f} sends/s · {failed} failed",
+        baseline=f"what the limits allow: {allowed} sends/s",
+        ratio=limited / allowed,
+        note="the limit is the only brake when this is near 1; p99 enqueue → accepted "
+        f"{ms(percentile(delays, 0.99))}",
+        sends=4 * count // 10,
+        per_second=round(limited, 1),
+        baseline_per_second=allowed,
+        failed=failed,
     )

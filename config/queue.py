@@ -11,10 +11,14 @@ imports the tasks module that imports it (`make test`'s import contracts forbid 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+import redis
 from django.utils.module_loading import import_string
+
+from config.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -52,3 +56,48 @@ def queue_length(queue: str) -> int | None:
         # A queue not declared yet, or the broker away: behave as without a backlog.
         logger.info("could not read the length of queue %s: %s", queue, exc)
         return None
+
+
+def enqueue_once(task: str, *args: Any, key: str, ttl_seconds: float, what: str = "") -> bool:
+    """Make sure one task is on its way under `key`; return False if that cannot be ensured.
+
+    One Redis SET NX per call instead of one task per call: the first call after such a task
+    started enqueues the next one, the rest ride along. The task calls `enqueue_once_started`
+    when it starts, so every call is followed by a task that starts after it. The key expires
+    after `ttl_seconds` in case its task is lost (the sweeps catch what it would have done).
+    False (no Redis, a Redis error, the broker refused): the caller falls back to a task of
+    its own for the job.
+    """
+    client = redis_client(socket_timeout=1.0)
+    if client is None:
+        return False
+    try:
+        if not client.set(key, b"1", nx=True, px=max(int(ttl_seconds * 1000), 1)):
+            return True  # a task is queued and has not started: it will see this job
+    except redis.RedisError as exc:
+        logger.warning("could not check for a queued %s (%s)", what or task, exc)
+        return False
+    if not enqueue(task, *args, what=what):
+        with contextlib.suppress(redis.RedisError):
+            client.delete(key)
+        return False
+    return True
+
+
+def enqueue_once_started(key: str) -> None:
+    """Say that the task queued under `key` has started: the next call enqueues another."""
+    client = redis_client(socket_timeout=1.0)
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.delete(key)
+
+
+def enqueue_once_later(
+    task: str, *args: Any, key: str, countdown: float, ttl_seconds: float, what: str = ""
+) -> bool:
+    """Enqueue `task` to run in `countdown` seconds, and let calls meanwhile ride along on it."""
+    client = redis_client(socket_timeout=1.0)
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.set(key, b"1", px=max(int((countdown + ttl_seconds) * 1000), 1))
+    return enqueue(task, *args, countdown=countdown, what=what)

@@ -19,6 +19,12 @@ def message_deliver(message_id: int) -> str:
         return f"deferred {deferred.countdown}s: {deferred.reason}"
 
 
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, retry_jitter=True, max_retries=5)
+def messages_drain(channel_id: int) -> int:
+    """Send a channel's due replies in batches (see `outbound.messages_drain`)."""
+    return outbound.messages_drain(channel_id)
+
+
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)
 def message_reconcile(message_id: int) -> str:
     """Settle a send the platform never confirmed (see `outbound.message_reconcile`)."""

@@ -42,6 +42,7 @@ DEAD_FOR = timedelta(seconds=12)
 
 PLATFORM_TASKS = (
     "inbox.tasks.message_deliver",
+    "inbox.tasks.messages_drain",
     "inbox.tasks.message_reconcile",
     "inbox.tasks.session_action_perform",
     "inbox.tasks.session_history_import",

@@ -303,7 +303,7 @@ def test_an_import_racing_a_slow_send_adopts_it_and_the_answer_lands_without_a_c
     responses.post(HISTORY, json=listed(("slow-id", "Slow but fine", now)))
 
     history.session_history_import(session.pk)
-    outbound._accepted(message, "slow-id")
+    outbound._accepted([(message, "slow-id")], start_next=True)
 
     message.refresh_from_db()
     assert Message.objects.filter(direction="out").count() == 1
@@ -324,7 +324,7 @@ def test_a_send_answer_naming_a_row_the_history_imported_merges_it_instead_of_cr
         sent_at=now,
     )
 
-    outbound._accepted(message, "raced-id")
+    outbound._accepted([(message, "raced-id")], start_next=True)
 
     message.refresh_from_db()
     assert not Message.objects.filter(pk=imported.pk).exists()
@@ -499,12 +499,15 @@ def test_a_burst_of_replies_to_one_customer_starts_one_at_a_time_in_order(
     for index in range(3):
         responses.post(SEND, json=accepted(f"burst-{index}"))
     started: list[int] = []
-    with mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append):
+    def start(message_id: int, channel_id: int) -> None:
+        started.append(message_id)
+
+    with mock.patch.object(outbound, "_start_delivery", side_effect=start):
         with django_capture_on_commit_callbacks(execute=True):  # one transaction, committed
             burst = [
                 outbound.message_send(session, Draft(body=f"Part {index}"))[0] for index in range(3)
             ]
-        assert started == [burst[0].pk]  # only the head of the line has a task
+        assert started == [burst[0].pk]  # only the head of the line is started
 
         for index, message in enumerate(burst):
             with django_capture_on_commit_callbacks(execute=True):  # its successor starts at commit
@@ -519,14 +522,18 @@ def test_the_reaper_leaves_a_reply_waiting_in_line_and_restarts_a_lost_head(sess
     settings.CELERY_TASK_ALWAYS_EAGER = False
     long_ago = timezone.now() - timedelta(seconds=settings.SEND_REQUEUE_AFTER_SECONDS + 5)
     head = queued(session, "Head", written=long_ago)
-    queued(session, "Behind", written=long_ago)
-    started: list[int] = []
+    behind = queued(session, "Behind", written=long_ago)
+    started: list[tuple[object, ...]] = []
     with (
-        mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append),
+        mock.patch.object(outbound, "enqueue", side_effect=lambda *a, **k: started.append(a)),
         mock.patch.object(outbound, "queue_length", return_value=0),
     ):
         assert outbound.messages_reap().requeued == 1
-    assert started == [head.pk]
+    # A drain of the channel is started, and it finds the head due and the other in line.
+    assert started == [(outbound.DRAIN_TASK, session.channel_id)]
+    assert [m.pk for m in outbound._due(session.channel_id, timezone.now())] == [head.pk]
+    behind.refresh_from_db()
+    assert behind.next_attempt_at is None  # not taken for lost
 
 
 def test_behind_a_backlog_in_the_platform_lane_a_queued_reply_is_not_taken_for_lost(
@@ -537,15 +544,16 @@ def test_behind_a_backlog_in_the_platform_lane_a_queued_reply_is_not_taken_for_l
     message = queued(
         session, "Waiting its turn", written=timezone.now() - timedelta(seconds=waited)
     )
-    started: list[int] = []
+    started: list[tuple[object, ...]] = []
     with (
-        mock.patch.object(outbound, "_enqueue_delivery", side_effect=started.append),
+        mock.patch.object(outbound, "enqueue", side_effect=lambda *a, **k: started.append(a)),
         mock.patch.object(outbound, "queue_length", return_value=1500),
     ):
         assert outbound.messages_reap().requeued == 0
+        assert started == []
         settings.SEND_REQUEUE_BEHIND_BACKLOG_SECONDS = waited - 1
         assert outbound.messages_reap().requeued == 1
-    assert started == [message.pk]
+    assert started == [(outbound.DRAIN_TASK, message.session.channel_id)]
 
 
 @responses.activate

@@ -119,7 +119,7 @@ def test_each_drain_over_its_time_budget_hands_over_to_a_successor_of_its_own(ac
     kicks.set(webhooks.KICK_KEY, b"1")
 
     with (
-        mock.patch.object(webhooks, "_kick_clear"),
+        mock.patch.object(webhooks, "enqueue_once_started"),
         mock.patch("integrations.tasks.webhook_events_drain.apply_async") as enqueue,
     ):
         assert webhook_events_drain(batch=1, budget_seconds=0) == 1

@@ -261,6 +261,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 PLATFORM_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.platform"
 PLATFORM_TASKS = (
     "inbox.tasks.message_deliver",
+    "inbox.tasks.messages_drain",
     "inbox.tasks.message_reconcile",
     "inbox.tasks.session_action_perform",
     "inbox.tasks.session_history_import",
@@ -363,6 +364,15 @@ MESSAGING_WINDOW_HOURS: dict[str, float] = json.loads(
 )
 # Per-channel send rate, shared by all workers through Redis when REDIS_URL is set (0: no limit).
 SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
+# A channel's replies go out in batches (`outbound.messages_drain`): at most this many claimed
+# at once, their platform calls side by side on SEND_CALL_THREADS threads per worker process;
+# answers that take longer than SEND_COLLECT_SECONDS are recorded as they come, and another
+# drain carries on with the channel meanwhile.
+SEND_DRAIN_BATCH = env_int("SEND_DRAIN_BATCH", 50)
+SEND_DRAIN_BUDGET_SECONDS = env_float("SEND_DRAIN_BUDGET_SECONDS", 10.0)
+SEND_DRAIN_KICK_TTL_SECONDS = env_float("SEND_DRAIN_KICK_TTL_SECONDS", 10.0)
+SEND_CALL_THREADS = env_int("SEND_CALL_THREADS", 16)
+SEND_COLLECT_SECONDS = env_float("SEND_COLLECT_SECONDS", 0.5)
 # How often a send is attempted before the message is marked failed, and the first backoff.
 SEND_MAX_ATTEMPTS = env_int("SEND_MAX_ATTEMPTS", 6)
 SEND_BACKOFF_BASE_SECONDS = env_float("SEND_BACKOFF_BASE_SECONDS", 2.0)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, CharField, Q, Value, When
 from django.utils import timezone
 
 from inbox import live
@@ -260,6 +260,79 @@ class _IdTaken(Exception):
     """The id belongs to another of our own sends."""
 
 
+# What evidence of a send settles on its row besides the platform's id.
+_SETTLED: dict[str, object] = {
+    "outcome_unknown": False,
+    "error_code": "",
+    "error_title": "",
+    "next_attempt_at": None,
+}
+
+
+def messages_adopt(
+    adoptions: list[tuple[Message, str]], *, at: datetime, also: dict[str, object] | None = None
+) -> None:
+    """Settle many sends the platform accepted, each with the id its answer named.
+
+    `message_adopt` for a batch, in a few statements whatever its size: one UPDATE gives every
+    row its id, one moves them to sent, one records the step, one looks for receipts that
+    waited. When the unique constraint says another row already has one of the ids (the
+    history import named it first), the batch is settled one by one by `message_adopt`, which
+    merges that row.
+    """
+    if len(adoptions) > 1:
+        try:
+            with transaction.atomic():
+                Message.objects.filter(pk__in=[m.pk for m, _ in adoptions]).update(
+                    external_id=Case(
+                        *(When(pk=m.pk, then=Value(eid)) for m, eid in adoptions),
+                        output_field=CharField(),
+                    ),
+                    **_SETTLED,
+                    **(also or {}),
+                )
+        except IntegrityError:
+            pass  # one of the ids is on a row of its own: merge it, one by one below
+        else:
+            for message, external_id in adoptions:
+                message.external_id = external_id
+            _sent_in_bulk([m for m, _ in adoptions], at=at)
+            return
+    for message, external_id in adoptions:
+        message_adopt(message, external_id=external_id, at=at, also=also)
+
+
+def _sent_in_bulk(messages: list[Message], *, at: datetime) -> None:
+    """`message_status_advance(m, SENT)` and `message_receipts_apply_pending(m)` for many."""
+    sent = DeliveryStatus.SENT
+    Message.objects.filter(pk__in=[m.pk for m in messages], status__in=statuses_below(sent)).update(
+        status=sent
+    )
+    MessageStatusChange.objects.bulk_create(
+        [MessageStatusChange(message=m, status=sent, occurred_at=at) for m in messages],
+        ignore_conflicts=True,
+    )
+    for message in messages:
+        if RANK.get(message.status, 0) < RANK[sent] and message.status not in TERMINAL:
+            message.status = sent
+    live.publish_many(
+        live.Event(
+            type=live.MESSAGE_UPDATED,
+            session=m.session_id,
+            channel=m.session.channel_id,
+            message=m.pk,
+        )
+        for m in messages
+    )
+    ids = {m.external_id for m in messages}
+    waiting = MessageReceipt.objects.filter(
+        account_id__in={m.account_id for m in messages}, message__isnull=True
+    ).filter(Q(external_id__in=ids) | Q(external_id_ext__in=ids))
+    if waiting.exists():
+        for message in messages:
+            message_receipts_apply_pending(message)
+
+
 def message_adopt(
     message: Message,
     *,
@@ -289,10 +362,7 @@ def message_adopt(
                 Message.objects.filter(pk=message.pk).update(
                     external_id=external_id,
                     external_id_ext=external_id_ext or message.external_id_ext,
-                    outcome_unknown=False,
-                    error_code="",
-                    error_title="",
-                    next_attempt_at=None,
+                    **_SETTLED,
                     **(also or {}),
                 )
             break

@@ -6,15 +6,18 @@ The life of an outbound message:
                         template approval and placeholders), stores the row `queued` (once per
                         idempotency key) and enqueues delivery after commit; a reply behind an
                         unsettled one of its conversation is started when that one settles.
-    message_deliver()   claims the row (queued -> sending, a conditional UPDATE, so a task
-                        delivered twice sends once), waits while an earlier reply in the same
-                        conversation is unsettled (bounded), respects the channel's rate limit,
-                        calls the platform and records the outcome:
+    messages_drain()    after commit, a drain of the channel (one per burst, `enqueue_once`)
+                        claims due replies in batches (queued -> sending, FOR UPDATE SKIP
+                        LOCKED, so two drains send each once), each the first unsettled reply
+                        of its conversation (a reply waits while an earlier one is unsettled,
+                        bounded), as many as the channel's rate limit allows, calls the
+                        platform for them side by side and records each outcome:
                           accepted              -> sent, platform id stored, waiting receipts applied
                           connection/429/5xx    -> back to queued, retried with backoff and jitter
                           401/403               -> failed, account marked unhealthy
                           other 4xx / envelope  -> failed with the platform's reason and code
                           no answer (timeout)   -> outcome unknown: settled only by evidence
+    message_deliver()   the same for one message by id: retries, the reaper, an eager queue.
     message_reconcile() seeks that evidence (a receipt, the session history) over a window
                         measured from the first attempt (SEND_CONFIRM_WINDOW_SECONDS); without
                         any by its end the message is `unconfirmed` ("may not have been
@@ -30,26 +33,38 @@ Receipts (inbox.services.messages) take sent messages on to delivered, read or f
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from config.queue import enqueue, queue_length
+from config.queue import (
+    enqueue,
+    enqueue_once,
+    enqueue_once_later,
+    enqueue_once_started,
+    queue_length,
+)
 from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
 from inbox.services.history import sends_correlate, session_history_fetch
 from inbox.services.messages import (
-    message_adopt,
     message_adopt_from_receipts,
+    messages_adopt,
     receipts_apply_orphans,
 )
 from inbox.services.timeline import timeline_add
@@ -64,13 +79,13 @@ from integrations.base import (
     MessageType,
     OutboundRequest,
     ProviderError,
-    RejectedError,
+    SendResult,
     TransientError,
     UnsupportedError,
     with_fresh_credentials,
 )
 from integrations.leases import database_released, lease_held
-from integrations.models import Template, TemplateApproval
+from integrations.models import Channel, Template, TemplateApproval
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
 
@@ -304,7 +319,8 @@ def message_send(
     # each delivery at commit, in order, and `_next_in_conversation` starts nothing then.)
     eager = settings.CELERY_TASK_ALWAYS_EAGER
     if eager or not Message.objects.filter(_in_line(now), pk=message.pk).exists():
-        transaction.on_commit(lambda: _enqueue_delivery(message.pk))
+        channel_id = session.channel_id
+        transaction.on_commit(lambda: _start_delivery(message.pk, channel_id))
     return message, True
 
 
@@ -389,21 +405,18 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def message_deliver(message_id: int) -> str:
-    """Deliver one queued message to its platform; return what happened.
+    """Deliver one queued message to its platform (a batch of one); return what happened.
 
-    Raises `DeliveryDeferred` when the task should run again later (rate limit, transient error).
+    The path of a retry, of the reaper's and of an eager queue; a drain (`messages_drain`)
+    sends the rest. Raises `DeliveryDeferred` when the task should run again later (rate
+    limit, transient error).
     """
     now = timezone.now()
     queued = Message.objects.filter(
         pk=message_id, direction=Message.Direction.OUTBOUND, status=Message.Status.QUEUED
     )
     # One statement claims it unless an earlier reply of its conversation is unsettled.
-    claimed = queued.exclude(_in_line(now)).update(
-        status=Message.Status.SENDING,
-        claimed_at=now,
-        attempts=F("attempts") + 1,
-        next_attempt_at=None,
-    )
+    claimed = queued.exclude(_in_line(now)).update(**_claim_columns(now))
     if not claimed:
         if not queued.filter(_in_line(now)).exists():
             return "not claimable"
@@ -412,10 +425,155 @@ def message_deliver(message_id: int) -> str:
         wait = settings.SEND_ORDER_RECHECK_SECONDS
         queued.update(next_attempt_at=now + timedelta(seconds=wait))
         raise DeliveryDeferred(wait, "an earlier reply in this conversation is not settled yet")
-    message = Message.objects.select_related(
+    message = _for_delivery().get(pk=message_id)
+    if not _within_attempt_limit([message]):
+        return "failed"
+    # The claim is a lease, renewed while this runs: if the worker dies, the reaper recovers
+    # the message within seconds (SEND_STALE_SECONDS), and never while it is still being sent.
+    with lease_held(
+        Message, [message.pk], message.claimed_at, still=Q(status=Message.Status.SENDING)
+    ):
+        wait = ratelimit.acquire(_rate_key(message.session.channel_id), _per_second(message))
+        if wait > 0:
+            _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
+            raise DeliveryDeferred(wait, "channel rate limit")
+        outcome = _deliver_batch([message])[message.pk]
+    if isinstance(outcome, DeliveryDeferred):
+        raise outcome
+    return outcome
+
+
+DRAIN_TASK = "inbox.tasks.messages_drain"
+
+
+def _drain_key(channel_id: int) -> str:
+    # Set while a drain of the channel is queued and has not started (config.queue.enqueue_once).
+    return f"switchboard:outbound:drain-queued:{channel_id}"
+
+
+def _drain_kick(channel_id: int) -> bool:
+    """Make sure a drain of the channel is on its way; False if that cannot be ensured."""
+    return enqueue_once(
+        DRAIN_TASK,
+        channel_id,
+        key=_drain_key(channel_id),
+        ttl_seconds=settings.SEND_DRAIN_KICK_TTL_SECONDS,
+        what=f"a drain of channel {channel_id}'s replies",
+    )
+
+
+def _start_delivery(message_id: int, channel_id: int) -> None:
+    """After commit: the channel's drain sends it (a task of its own if no drain can be queued)."""
+    if settings.CELERY_TASK_ALWAYS_EAGER or not _drain_kick(channel_id):
+        _enqueue_delivery(message_id)
+
+
+def messages_drain(
+    channel_id: int, *, batch: int | None = None, budget_seconds: float | None = None
+) -> int:
+    """Send a channel's due replies in claimed batches until none are left; return how many.
+
+    Each batch is as many due replies as the channel's rate limit allows this second (at most
+    SEND_DRAIN_BATCH), each the head of its conversation, claimed in one statement (FOR UPDATE
+    SKIP LOCKED, so drains running at once take different replies). Their platform calls run
+    side by side (`_deliver_batch`); accepted sends are recorded together. When the budget of
+    this second is spent, a drain is queued for the next one; after SEND_DRAIN_BUDGET_SECONDS
+    this one hands over to a successor.
+    """
+    enqueue_once_started(_drain_key(channel_id))
+    channel = Channel.objects.filter(pk=channel_id).first()
+    if channel is None:
+        return 0
+    per_second = _per_second_of(channel)
+    size = batch or settings.SEND_DRAIN_BATCH
+    budget = settings.SEND_DRAIN_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
+    done = 0
+    while True:
+        grant = ratelimit.take(_rate_key(channel_id), per_second, size)
+        now = timezone.now()
+        if not grant.slots:
+            if _due(channel_id, now).exists():
+                enqueue_once_later(
+                    DRAIN_TASK,
+                    channel_id,
+                    key=_drain_key(channel_id),
+                    countdown=grant.wait,
+                    ttl_seconds=settings.SEND_DRAIN_KICK_TTL_SECONDS,
+                    what=f"a drain of channel {channel_id} after its rate limit",
+                )
+            return done
+        messages = _claim_due(channel_id, grant.slots, now)
+        ratelimit.give_back(_rate_key(channel_id), grant, grant.slots - len(messages))
+        if not messages:
+            return done
+        done += _deliver_drained(messages, now, channel_id)
+        if time.monotonic() >= deadline:
+            enqueue(DRAIN_TASK, channel_id, what=f"a successor drain of channel {channel_id}")
+            return done
+
+
+def _due(channel_id: int, now: datetime) -> QuerySet[Message]:
+    """The channel's queued replies that may be sent now: due, and first in their conversation."""
+    return (
+        Message.objects.filter(
+            session__channel_id=channel_id,
+            direction=Message.Direction.OUTBOUND,
+            status=Message.Status.QUEUED,
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .exclude(_in_line(now))
+    )
+
+
+def _claim_due(channel_id: int, limit: int, now: datetime) -> list[Message]:
+    with transaction.atomic():
+        ids = list(
+            _due(channel_id, now)
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Message.objects.filter(pk__in=ids).update(**_claim_columns(now))
+    return list(_for_delivery().filter(pk__in=ids).order_by("pk")) if ids else []
+
+
+def _deliver_drained(messages: list[Message], now: datetime, channel_id: int) -> int:
+    messages = _within_attempt_limit(messages)
+    if messages:
+        with lease_held(
+            Message, [m.pk for m in messages], now, still=Q(status=Message.Status.SENDING)
+        ):
+            outcomes = _deliver_batch(messages, drain_of=channel_id)
+        for message_id, outcome in outcomes.items():
+            if isinstance(outcome, DeliveryDeferred):
+                _enqueue_delivery(message_id, outcome.countdown)
+    return len(messages)
+
+
+def _claim_columns(now: datetime) -> dict[str, Any]:
+    return {
+        "status": Message.Status.SENDING,
+        "claimed_at": now,
+        "attempts": F("attempts") + 1,
+        "next_attempt_at": None,
+    }
+
+
+def _for_delivery() -> QuerySet[Message]:
+    return Message.objects.select_related(
         "account", "session__channel", "session__identity", "session__contact", "template"
-    ).get(pk=message_id)
-    if message.attempts > settings.SEND_MAX_ATTEMPTS:
+    )
+
+
+def _within_attempt_limit(messages: list[Message]) -> list[Message]:
+    """Fail claimed messages beyond the attempt limit; return the others."""
+    within = []
+    for message in messages:
+        if message.attempts <= settings.SEND_MAX_ATTEMPTS:
+            within.append(message)
+            continue
         # Whoever queued it, no path goes beyond the limit; Retry starts a new set of attempts.
         Message.objects.filter(pk=message.pk).update(attempts=F("attempts") - 1)
         message.attempts -= 1
@@ -425,36 +583,132 @@ def message_deliver(message_id: int) -> str:
             title=f"Not sent: all {settings.SEND_MAX_ATTEMPTS} attempts were used. Retry to "
             "start again.",
         )
-        return "failed"
-    # The claim is a lease, renewed while this runs: if the worker dies, the reaper recovers
-    # the message within seconds (SEND_STALE_SECONDS), and never while it is still being sent.
-    with lease_held(
-        Message, [message.pk], message.claimed_at, still=Q(status=Message.Status.SENDING)
-    ):
-        return _deliver_claimed(message, now)
+    return within
 
 
-def _deliver_claimed(message: Message, now: datetime) -> str:
-    channel = message.session.channel
-    per_second = (
-        channel.send_rate_limit
-        if channel.send_rate_limit is not None
-        else settings.SEND_RATE_LIMIT_PER_SECOND
-    )
-    wait = ratelimit.acquire(f"channel:{channel.pk}", per_second)
-    if wait > 0:
-        _requeue(message, at=now + timedelta(seconds=wait), undo_attempt=True)
-        raise DeliveryDeferred(wait, "channel rate limit")
-    provider = get_provider(message.account.kind)
-    request = _request_for(message)
-    database_released()  # a slow platform holds this thread, not a database connection too
-    try:
-        result = with_fresh_credentials(
-            provider,
-            message.account.config(),
-            lambda config: provider.send_message(config, request),
+def _rate_key(channel_id: int) -> str:
+    return f"channel:{channel_id}"
+
+
+def _per_second(message: Message) -> int:
+    return _per_second_of(message.session.channel)
+
+
+def _per_second_of(channel: Channel) -> int:
+    if channel.send_rate_limit is not None:
+        return int(channel.send_rate_limit)
+    return int(settings.SEND_RATE_LIMIT_PER_SECOND)
+
+
+Outcome = str | DeliveryDeferred
+
+
+def _deliver_batch(messages: list[Message], *, drain_of: int | None = None) -> dict[int, Outcome]:
+    """Send claimed messages to their platforms and record each outcome; return them by id.
+
+    The calls run side by side on a thread pool; what the platform accepted is recorded in
+    one transaction per round of answers (`_accepted`), anything else one by one
+    (`_refused`). A call still unanswered after SEND_COLLECT_SECONDS does not hold the rest:
+    they are recorded, and for a drain (`drain_of`) another drain takes over the channel's
+    queue meanwhile.
+    """
+    configs = {m.account_id: m.account.config() for m in messages}
+    calls = [
+        (
+            message,
+            partial(
+                _send_one, message.account.kind, configs[message.account_id], _request_for(message)
+            ),
         )
-    except AmbiguousError as exc:
+        for message in messages
+    ]
+    database_released()  # a slow platform holds this thread, not a database connection too
+    outcomes: dict[int, Outcome] = {}
+    for answers in _answers(calls, on_wait=lambda: drain_of is not None and _drain_kick(drain_of)):
+        accepted = [(m, a.external_id) for m, a in answers if not isinstance(a, ProviderError)]
+        if accepted:
+            _accepted(accepted, start_next=drain_of is None)
+            outcomes.update((m.pk, "sent") for m, _ in accepted)
+        for message, answer in answers:
+            if isinstance(answer, ProviderError):
+                outcomes[message.pk] = _refused(message, answer)
+    return outcomes
+
+
+def _send_one(kind: str, config: Any, request: OutboundRequest) -> SendResult | ProviderError:
+    provider = get_provider(kind)
+    try:
+        return with_fresh_credentials(
+            provider, config, lambda fresh: provider.send_message(fresh, request)
+        )
+    except ProviderError as exc:
+        return exc
+    except Exception as exc:
+        # A fault of ours after the request may have left: the platform may have the message,
+        # so it is settled by evidence like a timeout, never sent again blindly.
+        logger.exception("sending failed unexpectedly")
+        return AmbiguousError(f"The send failed unexpectedly: {exc!r}")
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _call_pool() -> ThreadPoolExecutor:
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():  # (a forked child has no threads)
+            _pool = ThreadPoolExecutor(
+                max_workers=settings.SEND_CALL_THREADS, thread_name_prefix="platform-call"
+            )
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _answers(
+    calls: Sequence[tuple[Message, Callable[[], SendResult | ProviderError]]],
+    on_wait: Callable[[], object],
+) -> Iterator[list[tuple[Message, SendResult | ProviderError]]]:
+    """Yield the platform's answers in rounds: all that came within SEND_COLLECT_SECONDS, then
+    each straggler as it comes (`on_wait` is called once, when there is one)."""
+    if len(calls) == 1:
+        message, call = calls[0]
+        yield [(message, call())]
+        return
+    pool = _call_pool()
+    pending = {pool.submit(call): message for message, call in calls}
+    done, _ = futures.wait(pending, timeout=settings.SEND_COLLECT_SECONDS)
+    if len(done) < len(pending):
+        on_wait()
+    while True:
+        if done:
+            yield [(pending.pop(f), f.result()) for f in done]
+        if not pending:
+            return
+        done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+
+
+@transaction.atomic
+def _accepted(accepted: list[tuple[Message, str]], *, start_next: bool) -> None:
+    """Record the platform's acceptance: `sent` and the platform id in one transaction.
+
+    Apart, a worker killed between the two left a message `sent` with no platform id, which
+    no reaper looks at and whose receipts can never land. The history import may have named
+    a message first (and even made a row of it): `messages_adopt` merges it.
+    """
+    now = timezone.now()
+    messages_adopt(accepted, at=now, also={"accepted_at": now})
+    for account in {m.account_id: m.account for m, _ in accepted}.values():
+        _healthy(account)
+    if start_next:
+        for message, _ in accepted:
+            _next_in_conversation(message)
+
+
+def _refused(message: Message, exc: ProviderError) -> Outcome:
+    """Record a send the platform did not take (or may have taken); return what happened."""
+    if isinstance(exc, AmbiguousError):
         # The platform may have the message (spec §5.0): only evidence settles it.
         after = settings.SEND_RECONCILE_AFTER_SECONDS
         Message.objects.filter(pk=message.pk, status=Message.Status.SENDING).update(
@@ -465,9 +719,9 @@ def _deliver_claimed(message: Message, now: datetime) -> str:
         )
         _enqueue_reconcile(message.pk, after)
         return "outcome unknown"
-    except TransientError as exc:
+    if isinstance(exc, TransientError):
         return _transient(message, exc)
-    except AuthenticationError as exc:
+    if isinstance(exc, AuthenticationError):
         account_health_record(message.account, error=f"The platform refused our credentials: {exc}")
         message_fail(
             message,
@@ -476,29 +730,12 @@ def _deliver_claimed(message: Message, now: datetime) -> str:
             f"{exc.status}). An admin must fix the API key; then retry.{DETAIL}{exc}",
         )
         return "failed"
-    except RejectedError as exc:
-        code, title = _rejection(exc)
-        message_fail(message, code=code, title=title)
-        return "failed"
-    except UnsupportedError as exc:  # the message cannot be expressed for this platform
+    if isinstance(exc, UnsupportedError):  # the message cannot be expressed for this platform
         message_fail(message, code="unsupported", title=str(exc))
         return "failed"
-    _accepted(message, result.external_id)
-    return "sent"
-
-
-@transaction.atomic
-def _accepted(message: Message, external_id: str) -> None:
-    """Record the platform's acceptance: `sent` and the platform id in one transaction.
-
-    Apart, a worker killed between the two left a message `sent` with no platform id, which
-    no reaper looks at and whose receipts can never land.
-    """
-    now = timezone.now()
-    # The history import may have named it first (and even made a row of it): adopt, merge.
-    message_adopt(message, external_id=external_id, at=now, also={"accepted_at": now})
-    _healthy(message.account)
-    _next_in_conversation(message)
+    code, title = _rejection(exc)  # RejectedError, or any other refusal
+    message_fail(message, code=code, title=title)
+    return "failed"
 
 
 def _in_line(now: datetime) -> Q:
@@ -533,7 +770,8 @@ def _next_in_conversation(message: Message) -> None:
         .first()
     )
     if waiting is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
-        transaction.on_commit(lambda: _enqueue_delivery(waiting))
+        channel_id = message.session.channel_id
+        transaction.on_commit(lambda: _start_delivery(waiting, channel_id))
 
 
 def _healthy(account: Any) -> None:
@@ -566,7 +804,7 @@ def _publish_message_update(message: Message) -> None:
     )
 
 
-def _transient(message: Message, exc: ProviderError) -> str:
+def _transient(message: Message, exc: ProviderError) -> Outcome:
     if message.attempts >= settings.SEND_MAX_ATTEMPTS:
         message_fail(
             message,
@@ -581,7 +819,7 @@ def _transient(message: Message, exc: ProviderError) -> str:
         at=timezone.now() + timedelta(seconds=countdown),
         note=f"Attempt {message.attempts} failed; retrying.{DETAIL}{exc}",
     )
-    raise DeliveryDeferred(countdown, str(exc))
+    return DeliveryDeferred(countdown, str(exc))
 
 
 def _rejection(exc: ProviderError) -> tuple[str, str]:
@@ -746,9 +984,9 @@ def messages_reap() -> ReapResult:
       worker's.
     - ambiguous sends whose next check is overdue by SEND_REQUEUE_AFTER_SECONDS: that check's
       task was lost.
-    - `queued` and due for SEND_REQUEUE_AFTER_SECONDS with nothing claiming it: its task was
-      lost (a killed worker's prefetched tasks, broker restart, enqueue refused); enqueue it
-      again (a second task for it finds nothing to claim).
+    - `queued` and due for SEND_REQUEUE_AFTER_SECONDS with nothing claiming it: its drain or
+      task was lost (a killed worker's prefetched tasks, broker restart, enqueue refused);
+      a drain of its channel is enqueued (one that finds it taken does nothing).
     - receipts that arrived while their send's answer was still being stored.
     """
     now = timezone.now()
@@ -790,12 +1028,15 @@ def messages_reap() -> ReapResult:
         )
     # A reply in line behind an earlier one has no task by design; it is lost only once it
     # heads its conversation (or has waited SEND_ORDER_WAIT_SECONDS).
-    for message_id in lost.exclude(_in_line(now)).values_list("pk", flat=True)[:1000]:
-        Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-            next_attempt_at=now
-        )
-        _enqueue_delivery(message_id)
-        result.requeued += 1
+    heads = list(lost.exclude(_in_line(now)).values_list("pk", "session__channel_id")[:1000])
+    Message.objects.filter(pk__in=[pk for pk, _ in heads], status=Message.Status.QUEUED).update(
+        next_attempt_at=now
+    )
+    # A drain of each such channel sends them (a drain that finds them taken does nothing).
+    for channel_id in {channel_id for _, channel_id in heads}:
+        if not enqueue(DRAIN_TASK, channel_id, what=f"a drain of channel {channel_id}"):
+            break  # the broker is away: the next round tries again
+    result.requeued = len(heads)
     result.orphan_receipts = receipts_apply_orphans()
     return result
 

@@ -25,14 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
-import redis
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from config.queue import enqueue
-from config.redis import redis_client
+from config.queue import enqueue, enqueue_once, enqueue_once_started
 from integrations.applier import ApplyDeferred, StoredCallback, callback_applier
 from integrations.base import JSON, Callback, PayloadError
 from integrations.leases import lease_held
@@ -132,36 +130,18 @@ KICK_KEY = "switchboard:webhooks:drain-queued"
 
 
 def webhook_events_kick() -> bool:
-    """Make sure a drain task is on its way; return False if this needs Redis and has none.
+    """Make sure a drain task is on its way; return False if that cannot be ensured.
 
-    One Redis SET NX per callback instead of one Celery task per callback: the first callback
-    after a drain started enqueues the next drain, the rest ride along. The drain clears the
-    key when it starts, so every committed event is followed by a drain that starts after it.
-    The key expires after WEBHOOK_DRAIN_KICK_TTL_SECONDS in case its task is lost with a
-    broker restart (the sweep catches what that task would have done).
+    The first callback after a drain started enqueues the next drain, the rest ride along
+    (`config.queue.enqueue_once`); the drain says it started when it starts, so every
+    committed event is followed by a drain that starts after it.
     """
-    client = redis_client(socket_timeout=1.0)
-    if client is None:
-        return False
-    ttl_ms = int(settings.WEBHOOK_DRAIN_KICK_TTL_SECONDS * 1000)
-    try:
-        if not client.set(KICK_KEY, b"1", nx=True, px=ttl_ms):
-            return True  # a drain is queued and will see this event
-    except redis.RedisError as exc:
-        logger.warning("could not check for a queued drain (%s); enqueueing per event", exc)
-        return False
-    if not enqueue(DRAIN_TASK, what="a drain task (each event gets a task instead)"):
-        with contextlib.suppress(redis.RedisError):
-            client.delete(KICK_KEY)
-        return False
-    return True
-
-
-def _kick_clear() -> None:
-    client = redis_client(socket_timeout=1.0)
-    if client is not None:
-        with contextlib.suppress(redis.RedisError):
-            client.delete(KICK_KEY)
+    return enqueue_once(
+        DRAIN_TASK,
+        key=KICK_KEY,
+        ttl_seconds=settings.WEBHOOK_DRAIN_KICK_TTL_SECONDS,
+        what="a drain task (each event gets a task instead)",
+    )
 
 
 def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | None = None) -> int:
@@ -174,7 +154,7 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
     their own schedule. After WEBHOOK_DRAIN_BUDGET_SECONDS the drain hands over to a new one,
     so sends queued behind it get a worker.
     """
-    _kick_clear()
+    enqueue_once_started(KICK_KEY)
     size = batch or settings.WEBHOOK_DRAIN_BATCH
     deadline = time.monotonic() + (
         budget_seconds if budget_seconds is not None else settings.WEBHOOK_DRAIN_BUDGET_SECONDS
