@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -206,3 +207,18 @@ def test_the_rate_limit_grants_what_is_left_of_the_second_and_takes_back_what_wa
     assert (first.slots, first.wait) == (3, 0)
     assert (second.slots, second.wait) == (2, 0.76)  # the rest of the second, then the next
     assert third.slots == 2  # the two given back
+
+
+@responses.activate
+def test_a_backlog_older_than_the_order_wait_still_goes_out_in_order(sessions, settings):
+    responses.add_callback(responses.POST, SEND, callback=answer_by_text)
+    long_ago = timezone.now() - timedelta(seconds=settings.SEND_ORDER_WAIT_SECONDS + 120)
+    backlog = [queued(sessions[0], f"old-{part}", written=long_ago) for part in range(3)]
+
+    claimed = outbound._claim_due(sessions[0].channel_id, 25, timezone.now())
+    assert [m.pk for m in claimed] == [backlog[0].pk]  # one at a time, the first first
+    Message.objects.filter(pk=backlog[0].pk).update(status=Message.Status.QUEUED, attempts=0)
+
+    outbound.messages_drain(sessions[0].channel_id)
+
+    assert [text_of(call) for call in responses.calls] == ["old-0", "old-1", "old-2"]

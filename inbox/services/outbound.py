@@ -744,16 +744,21 @@ def _in_line(now: datetime) -> Q:
     The customer must read replies in the order agents sent them, so a reply waits while an
     earlier one in the same conversation is queued or sending, for at most
     SEND_ORDER_WAIT_SECONDS after it was written: an earlier one that never settles (a platform
-    that neither answers nor lists it) must not hold the conversation forever.
+    that neither answers nor lists it) must not hold the conversation forever. An earlier one
+    that is queued and due goes first however long both waited (a backlog after an outage
+    still goes out in order).
     """
     earlier = Message.objects.filter(
         session_id=OuterRef("session_id"),
         direction=Message.Direction.OUTBOUND,
-        status__in=[Message.Status.QUEUED, Message.Status.SENDING],
         pk__lt=OuterRef("pk"),
     )
+    unsettled = earlier.filter(status__in=[Message.Status.QUEUED, Message.Status.SENDING])
+    going_first = earlier.filter(status=Message.Status.QUEUED).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
     waited = now - timedelta(seconds=settings.SEND_ORDER_WAIT_SECONDS)
-    return Q(Exists(earlier), created_at__gt=waited)
+    return Q(Exists(going_first)) | Q(Exists(unsettled), created_at__gt=waited)
 
 
 def _next_in_conversation(message: Message) -> None:
