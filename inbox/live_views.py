@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -114,69 +114,83 @@ async def events(request: HttpRequest) -> HttpResponseBase:
         session_key=request.session.session_key or "", user_id=user.pk
     )
 
-    async def stream() -> AsyncIterator[str]:
-        hub = live_hub.hub()
-        try:
-            subscription = await hub.subscribe()
-        except live_hub.Failed:
-            yield _LIVE_ERROR
-            return
-        client = hub.redis()
-        last_key = live_hub.id_key(start)
-        visible = visible_at_start
-        checked = listened = time.monotonic()
-        yield f"retry: {RETRY_MS}\n\n"
-        try:
-            events = await hub.retrying(partial(live_hub.catch_up, client, _stream_id(last_key)))
-            while True:
-                out = []
-                for item in events:
-                    if item.key <= last_key:
-                        continue  # sent already (caught up while the hub queued it)
-                    last_key = item.key
-                    if visible is None or item.channel in visible:
-                        out.append(item.block)
-                if out:
-                    # One write for the whole batch: a burst costs one send, not one per event.
-                    yield "".join(out)
-                now = time.monotonic()
-                if now - listened >= KEEPALIVE_MS / 1000:
-                    listened = now
-                    if await _revoked(client, revoked_keys):
-                        yield "event: live.ended\ndata: {}\n\n"
-                        return
-                if now - checked > RECHECK_SECONDS:
-                    checked = now
-                    if not await sync_to_async(
-                        _briefly(lambda: _still_allowed(request, user.pk))
-                    )():
-                        yield "event: live.ended\ndata: {}\n\n"
-                        return
-                    visible = await sync_to_async(_briefly(lambda: _visible_channels(user)))()
-                if subscription.failed is not None:
-                    raise subscription.failed
-                if subscription.behind:
-                    subscription.behind = False
-                    events = await hub.retrying(
-                        partial(live_hub.catch_up, client, _stream_id(last_key))
-                    )
-                    continue
-                try:
-                    async with asyncio.timeout(KEEPALIVE_MS / 1000):  # no task per wait
-                        handed = await subscription.queue.get()
-                except TimeoutError:
-                    events = []
-                    yield "event: live.ping\ndata: {}\n\n"
-                    continue
-                if isinstance(handed, live_hub.Failed):
-                    raise handed
-                events = handed
-        except live_hub.Failed:
-            yield _LIVE_ERROR
-        finally:
-            hub.unsubscribe(subscription)
-
-    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    stream = _stream(
+        request,
+        user,
+        start=start,
+        visible_at_start=visible_at_start,
+        revoked_keys=revoked_keys,
+    )
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+async def _stream(
+    request: HttpRequest,
+    user: Any,
+    *,
+    start: str,
+    visible_at_start: set[int] | None,
+    revoked_keys: list[str],
+) -> AsyncIterator[str]:
+    """Yield the stream's text: the agent's events from `start` on, pings, and its end."""
+    hub = live_hub.hub()
+    try:
+        subscription = await hub.subscribe()
+    except live_hub.Failed:
+        yield _LIVE_ERROR
+        return
+    client = hub.redis()
+    last_key = live_hub.id_key(start)
+    visible = visible_at_start
+    checked = listened = time.monotonic()
+    yield f"retry: {RETRY_MS}\n\n"
+    try:
+        events = await hub.retrying(partial(live_hub.catch_up, client, _stream_id(last_key)))
+        while True:
+            out = []
+            for item in events:
+                if item.key <= last_key:
+                    continue  # sent already (caught up while the hub queued it)
+                last_key = item.key
+                if visible is None or item.channel in visible:
+                    out.append(item.block)
+            if out:
+                # One write for the whole batch: a burst costs one send, not one per event.
+                yield "".join(out)
+            now = time.monotonic()
+            if now - listened >= KEEPALIVE_MS / 1000:
+                listened = now
+                if await _revoked(client, revoked_keys):
+                    yield "event: live.ended\ndata: {}\n\n"
+                    return
+            if now - checked > RECHECK_SECONDS:
+                checked = now
+                if not await sync_to_async(_briefly(lambda: _still_allowed(request, user.pk)))():
+                    yield "event: live.ended\ndata: {}\n\n"
+                    return
+                visible = await sync_to_async(_briefly(lambda: _visible_channels(user)))()
+            if subscription.failed is not None:
+                raise subscription.failed
+            if subscription.behind:
+                subscription.behind = False
+                events = await hub.retrying(
+                    partial(live_hub.catch_up, client, _stream_id(last_key))
+                )
+                continue
+            try:
+                async with asyncio.timeout(KEEPALIVE_MS / 1000):  # no task per wait
+                    handed = await subscription.queue.get()
+            except TimeoutError:
+                events = []
+                yield "event: live.ping\ndata: {}\n\n"
+                continue
+            if isinstance(handed, live_hub.Failed):
+                raise handed
+            events = handed
+    except live_hub.Failed:
+        yield _LIVE_ERROR
+    finally:
+        hub.unsubscribe(subscription)

@@ -499,6 +499,7 @@ def test_a_burst_of_replies_to_one_customer_starts_one_at_a_time_in_order(
     for index in range(3):
         responses.post(SEND, json=accepted(f"burst-{index}"))
     started: list[int] = []
+
     def start(message_id: int, channel_id: int) -> None:
         started.append(message_id)
 

@@ -112,6 +112,26 @@ def test_the_sweep_re_enqueues_an_event_whose_task_was_lost(account, settings):
 
 
 @pytest.mark.django_db
+def test_callbacks_whose_drain_was_lost_are_drained_by_the_next_sweep_not_after_minutes(
+    account, settings
+):
+    settings.WEBHOOK_DRAIN = True
+    lost = timezone.now() - timedelta(seconds=settings.WEBHOOK_DRAIN_LOST_SECONDS + 1)
+    recent = timezone.now()
+    for at in (lost, recent):
+        WebhookEvent.objects.create(
+            account=account, received_at=at, body=json.dumps(TEXT), enqueued_at=at
+        )
+
+    with mock.patch("integrations.tasks.webhook_events_drain.apply_async") as drain:
+        webhook_events_sweep()
+        assert drain.call_count == 1  # one drain takes them all
+        WebhookEvent.objects.filter(enqueued_at=lost).update(enqueued_at=recent)
+        webhook_events_sweep()
+        assert drain.call_count == 1  # none waits: no drain
+
+
+@pytest.mark.django_db
 def test_a_claim_left_by_a_killed_worker_is_reclaimed_after_the_stale_timeout(account, settings):
     stale = timezone.now() - timedelta(seconds=settings.WEBHOOK_STALE_CLAIM_SECONDS + 5)
     event = WebhookEvent.objects.create(

@@ -345,6 +345,9 @@ WEBHOOK_DRAIN = env_bool("WEBHOOK_DRAIN", True)
 WEBHOOK_DRAIN_BATCH = env_int("WEBHOOK_DRAIN_BATCH", 50)
 WEBHOOK_DRAIN_BUDGET_SECONDS = env_float("WEBHOOK_DRAIN_BUDGET_SECONDS", 10.0)
 WEBHOOK_DRAIN_KICK_TTL_SECONDS = env_float("WEBHOOK_DRAIN_KICK_TTL_SECONDS", 10.0)
+# Fresh callbacks unclaimed this long lost their drain (or wait behind a backlog): the sweep
+# enqueues one more drain.
+WEBHOOK_DRAIN_LOST_SECONDS = env_float("WEBHOOK_DRAIN_LOST_SECONDS", 15.0)
 # Seconds a process keeps a channel found by its platform id (0: read it every time).
 CHANNEL_CACHE_SECONDS = env_float("CHANNEL_CACHE_SECONDS", 5.0)
 # Claims are leases: a worker renews the claims it holds (callbacks, sends, session actions)

@@ -383,47 +383,83 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[StoredCallback]) 
     session, so each customer's callbacks still apply in order (different customers' do not
     depend on each other). Runs in the caller's transaction.
     """
-    blocked: set[str] = set()
-    head: list[tuple[StoredCallback, InboundMessage]] = []
-    # A phone joins identities into one contact, so it orders callbacks as a customer id
-    # does; a new customer's phone must not appear earlier in the run (that callback, even
-    # one applied alone, would create or fill the contact it joins).
-    first_mention: dict[str, int] = {}
-    positions: dict[int, int] = {}
-    run_keys: dict[int, set[str]] = {}
+    bulk = _bulk_partition(account, run)
+    if not bulk.head:
+        return set()
+    _bulk_load(bulk)
+    ready, fresh, refresh = _bulk_plan(bulk)
+    if not ready:
+        return set()
+    return _bulk_write(bulk, ready, fresh, refresh)
+
+
+@dataclass
+class _Bulk:
+    """A bulk run: its plain messages, what orders them, and the rows they touch."""
+
+    account: ProviderAccount
+    head: list[tuple[StoredCallback, InboundMessage]] = field(default_factory=list)
+    # Customers, sessions and phones whose callbacks are left to be applied one by one.
+    blocked: set[str] = field(default_factory=set)
+    # A phone's first position in the run, each callback's position and ordering keys.
+    first_mention: dict[str, int] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)
+    run_keys: dict[int, set[str]] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+    identities: dict[str, ContactIdentity] = field(default_factory=dict)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    stored: set[str] = field(default_factory=set)  # inbound platform ids already stored
+    phones_taken: set[str] = field(default_factory=set)
+
+
+_Ready = tuple[StoredCallback, InboundMessage, Session, datetime]
+_Fresh = tuple[ContactProfile, Channel, SessionRef, datetime]
+_Refresh = tuple[str, ContactProfile, Channel]  # (identity's platform id, profile, channel)
+
+
+def _bulk_partition(account: ProviderAccount, run: Sequence[StoredCallback]) -> _Bulk:
+    """Take the plain messages up to each customer's first callback that is not one."""
+    bulk = _Bulk(account=account)
     for position, item in enumerate(run):
-        positions[item.key] = position
+        bulk.positions[item.key] = position
         message = plain_message(item.callback)
-        keys = run_keys[item.key] = _run_keys(item.callback)
+        keys = bulk.run_keys[item.key] = _run_keys(item.callback)
+        # A phone joins identities into one contact, so it orders callbacks as a customer id
+        # does; a new customer's phone must not appear earlier in the run (that callback, even
+        # one applied alone, would create or fill the contact it joins).
         for key in keys:
             if key.startswith("phone:"):
-                first_mention.setdefault(key, position)
-        if message is None or keys & blocked:
-            blocked |= keys
+                bulk.first_mention.setdefault(key, position)
+        if message is None or keys & bulk.blocked:
+            bulk.blocked |= keys
         else:
-            head.append((item, message))
-    if not head:
-        return set()
+            bulk.head.append((item, message))
+    return bulk
+
+
+def _bulk_load(bulk: _Bulk) -> None:
+    """Lock the run's customers and read the channels, identities and sessions it touches."""
+    account, head = bulk.account, bulk.head
     _customers_lock(
         account,
         {m.contact_external_id for _, m in head}
-        | {key for item, _ in head for key in run_keys[item.key] if key in first_mention},
+        | {key for item, _ in head for key in bulk.run_keys[item.key] if key in bulk.first_mention},
     )
     profiles = {
         item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
     }
-    channels = {
+    bulk.channels = {
         key: channel_resolve(account, external_id=key, lane=profile.lane, medium=profile.medium)
         for key, profile in profiles.items()
     }
-    identities = {
+    bulk.identities = {
         identity.external_id: identity
         for identity in ContactIdentity.objects.select_related("contact")
         .select_for_update(of=("self",))
         .filter(account=account, external_id__in={m.contact_external_id for _, m in head})
         .order_by("id")
     }
-    sessions = {
+    bulk.sessions = {
         session.external_id: session
         for session in Session.objects.select_for_update()
         .filter(
@@ -431,7 +467,7 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[StoredCallback]) 
         )
         .order_by("id")
     }
-    stored = set(
+    bulk.stored = set(
         Message.objects.filter(
             account=account,
             direction=Message.Direction.INBOUND,
@@ -440,81 +476,119 @@ def messages_apply_run(account: ProviderAccount, run: Sequence[StoredCallback]) 
     )
     # Phones of contacts we already have: a new identity with one of them joins that contact
     # (and may supersede its sessions), which `callback_apply` does one by one.
-    phones_taken = set(
+    bulk.phones_taken = set(
         Contact.objects.filter(
             account=account,
             phone__in={
                 profile_phone(item.callback.contacts[0])
                 for item, message in head
-                if message.contact_external_id not in identities
+                if message.contact_external_id not in bulk.identities
             }
             - {""},
         ).values_list("phone", flat=True)
     )
-    ready: list[tuple[StoredCallback, InboundMessage, Session, datetime]] = []
-    fresh: list[tuple[ContactProfile, Channel, SessionRef, datetime]] = []
-    refresh: list[tuple[str, ContactProfile, Channel]] = []  # (identity's platform id, ...)
-    for item, message in head:
+
+
+def _bulk_plan(bulk: _Bulk) -> tuple[list[_Ready], list[_Fresh], list[_Refresh]]:
+    """Decide which messages apply in bulk: a known customer's, or a new customer's first."""
+    ready: list[_Ready] = []
+    fresh: list[_Fresh] = []
+    refresh: list[_Refresh] = []
+    for item, message in bulk.head:
         profile = item.callback.contacts[0]
         ref = message.session
         assert ref is not None  # (plain_message)
-        channel = channels[profile.channel_external_id]
+        channel = bulk.channels[profile.channel_external_id]
         at = message.sent_at or item.received_at
-        keys = set(run_keys[item.key])
-        identity = identities.get(message.contact_external_id)
+        keys = set(bulk.run_keys[item.key])
+        identity = bulk.identities.get(message.contact_external_id)
         if identity is not None and identity.pk is not None and identity.contact.phone:
             keys.add(f"phone:{identity.contact.phone}")
-        if keys & blocked or message.external_id in stored:
-            blocked |= keys
+        if keys & bulk.blocked or message.external_id in bulk.stored:
+            bulk.blocked |= keys
             continue
-        session = sessions.get(ref.external_id)
+        session = bulk.sessions.get(ref.external_id)
         if identity is None and session is None:
-            phone = profile_phone(profile)
-            # (A second new customer with this phone in the run is not its first mention.)
-            if phone and (
-                phone in phones_taken or first_mention[f"phone:{phone}"] < positions[item.key]
-            ):
-                blocked |= keys
+            if not _bulk_new_customer(bulk, item, message, channel):
+                bulk.blocked |= keys
                 continue
-            # Stand-ins until the rows exist: later messages of this customer in the run
-            # find them as a returning customer's, in the session this message opens.
-            identity = ContactIdentity(external_id=message.contact_external_id, channel=channel)
-            identities[message.contact_external_id] = identity
-            session = Session(
-                external_id=ref.external_id,
-                channel=channel,
-                routing_id=ref.routing_id,
-                platform_agent=ref.assigned_agent,
-                platform_dept=ref.assigned_dept,
-            )
-            sessions[ref.external_id] = session
             fresh.append((profile, channel, ref, at))
-        elif (
-            identity is None
-            or identity.channel_id != channel.pk
-            or session is None
-            or session.channel_id != channel.pk
-            or session.status not in (Session.Status.OPEN, Session.Status.PENDING)
-            or not _ref_settled(session, ref, at=at)
-        ):
-            blocked |= keys
+            session = bulk.sessions[ref.external_id]
+        elif not _bulk_returning(identity, session, channel, ref, at=at):
+            bulk.blocked |= keys
             continue
         else:
+            assert identity is not None and session is not None  # (_bulk_returning)
             # What the contact's profile brings that is new (rarely anything) is written
             # once the new customers' rows exist.
             refresh.append((identity.external_id, profile, channel))
-        stored.add(message.external_id)
+        bulk.stored.add(message.external_id)
         ready.append((item, message, session, at))
-    if not ready:
-        return set()
+    return ready, fresh, refresh
+
+
+def _bulk_new_customer(
+    bulk: _Bulk, item: StoredCallback, message: InboundMessage, channel: Channel
+) -> bool:
+    """Put stand-ins in place for a brand-new customer's first message; False if it is not one.
+
+    Until the rows exist, later messages of this customer in the run find the stand-ins as a
+    returning customer's, in the session this message opens.
+    """
+    ref = message.session
+    assert ref is not None  # (plain_message)
+    phone = profile_phone(item.callback.contacts[0])
+    # (A second new customer with this phone in the run is not its first mention.)
+    if phone and (
+        phone in bulk.phones_taken
+        or bulk.first_mention[f"phone:{phone}"] < bulk.positions[item.key]
+    ):
+        return False
+    bulk.identities[message.contact_external_id] = ContactIdentity(
+        external_id=message.contact_external_id, channel=channel
+    )
+    bulk.sessions[ref.external_id] = Session(
+        external_id=ref.external_id,
+        channel=channel,
+        routing_id=ref.routing_id,
+        platform_agent=ref.assigned_agent,
+        platform_dept=ref.assigned_dept,
+    )
+    return True
+
+
+def _bulk_returning(
+    identity: ContactIdentity | None,
+    session: Session | None,
+    channel: Channel,
+    ref: SessionRef,
+    *,
+    at: datetime,
+) -> bool:
+    """Say whether a known customer's message joins an open session it changes nothing of."""
+    return not (
+        identity is None
+        or identity.channel_id != channel.pk
+        or session is None
+        or session.channel_id != channel.pk
+        or session.status not in (Session.Status.OPEN, Session.Status.PENDING)
+        or not _ref_settled(session, ref, at=at)
+    )
+
+
+def _bulk_write(
+    bulk: _Bulk, ready: list[_Ready], fresh: list[_Fresh], refresh: list[_Refresh]
+) -> set[int]:
+    """Write the planned rows in bulk, publish their live events; return the applied keys."""
+    account = bulk.account
     if fresh:
-        _customers_create_new(account, fresh, identities, sessions)
+        _customers_create_new(account, fresh, bulk.identities, bulk.sessions)
         ready = [
-            (item, message, sessions[stand_in.external_id], at)
+            (item, message, bulk.sessions[stand_in.external_id], at)
             for item, message, stand_in, at in ready
         ]
     for external_id, profile, channel in refresh:
-        identity_refresh(identities[external_id], profile, channel=channel)
+        identity_refresh(bulk.identities[external_id], profile, channel=channel)
     rows = Message.objects.bulk_create(
         [_message_row(account, message, session, at=at) for _, message, session, at in ready]
     )

@@ -276,18 +276,7 @@ def message_send(
                 direction=Message.Direction.OUTBOUND,
                 type=kind.value,
                 body=body,
-                caption=draft.caption,
-                media_url=draft.media_url,
-                media_filename=draft.media_filename,
-                media_mime_type=draft.media_mime_type,
-                latitude=draft.latitude,
-                longitude=draft.longitude,
-                location_name=draft.location_name,
-                location_address=draft.location_address,
-                attachments=list(draft.contact_cards),
-                buttons=list(draft.buttons),
-                template=draft.template,
-                template_data={k: str(v) for k, v in draft.template_data.items()},
+                **_draft_columns(draft),
                 status=Message.Status.QUEUED,
                 sent_at=now,
                 author=author if getattr(author, "pk", None) else None,
@@ -322,6 +311,24 @@ def message_send(
         channel_id = session.channel_id
         transaction.on_commit(lambda: _start_delivery(message.pk, channel_id))
     return message, True
+
+
+def _draft_columns(draft: Draft) -> dict[str, Any]:
+    """The Message columns a draft fills as written (type and body are decided by the send)."""
+    return {
+        "caption": draft.caption,
+        "media_url": draft.media_url,
+        "media_filename": draft.media_filename,
+        "media_mime_type": draft.media_mime_type,
+        "latitude": draft.latitude,
+        "longitude": draft.longitude,
+        "location_name": draft.location_name,
+        "location_address": draft.location_address,
+        "attachments": list(draft.contact_cards),
+        "buttons": list(draft.buttons),
+        "template": draft.template,
+        "template_data": {k: str(v) for k, v in draft.template_data.items()},
+    }
 
 
 def _same_request_or_refuse(existing: Message, session: Session) -> None:

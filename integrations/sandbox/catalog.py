@@ -197,6 +197,11 @@ def _var(label: str, sample: str, source: str = "") -> dict[str, str]:
 
 def base_templates() -> list[dict[str, Any]]:
     """Return the realistic template set: several languages, media header, buttons, approvals."""
+    return [*_order_templates(), *_service_templates(), *_media_and_marketing_templates()]
+
+
+def _order_templates() -> list[dict[str, Any]]:
+    """Order updates in three languages, sharing one placeholder model."""
     order_model = {
         "name": _var("Customer name", "Amira", "contact.name"),
         "order_id": _var("Order number", "48213"),
@@ -235,6 +240,12 @@ def base_templates() -> list[dict[str, Any]]:
             body="مرحبا {{name}}، طلبك {{order_id}} في الطريق ويصل {{eta}}.",
             model=order_model,
         ),
+    ]
+
+
+def _service_templates() -> list[dict[str, Any]]:
+    """Feedback, appointment reminders and a welcome back."""
+    return [
         _template(
             "60d236c6142e53561cb7716c",
             "FEEDBACK",
@@ -299,6 +310,12 @@ def base_templates() -> list[dict[str, Any]]:
             model={"name": _var("Customer name", "Anna", "contact.name")},
             category="MARKETING",
         ),
+    ]
+
+
+def _media_and_marketing_templates() -> list[dict[str, Any]]:
+    """A media header, a marketing promotion and a payment reminder."""
+    return [
         _template(
             "65a1f0c2e4b0a1b2c3d4e507",
             "DELIVERY_PHOTO",

@@ -203,6 +203,35 @@ class SandboxServer:
                 ),
             )
         roll = self.rng.random()
+        injected = await self._injected_fault(roll)
+        if injected is not None:
+            return injected
+        try:
+            body = request.json() if request.method == "POST" else None
+        except ValueError:
+            return Response(
+                400,
+                envelopes.full(
+                    path=f"/api/v1/{route}",
+                    status=400,
+                    status_key="BAD_JSON",
+                    errors=[envelopes.field_error("", "Body is not JSON")],
+                ),
+            )
+        if route == "message/send" and request.method == "POST":
+            return await self._send(body, roll)
+        answer = self._answer(request, route, body)
+        if answer is None:
+            return Response(
+                404, {"status": 404, "message": f"No endpoint {request.method} /api/v1/{route}"}
+            )
+        status, envelope, callbacks = answer
+        self.schedule(callbacks)
+        return Response(status, envelope)
+
+    async def _injected_fault(self, roll: float) -> Response | None:
+        """Answer with an injected 503 or timeout before the request is processed, or None."""
+        faults = self.platform.faults
         if roll < faults.error_rate:
             self.platform._count("fault_5xx")
             return Response(
@@ -225,72 +254,64 @@ class SandboxServer:
                     "message": "Injected fault: timeout",
                 },
             )
-        try:
-            body = request.json() if request.method == "POST" else None
-        except ValueError:
+        return None
+
+    async def _send(self, body: Any, roll: float) -> Response:
+        """Take a send; with the accept faults, answer it with an error or too late."""
+        faults, platform = self.platform.faults, self.platform
+        status, envelope, callbacks = platform.send(body)
+        hang = faults.error_rate + faults.timeout_rate + faults.accept_hang_rate
+        fail = hang + faults.accept_error_rate
+        if status == 200 and not envelope.get("errors") and hang <= roll < fail:
+            # Accepted and stored, then answered with a server error.
+            platform._count("fault_accept_error")
+            self.schedule(callbacks)
             return Response(
-                400,
-                envelopes.full(
-                    path=f"/api/v1/{route}",
-                    status=400,
-                    status_key="BAD_JSON",
-                    errors=[envelopes.field_error("", "Body is not JSON")],
-                ),
+                500,
+                {"status": 500, "statusKey": "ERROR", "message": "Injected fault: failed"},
             )
-        platform = self.platform
-        callbacks: list[Outgoing] = []
-        method = request.method
-        if route == "message/send" and method == "POST":
-            status, envelope, callbacks = platform.send(body)
-            hang = faults.error_rate + faults.timeout_rate + faults.accept_hang_rate
-            fail = hang + faults.accept_error_rate
-            if status == 200 and not envelope.get("errors") and hang <= roll < fail:
-                # Accepted and stored, then answered with a server error.
-                platform._count("fault_accept_error")
+        if status == 200 and not envelope.get("errors") and roll < hang:
+            # Accepted and stored, but the answer comes after the client gave up.
+            platform._count("fault_accept_hang")
+            if faults.hang_receipts:
                 self.schedule(callbacks)
-                return Response(
-                    500,
-                    {"status": 500, "statusKey": "ERROR", "message": "Injected fault: failed"},
-                )
-            if status == 200 and not envelope.get("errors") and roll < hang:
-                # Accepted and stored, but the answer comes after the client gave up.
-                platform._count("fault_accept_hang")
-                if faults.hang_receipts:
-                    self.schedule(callbacks)
-                await asyncio.sleep(faults.timeout_seconds)
-                return Response(status, envelope)
-        elif route == "config/channels" and method == "GET":
-            include = "true" in (request.param("sabdnox"), request.param("sandbox"))
-            status, envelope = 200, platform.list_channels(include)
-        elif route == "config/tmpl/hsm" and method == "GET":
-            status, envelope = (
-                200,
-                platform.list_templates(request.param("channelId"), request.param("channelStatus")),
-            )
-        elif route == "config/global/vars" and method == "GET":
-            status, envelope = 200, platform.global_vars()
-        elif route == "config/webhook" and method == "POST":
-            status, envelope = platform.set_webhook(body)
-        elif route == "session/routing" and method == "POST":
-            status, envelope, callbacks = platform.session_routing(body)
-        elif route == "session/resolve" and method == "POST":
-            status, envelope, callbacks = platform.session_resolve(body)
-        elif route == "session/close" and method == "POST":
-            status, envelope, callbacks = platform.session_close(body)
-        elif route == "session/messages" and method in ("POST", "GET"):
-            if method == "GET":  # the 2022 form (spec §2.10)
-                body = {"sessionId": request.param("sessionId")}
-            status, envelope, callbacks = platform.session_messages(body)
-        elif route == "contact/prefs/lang" and method == "POST":
-            status, envelope = platform.set_contact_lang(body)
-        elif route in ("data/push", "event/push") and method == "POST":
-            status, envelope = platform.echo(body, f"/api/v1/{route}")
-        else:
-            return Response(
-                404, {"status": 404, "message": f"No endpoint {method} /api/v1/{route}"}
-            )
+            await asyncio.sleep(faults.timeout_seconds)
+            return Response(status, envelope)
         self.schedule(callbacks)
         return Response(status, envelope)
+
+    def _answer(
+        self, request: Request, route: str, body: Any
+    ) -> tuple[int, Any, list[Outgoing]] | None:
+        """Answer every route but sends: (status, envelope, callbacks), or None for no route."""
+        platform, method = self.platform, request.method
+        if route == "config/channels" and method == "GET":
+            include = "true" in (request.param("sabdnox"), request.param("sandbox"))
+            return 200, platform.list_channels(include), []
+        if route == "config/tmpl/hsm" and method == "GET":
+            templates = platform.list_templates(
+                request.param("channelId"), request.param("channelStatus")
+            )
+            return 200, templates, []
+        if route == "config/global/vars" and method == "GET":
+            return 200, platform.global_vars(), []
+        if route == "config/webhook" and method == "POST":
+            return (*platform.set_webhook(body), [])
+        if route == "session/routing" and method == "POST":
+            return platform.session_routing(body)
+        if route == "session/resolve" and method == "POST":
+            return platform.session_resolve(body)
+        if route == "session/close" and method == "POST":
+            return platform.session_close(body)
+        if route == "session/messages" and method in ("POST", "GET"):
+            if method == "GET":  # the 2022 form (spec §2.10)
+                body = {"sessionId": request.param("sessionId")}
+            return platform.session_messages(body)
+        if route == "contact/prefs/lang" and method == "POST":
+            return (*platform.set_contact_lang(body), [])
+        if route in ("data/push", "event/push") and method == "POST":
+            return (*platform.echo(body, f"/api/v1/{route}"), [])
+        return None
 
     # --- Control API --------------------------------------------------------------------------
 

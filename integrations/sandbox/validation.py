@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from integrations.sandbox.envelopes import JSON, field_error
@@ -40,6 +41,9 @@ def _number(value: Any) -> float | None:
         return None
 
 
+Err = Callable[..., None]
+
+
 def validate_outbound(body: Any) -> list[JSON]:
     """Return the ApiFieldErrors of a send body ([] when its shape is right)."""
     if not isinstance(body, dict):
@@ -49,6 +53,14 @@ def validate_outbound(body: Any) -> list[JSON]:
     def err(field: str, description: str, code: str = "INVALID") -> None:
         errors.append(field_error(field, description, code))
 
+    _check_envelope(body, err)
+    _check_type_object(body, body.get("type"), err)
+    _check_options(body.get("options"), err)
+    return errors
+
+
+def _check_envelope(body: dict[str, Any], err: Err) -> None:
+    """The fields every send has: channel, type, mask, recipient, one object of the type."""
     if not _is_str(body.get("channelId")):
         err("channelId", "channelId is required.", "REQUIRED")
     kind = body.get("type")
@@ -73,6 +85,9 @@ def validate_outbound(body: Any) -> list[JSON]:
                 "NOT_ALLOWED",
             )
 
+
+def _check_type_object(body: dict[str, Any], kind: Any, err: Err) -> None:
+    """The object of the send's type (text, media, location, contacts, template)."""
     if kind == "voice":
         err(
             "type",
@@ -125,7 +140,9 @@ def validate_outbound(body: Any) -> list[JSON]:
         elif template.get("data") is not None and not isinstance(template["data"], dict):
             err("template.data", "template.data must be an object of placeholder values.")
 
-    options = body.get("options")
+
+def _check_options(options: Any, err: Err) -> None:
+    """The buttons of `options` (TmplElement)."""
     if options is not None:
         buttons = options.get("buttons") if isinstance(options, dict) else None
         if not isinstance(buttons, list):
@@ -150,4 +167,3 @@ def validate_outbound(body: Any) -> list[JSON]:
                     err(f"{where}.phone", "A PHONE_NUMBER button needs phone.", "REQUIRED")
                 if not _is_str(button.get("label")) and not _is_str(button.get("name")):
                     err(f"{where}.label", "A button needs a label.", "REQUIRED")
-    return errors

@@ -516,12 +516,29 @@ def webhook_events_sweep(*, limit: int = 5000) -> int:
         .order_by("received_at", "id")
         .values_list("id", flat=True)[:limit]
     )
+    _drain_lost(now)
     if not ids:
         return 0
     WebhookEvent.objects.filter(pk__in=ids).update(enqueued_at=now)
     sent = webhook_events_enqueue(ids)
     logger.info("sweep enqueued %s of %s stored webhook events", sent, len(ids))
     return sent
+
+
+def _drain_lost(now: datetime) -> None:
+    """Enqueue a drain when fresh events have waited WEBHOOK_DRAIN_LOST_SECONDS unclaimed.
+
+    Their drain was lost (a worker killed with it prefetched, the broker restarted), or it is
+    still on its way behind a backlog; one more drain costs little either way, and the events
+    are taken in seconds instead of waiting out WEBHOOK_REENQUEUE_AFTER_SECONDS.
+    """
+    if not settings.WEBHOOK_DRAIN:
+        return
+    waited = now - timedelta(seconds=settings.WEBHOOK_DRAIN_LOST_SECONDS)
+    if WebhookEvent.objects.filter(
+        state=WebhookEvent.State.PENDING, attempts=0, enqueued_at__lt=waited
+    ).exists():
+        enqueue(DRAIN_TASK, what="a drain for callbacks whose drain was lost")
 
 
 def webhook_events_replay(events: QuerySet[WebhookEvent]) -> int:
