@@ -280,6 +280,13 @@ class Message(models.Model):
                 condition=Q(status__in=["queued", "sending"]),
                 name="message_outbox_idx",
             ),
+            # The replies still to settle, by conversation: what a drain claims and what a
+            # reply waits behind (outbound._in_line), found without reading settled rows.
+            models.Index(
+                fields=["session", "id"],
+                condition=Q(status__in=["queued", "sending"], direction="out"),
+                name="message_unsettled_idx",
+            ),
         ]
 
     def __str__(self) -> str:
