@@ -588,3 +588,26 @@ def test_no_attempt_is_made_beyond_the_limit_whoever_queued_the_message(session,
     message.refresh_from_db()
     assert message.status == Message.Status.FAILED
     assert message.attempts == 2
+
+
+@responses.activate
+def test_a_send_settled_by_the_history_starts_the_next_reply_of_its_conversation(
+    session, settings, django_capture_on_commit_callbacks
+):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    now = timezone.now()
+    first = ambiguous(session, "First", first_attempt=now)
+    second = queued(session, "Second")
+    responses.post(HISTORY, json=listed(("id-first", "First", now)))
+    started: list[int] = []
+
+    def start(message_id: int, channel_id: int) -> None:
+        started.append(message_id)
+
+    with (
+        mock.patch.object(outbound, "_start_delivery", side_effect=start),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert outbound.message_reconcile(first.pk) == "found (history)"
+
+    assert started == [second.pk]  # not left for the reaper to find

@@ -85,7 +85,7 @@ from integrations.base import (
     with_fresh_credentials,
 )
 from integrations.leases import database_released, lease_held
-from integrations.models import Channel, Template, TemplateApproval
+from integrations.models import Channel, ProviderAccount, Template, TemplateApproval
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
 
@@ -432,7 +432,7 @@ def message_deliver(message_id: int) -> str:
         wait = settings.SEND_ORDER_RECHECK_SECONDS
         queued.update(next_attempt_at=now + timedelta(seconds=wait))
         raise DeliveryDeferred(wait, "an earlier reply in this conversation is not settled yet")
-    message = _for_delivery().get(pk=message_id)
+    message = _with_accounts([_for_delivery().get(pk=message_id)])[0]
     if not _within_attempt_limit([message]):
         return "failed"
     # The claim is a lease, renewed while this runs: if the worker dies, the reaper recovers
@@ -543,7 +543,7 @@ def _claim_due(channel_id: int, limit: int, now: datetime) -> list[Message]:
         )
         if ids:
             Message.objects.filter(pk__in=ids).update(**_claim_columns(now))
-    return list(_for_delivery().filter(pk__in=ids).order_by("pk")) if ids else []
+    return _with_accounts(list(_for_delivery().filter(pk__in=ids).order_by("pk"))) if ids else []
 
 
 def _deliver_drained(messages: list[Message], now: datetime, channel_id: int) -> int:
@@ -569,9 +569,19 @@ def _claim_columns(now: datetime) -> dict[str, Any]:
 
 
 def _for_delivery() -> QuerySet[Message]:
+    # The account is read once per batch (`_with_accounts`), not once per row: each copy
+    # would decrypt its credentials again.
     return Message.objects.select_related(
-        "account", "session__channel", "session__identity", "session__contact", "template"
+        "session__channel", "session__identity", "session__contact", "template"
     )
+
+
+def _with_accounts(messages: list[Message]) -> list[Message]:
+    """Give the messages their platform accounts, each read (and decrypted) once."""
+    accounts = ProviderAccount.objects.in_bulk({m.account_id for m in messages})
+    for message in messages:
+        message.account = accounts[message.account_id]
+    return messages
 
 
 def _within_attempt_limit(messages: list[Message]) -> list[Message]:
@@ -907,6 +917,7 @@ def message_reconcile(message_id: int) -> str:
     if message is None:
         return "nothing to reconcile"
     if message_adopt_from_receipts(message):
+        _next_in_conversation(message)
         return "found (receipt)"
     session = message.session
     if session.external_id:
@@ -917,6 +928,7 @@ def message_reconcile(message_id: int) -> str:
         else:
             sends_correlate(session, history)
             if Message.objects.filter(pk=message.pk).exclude(external_id="").exists():
+                _next_in_conversation(message)
                 return "found (history)"
     now = timezone.now()
     started = message.first_attempt_at or message.claimed_at or message.created_at
