@@ -305,6 +305,19 @@ def test_a_customer_writing_after_close_starts_a_new_session(platform):
     assert second["sessionId"] != first["sessionId"]
 
 
+def test_ending_sessions_quietly_makes_the_next_message_start_a_new_one(server, platform):
+    first = write_in(platform)
+    server.pending = 0
+
+    status, answer = call(server, "POST", "/_sandbox/sessions/end", {})
+    second = write_in(platform)
+
+    assert status == 200
+    assert answer == {"ended": 1}
+    assert server.pending == 0  # no callback told anyone
+    assert second["sessionId"] != first["sessionId"]
+
+
 def test_a_customer_writing_after_resolve_continues_the_same_session(platform):
     first = write_in(platform)
     platform.session_resolve({"sessionId": first["sessionId"]})

@@ -3,7 +3,7 @@
 Routes:
   /xms/api/v1/...            the platform API (also without the /xms prefix), x-api-key checked
   /media/<name>              the media files its messages link to
-  /_sandbox/...              control for tests and demos: state, inbound, faults, templates
+  /_sandbox/...              control for tests and demos: state, inbound, faults, templates, sessions/end
 """
 
 from __future__ import annotations
@@ -332,6 +332,8 @@ class SandboxServer:
             if unknown:
                 return Response(400, {"error": f"unknown fault settings: {', '.join(unknown)}"})
             return Response(200, platform.faults.__dict__)
+        if route == "sessions/end" and request.method == "POST":
+            return Response(200, {"ended": platform.sessions_end_quietly()})
         if route == "templates/remove" and request.method == "POST":
             removed = platform.remove_template(str(body.get("code", "")), str(body.get("lang", "")))
             return Response(200 if removed else 404, {"removed": removed})

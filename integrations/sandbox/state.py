@@ -875,6 +875,16 @@ class SandboxPlatform:
         session.status = "closed"
         return 200, envelopes.compact([self._event(session, "SESSION_CLOSED")]), []
 
+    def sessions_end_quietly(self) -> int:
+        """Close every open session without a callback; return how many (a test's clean slate:
+        the next message of a customer starts a new session, not one an earlier test left)."""
+        ended = 0
+        for session in self.sessions.values():
+            if session.status != "closed":
+                session.status = "closed"
+                ended += 1
+        return ended
+
     def session_messages(self, body: Any) -> tuple[int, JSON, list[Outgoing]]:
         if not isinstance(body, dict) or str(body.get("sessionId", "")) not in self.sessions:
             return (

@@ -117,6 +117,9 @@ def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> Provider
             "history_omit_rate": 0,
         },
     )
+    # Nor may a conversation it left open: a customer's message would join it, and the new
+    # session's history import would bring the earlier test's messages along.
+    stack.sandbox("POST", "sessions/end", {})
     account: ProviderAccount = stack.account("E2E sandbox")
     return account
 

@@ -130,7 +130,8 @@ def session_of(sent: dict[str, Any]) -> Session:
 
 def open_session(page: Any, session: Session) -> None:
     page.click(f"[data-testid=session-row][data-session-id='{session.pk}'] a")
-    page.wait_for_selector("[data-testid=thread]")
+    # This conversation's thread, not the one that was open before the click.
+    page.wait_for_selector(f"#conversation[data-session-id='{session.pk}'] [data-testid=thread]")
 
 
 def test_a_customer_message_appears_live_in_the_list_and_the_open_thread(page, stack):
