@@ -92,6 +92,25 @@ def enqueue_once_started(key: str) -> None:
             client.delete(key)
 
 
+def enqueue_once_hold(key: str, ttl_seconds: float) -> None:
+    """Say that the task queued under `key` is running and calls may still ride along on it.
+
+    For a task that loops until its work is done (a channel's drain): the key stays set, for
+    `ttl_seconds` after the last hold, so a burst of calls starts one task rather than one more
+    each time the previous one started. The task calls `enqueue_once_release` when it finds no
+    work left, then looks once more for work that arrived in between.
+    """
+    client = redis_client(socket_timeout=1.0)
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.set(key, b"1", px=max(int(ttl_seconds * 1000), 1))
+
+
+def enqueue_once_release(key: str) -> None:
+    """Say that the task holding `key` is done: the next call enqueues another."""
+    enqueue_once_started(key)
+
+
 def enqueue_once_later(
     task: str, *args: Any, key: str, countdown: float, ttl_seconds: float, what: str = ""
 ) -> bool:

@@ -287,6 +287,15 @@ class Message(models.Model):
                 condition=Q(status__in=["queued", "sending"], direction="out"),
                 name="message_unsettled_idx",
             ),
+            # A drain's claim walks the unsettled replies oldest first and stops at its batch:
+            # with this index that reads about a batch's worth of rows whatever the backlog.
+            # Without it the planner, whose statistics lag behind a burst, sorted every
+            # unsettled reply of the channel first (17 ms per claim behind 2,800 of them).
+            models.Index(
+                fields=["id"],
+                condition=Q(status__in=["queued", "sending"], direction="out"),
+                name="message_unsettled_order_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -29,12 +29,20 @@ _session.headers["User-Agent"] = "Switchboard/0.1"
 # by default: with more threads sending, each extra answer closed its connection).
 for _scheme in ("http://", "https://"):
     _session.mount(_scheme, requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=64))
-# Without proxy or CA-bundle variables in the environment there is nothing for requests to
-# read from it, yet it scanned the environment (and looked for a .netrc) on every call: 7 % of
-# the platform worker's time under `make bench`. With any of them set, it still does.
-_ENVIRONMENT_SETTINGS = ("proxy", "requests_ca_bundle", "curl_ca_bundle")
-if not any(name.lower().endswith(_ENVIRONMENT_SETTINGS) for name in os.environ):
-    _session.trust_env = False
+
+
+def environment_settings(environ: Mapping[str, str]) -> tuple[str | bool, bool]:
+    """What requests would read from the environment on every call, read once: the CA bundle
+    to verify with, and whether to keep reading it per call (only for proxy variables, whose
+    no_proxy exceptions depend on each URL). Per call, that reading (and a look for a .netrc)
+    was a tenth of the platform worker's time under `make bench`. A .netrc is never used:
+    platform credentials come from the account, not from the machine.
+    """
+    verify = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or True
+    return verify, any(name.lower().endswith("_proxy") for name in environ)
+
+
+_session.verify, _session.trust_env = environment_settings(os.environ)
 
 
 class HttpError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -138,7 +139,7 @@ def test_a_slow_answer_holds_no_other_reply_of_the_batch_and_another_drain_carri
 
     with (
         mock.patch.object(outbound, "_accepted", side_effect=accepted_spy),
-        mock.patch.object(outbound, "_drain_kick") as kick,
+        mock.patch.object(outbound, "_drain_successor") as kick,
     ):
         assert outbound.messages_drain(sessions[0].channel_id) == 3
 
@@ -164,6 +165,53 @@ def test_a_refused_send_in_a_batch_fails_alone_and_the_others_are_sent(sessions)
     refused.refresh_from_db()
     assert refused.status == Message.Status.FAILED and refused.error_title
     assert [Message.objects.get(pk=m.pk).status for m in sent] == [Message.Status.SENT] * 2
+
+
+def test_a_call_waiting_behind_the_workers_other_calls_is_not_taken_for_a_slow_platform(
+    settings, monkeypatch
+):
+    settings.SEND_COLLECT_SECONDS = 0.05
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(outbound, "_call_pool", lambda: pool)
+    clock = [1000.0]
+    monkeypatch.setattr(outbound.time, "monotonic", lambda: clock[0])
+    release = threading.Event()
+    pool.submit(release.wait, 30)  # another drain's call holds the only thread
+    calls = [(Message(pk=1), lambda: "a"), (Message(pk=2), lambda: "b")]
+    rounds: list[list[Any]] = []
+    waits: list[int] = []
+    consumer = threading.Thread(
+        target=lambda: rounds.extend(outbound._answers(calls, on_wait=lambda: waits.append(1)))
+    )
+    consumer.start()
+
+    clock[0] += 60  # a minute with both calls still queued behind it
+    consumer.join(0.2)  # (and longer than SEND_COLLECT_SECONDS by the wall clock too)
+    release.set()
+    consumer.join(30)
+
+    assert waits == []  # no second drain: it would only have queued behind the same calls
+    assert [sorted(answer for _, answer in r) for r in rounds] == [["a", "b"]]  # one round
+    pool.shutdown()
+
+
+@responses.activate
+def test_a_drain_that_finds_nothing_more_lets_go_and_starts_one_for_a_reply_that_came_meanwhile(
+    sessions,
+):
+    responses.add_callback(responses.POST, SEND, callback=answer_by_text)
+    late = queued(sessions[0], "late")
+    with (
+        # Its last claim found nothing: the reply committed just after it.
+        mock.patch.object(outbound, "_claim_due", return_value=[]),
+        mock.patch.object(outbound, "enqueue_once_release") as released,
+        mock.patch.object(outbound, "_drain_kick") as kick,
+    ):
+        assert outbound.messages_drain(sessions[0].channel_id) == 0
+
+    released.assert_called_once_with(outbound._drain_key(sessions[0].channel_id))
+    kick.assert_called_once_with(sessions[0].channel_id)  # the late reply does not wait
+    assert Message.objects.get(pk=late.pk).status == Message.Status.QUEUED
 
 
 def test_a_reply_is_started_by_a_drain_of_its_channel_one_per_burst(

@@ -235,3 +235,18 @@ def test_the_xms_client_logs_the_envelopes_trace_id_for_the_platforms_support(
     # A refusal is logged for whoever runs Switchboard; a success only when debugging.
     logged = [r for r in caplog.records if "traceid=trace-42 messageKey=key-7" in r.getMessage()]
     assert [r.levelname for r in logged] == [level]
+
+
+@pytest.mark.parametrize(
+    ("environ", "verify", "per_call"),
+    [
+        ({}, True, False),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem", "CURL_CA_BUNDLE": "/x.pem"}, "/etc/ca.pem", False),
+        ({"CURL_CA_BUNDLE": "/x.pem"}, "/x.pem", False),
+        ({"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "127.0.0.1"}, True, True),
+    ],
+)
+def test_the_environment_is_read_once_except_proxies_whose_exceptions_depend_on_the_url(
+    environ, verify, per_call
+):
+    assert http.environment_settings(environ) == (verify, per_call)

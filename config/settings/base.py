@@ -369,8 +369,8 @@ MESSAGING_WINDOW_HOURS: dict[str, float] = json.loads(
 SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
 # A channel's replies go out in batches (`outbound.messages_drain`): at most this many claimed
 # at once, their platform calls side by side on SEND_CALL_THREADS threads per worker process;
-# answers that take longer than SEND_COLLECT_SECONDS are recorded as they come, and another
-# drain carries on with the channel meanwhile.
+# answers from a call that waited on its platform longer than SEND_COLLECT_SECONDS are recorded
+# as they come, and another drain carries on with the channel meanwhile.
 SEND_DRAIN_BATCH = env_int("SEND_DRAIN_BATCH", 50)
 SEND_DRAIN_BUDGET_SECONDS = env_float("SEND_DRAIN_BUDGET_SECONDS", 10.0)
 SEND_DRAIN_KICK_TTL_SECONDS = env_float("SEND_DRAIN_KICK_TTL_SECONDS", 10.0)

@@ -55,8 +55,9 @@ from django.utils import timezone
 from config.queue import (
     enqueue,
     enqueue_once,
+    enqueue_once_hold,
     enqueue_once_later,
-    enqueue_once_started,
+    enqueue_once_release,
     queue_length,
 )
 from inbox import live
@@ -454,7 +455,8 @@ DRAIN_TASK = "inbox.tasks.messages_drain"
 
 
 def _drain_key(channel_id: int) -> str:
-    # Set while a drain of the channel is queued and has not started (config.queue.enqueue_once).
+    # Set while a drain of the channel is queued or running (config.queue.enqueue_once and
+    # enqueue_once_hold): sends meanwhile ride along on it.
     return f"switchboard:outbound:drain-queued:{channel_id}"
 
 
@@ -467,6 +469,20 @@ def _drain_kick(channel_id: int) -> bool:
         ttl_seconds=settings.SEND_DRAIN_KICK_TTL_SECONDS,
         what=f"a drain of channel {channel_id}'s replies",
     )
+
+
+def _drain_successor(channel_id: int) -> None:
+    """Start another drain of the channel while this one waits on a slow platform call."""
+    enqueue(DRAIN_TASK, channel_id, what=f"a drain of channel {channel_id} beside a slow call")
+
+
+def _drain_done(channel_id: int) -> None:
+    """Let the next send start a drain; start one now if a reply came in between."""
+    enqueue_once_release(_drain_key(channel_id))
+    # A reply committed after this drain's last claim rode along on its key: it must not wait
+    # for the reaper.
+    if _due(channel_id, timezone.now()).exists():
+        _drain_kick(channel_id)
 
 
 def _start_delivery(message_id: int, channel_id: int) -> None:
@@ -485,39 +501,51 @@ def messages_drain(
     SKIP LOCKED, so drains running at once take different replies). Their platform calls run
     side by side (`_deliver_batch`); accepted sends are recorded together. When the budget of
     this second is spent, a drain is queued for the next one; after SEND_DRAIN_BUDGET_SECONDS
-    this one hands over to a successor.
+    this one hands over to a successor. While it runs, sends ride along on it (one drain per
+    channel and burst, not one more each time a drain starts); it lets go when none is left.
     """
-    enqueue_once_started(_drain_key(channel_id))
+    key = _drain_key(channel_id)
+    ttl = settings.SEND_DRAIN_KICK_TTL_SECONDS
+    enqueue_once_hold(key, ttl)  # sends meanwhile ride along on this drain
     channel = Channel.objects.filter(pk=channel_id).first()
     if channel is None:
+        enqueue_once_release(key)
         return 0
     per_second = _per_second_of(channel)
     size = batch or settings.SEND_DRAIN_BATCH
     budget = settings.SEND_DRAIN_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
     done = 0
-    while True:
-        grant = ratelimit.take(_rate_key(channel_id), per_second, size)
-        now = timezone.now()
-        if not grant.slots:
-            if _due(channel_id, now).exists():
+    try:
+        while True:
+            grant = ratelimit.take(_rate_key(channel_id), per_second, size)
+            now = timezone.now()
+            if not grant.slots:
+                if not _due(channel_id, now).exists():
+                    _drain_done(channel_id)
+                    return done
                 enqueue_once_later(
                     DRAIN_TASK,
                     channel_id,
-                    key=_drain_key(channel_id),
+                    key=key,
                     countdown=grant.wait,
-                    ttl_seconds=settings.SEND_DRAIN_KICK_TTL_SECONDS,
+                    ttl_seconds=ttl,
                     what=f"a drain of channel {channel_id} after its rate limit",
                 )
-            return done
-        messages = _claim_due(channel_id, grant.slots, now)
-        ratelimit.give_back(_rate_key(channel_id), grant, grant.slots - len(messages))
-        if not messages:
-            return done
-        done += _deliver_drained(messages, now, channel_id)
-        if time.monotonic() >= deadline:
-            enqueue(DRAIN_TASK, channel_id, what=f"a successor drain of channel {channel_id}")
-            return done
+                return done
+            messages = _claim_due(channel_id, grant.slots, now)
+            ratelimit.give_back(_rate_key(channel_id), grant, grant.slots - len(messages))
+            if not messages:
+                _drain_done(channel_id)
+                return done
+            done += _deliver_drained(messages, now, channel_id)
+            if time.monotonic() >= deadline:
+                enqueue(DRAIN_TASK, channel_id, what=f"a successor drain of channel {channel_id}")
+                return done
+            enqueue_once_hold(key, ttl)
+    except BaseException:
+        enqueue_once_release(key)  # the next send starts a drain; the reaper finds the rest
+        raise
 
 
 def _due(channel_id: int, now: datetime) -> QuerySet[Message]:
@@ -543,7 +571,57 @@ def _claim_due(channel_id: int, limit: int, now: datetime) -> list[Message]:
         )
         if ids:
             Message.objects.filter(pk__in=ids).update(**_claim_columns(now))
-    return _with_accounts(list(_for_delivery().filter(pk__in=ids).order_by("pk"))) if ids else []
+    if not ids:
+        return []
+    lean = _for_delivery().only(*_DRAIN_COLUMNS)
+    return _with_accounts(list(lean.filter(pk__in=ids).order_by("pk")))
+
+
+# What a drained send and its recording in bulk read: a claimed row otherwise carried 120-odd
+# columns across six tables (the platform's raw payloads among them), and decoding them was a
+# fifth of the platform worker's time. A path that reads more (a refusal, the attempt limit)
+# takes the whole row first (`_whole`).
+_DRAIN_COLUMNS = (
+    "account",
+    "session__channel__external_id",
+    "session__channel__send_rate_limit",
+    "session__identity__external_id",
+    "session__identity__address",
+    "session__contact__name",
+    "session__contact__phone",
+    "direction",
+    "type",
+    "body",
+    "caption",
+    "media_url",
+    "media_mime_type",
+    "media_filename",
+    "attachments",
+    "latitude",
+    "longitude",
+    "location_name",
+    "location_address",
+    "buttons",
+    "template__code",
+    "template__external_id",
+    "template__lang",
+    "template_data",
+    "status",
+    "attempts",
+    "external_id",
+    "external_id_ext",
+    "claimed_at",
+    "created_at",
+)
+
+
+def _whole(message: Message) -> Message:
+    """`message` with every column, for a path that reads more than a drain loads."""
+    if not message.get_deferred_fields():
+        return message
+    whole = _for_delivery().get(pk=message.pk)
+    whole.account = message.account
+    return whole
 
 
 def _deliver_drained(messages: list[Message], now: datetime, channel_id: int) -> int:
@@ -591,6 +669,7 @@ def _within_attempt_limit(messages: list[Message]) -> list[Message]:
         if message.attempts <= settings.SEND_MAX_ATTEMPTS:
             within.append(message)
             continue
+        message = _whole(message)
         # Whoever queued it, no path goes beyond the limit; Retry starts a new set of attempts.
         Message.objects.filter(pk=message.pk).update(attempts=F("attempts") - 1)
         message.attempts -= 1
@@ -641,14 +720,19 @@ def _deliver_batch(messages: list[Message], *, drain_of: int | None = None) -> d
     ]
     database_released()  # a slow platform holds this thread, not a database connection too
     outcomes: dict[int, Outcome] = {}
-    for answers in _answers(calls, on_wait=lambda: drain_of is not None and _drain_kick(drain_of)):
+
+    def slow_call() -> None:
+        if drain_of is not None:
+            _drain_successor(drain_of)
+
+    for answers in _answers(calls, on_wait=slow_call):
         accepted = [(m, a.external_id) for m, a in answers if not isinstance(a, ProviderError)]
         if accepted:
             _accepted(accepted, start_next=drain_of is None)
             outcomes.update((m.pk, "sent") for m, _ in accepted)
         for message, answer in answers:
             if isinstance(answer, ProviderError):
-                outcomes[message.pk] = _refused(message, answer)
+                outcomes[message.pk] = _refused(_whole(message), answer)
     return outcomes
 
 
@@ -687,23 +771,47 @@ def _answers(
     calls: Sequence[tuple[Message, Callable[[], SendResult | ProviderError]]],
     on_wait: Callable[[], object],
 ) -> Iterator[list[tuple[Message, SendResult | ProviderError]]]:
-    """Yield the platform's answers in rounds: all that came within SEND_COLLECT_SECONDS, then
-    each straggler as it comes (`on_wait` is called once, when there is one)."""
+    """Yield the platform's answers in rounds: all of them together unless one call has been
+    waiting on its platform for SEND_COLLECT_SECONDS; then those that came, and each straggler
+    as it comes (`on_wait` is called once, when there is one).
+
+    A call is slow from when it started, not from when it was queued: time spent behind this
+    worker's other calls says the pool is busy, not that a platform hangs, and another drain
+    would only queue more calls behind them (under `make bench`, drains multiplied that way
+    until each waited on all the others).
+    """
     if len(calls) == 1:
         message, call = calls[0]
         yield [(message, call())]
         return
+    began: dict[int, float] = {}
+
+    def timed(index: int, call: Callable[[], SendResult | ProviderError]) -> Any:
+        def run() -> SendResult | ProviderError:
+            began[index] = time.monotonic()
+            return call()
+
+        return run
+
     pool = _call_pool()
-    pending = {pool.submit(call): message for message, call in calls}
-    done, _ = futures.wait(pending, timeout=settings.SEND_COLLECT_SECONDS)
-    if len(done) < len(pending):
-        on_wait()
-    while True:
-        if done:
-            yield [(pending.pop(f), f.result()) for f in done]
-        if not pending:
-            return
+    pending = {pool.submit(timed(i, call)): (i, message) for i, (message, call) in enumerate(calls)}
+    collect = settings.SEND_COLLECT_SECONDS
+    answered: list[tuple[Message, SendResult | ProviderError]] = []
+    while pending:
+        running = [began[i] for i, _ in pending.values() if i in began]
+        waited = time.monotonic() - min(running) if running else 0.0
+        if running and waited >= collect:
+            break
+        done, _ = futures.wait(pending, timeout=collect - waited if running else max(collect, 0.01))
+        answered += [(pending.pop(f)[1], f.result()) for f in done]
+    if answered:
+        yield answered
+    if not pending:
+        return
+    on_wait()
+    while pending:
         done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+        yield [(pending.pop(f)[1], f.result()) for f in done]
 
 
 @transaction.atomic
