@@ -225,7 +225,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         for account in queryset:
             try:
                 outcome = call(account)
-            except (ProviderError, NotImplementedError) as exc:
+            except ProviderError as exc:
                 self.message_user(request, f"{account}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{account}: {outcome}.", messages.SUCCESS)

@@ -482,6 +482,49 @@ class AccountConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+class Capability(enum.StrEnum):
+    """What a platform can do besides taking our messages and giving us its customers'.
+
+    A provider lists the ones it has (`Provider.capabilities`) and implements their methods; the
+    inbox offers only those, and refuses the others with `Provider.unsupported`'s reason. (A
+    test holds the list and the methods together.)
+    """
+
+    ROUTE = "route"  # hand a session to a platform queue, team or agent
+    RESOLVE = "resolve"  # mark a session resolved at the platform
+    CLOSE = "close"  # end a session at the platform
+    HISTORY = "history"  # list a session's messages (those we missed, ours among them)
+    TEMPLATES = "templates"  # approved templates: what goes out when the window is closed
+    CHANNELS = "channels"  # list the account's channels (numbers, bots, pages)
+    WEBHOOK = "webhook"  # take the URL its callbacks go to
+    CONTACT_LANGUAGE = "contact_language"  # keep a contact's preferred language
+
+
+# What each missing capability is, for the reason the inbox gives ("Acme cannot …").
+CAPABILITY_WORDS: Mapping[Capability, str] = {
+    Capability.ROUTE: "route sessions",
+    Capability.RESOLVE: "resolve sessions",
+    Capability.CLOSE: "close sessions",
+    Capability.HISTORY: "list a session's messages",
+    Capability.TEMPLATES: "send templates",
+    Capability.CHANNELS: "list its channels",
+    Capability.WEBHOOK: "take a callback URL",
+    Capability.CONTACT_LANGUAGE: "keep a contact's language",
+}
+
+# The provider method each capability stands for.
+CAPABILITY_METHODS: Mapping[Capability, str] = {
+    Capability.ROUTE: "session_route",
+    Capability.RESOLVE: "session_resolve",
+    Capability.CLOSE: "session_close",
+    Capability.HISTORY: "session_history",
+    Capability.TEMPLATES: "list_templates",
+    Capability.CHANNELS: "list_channels",
+    Capability.WEBHOOK: "register_webhook",
+    Capability.CONTACT_LANGUAGE: "contact_set_language",
+}
+
+
 class Provider(abc.ABC):
     """Translate one platform's JSON to and from the boundary dataclasses.
 
@@ -492,6 +535,8 @@ class Provider(abc.ABC):
     kind: ClassVar[str]
     label: ClassVar[str]
     ingest: ClassVar[str] = "webhook"
+    # What the platform can do beyond messages (`Capability`); each has its method below.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     # Extra sub-paths under an account's callback URL that the platform may post to.
     callback_subpaths: ClassVar[tuple[str, ...]] = ()
     # Error codes by which the platform says a free-form message fell outside the window
@@ -506,6 +551,14 @@ class Provider(abc.ABC):
     # request headers that carry secrets (never stored with a callback).
     request_auth_scheme: ClassVar[str] = "Token"
     request_secret_headers: ClassVar[frozenset[str]] = frozenset()
+
+    def can(self, capability: Capability) -> bool:
+        """Say whether the platform can do `capability` (the inbox offers nothing else)."""
+        return capability in self.capabilities
+
+    def unsupported(self, capability: Capability) -> UnsupportedError:
+        """The refusal for a capability the platform lacks, in words for the person asking."""
+        return UnsupportedError(f"{self.label} cannot {CAPABILITY_WORDS[capability]}.")
 
     def verify_request(self, secrets: InboundSecrets, headers: Mapping[str, str]) -> RequestCheck:
         """Check that an inbound request comes from the platform (compare in constant time).
@@ -556,17 +609,17 @@ class Provider(abc.ABC):
 
     def register_webhook(self, account: AccountConfig, url: str) -> JSON:
         """Tell the platform where to send callbacks; return what it answered."""
-        raise NotImplementedError(f"{self.kind} does not take a callback URL")
+        raise self.unsupported(Capability.WEBHOOK)
 
     def list_channels(self, account: AccountConfig) -> list[ChannelInfo]:
         """Return the channels the account has at the platform."""
-        raise NotImplementedError(f"{self.kind} cannot list channels")
+        raise self.unsupported(Capability.CHANNELS)
 
     def list_templates(
         self, account: AccountConfig, channel_external_id: str
     ) -> list[TemplateInfo]:
         """Return the message templates usable on a channel (with their approvals)."""
-        raise NotImplementedError(f"{self.kind} has no templates")
+        raise self.unsupported(Capability.TEMPLATES)
 
     def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
         """Send one message; raise a `ProviderError` subclass on failure (`UnsupportedError`: the
@@ -585,29 +638,29 @@ class Provider(abc.ABC):
         params: Mapping[str, Any] | None = None,
     ) -> list[SessionEvent]:
         """Route a platform session; return the events the platform reports."""
-        raise NotImplementedError(f"{self.kind} cannot route sessions")
+        raise self.unsupported(Capability.ROUTE)
 
     def session_resolve(
         self, account: AccountConfig, session_external_id: str
     ) -> list[SessionEvent]:
         """Resolve a platform session; return the events the platform reports."""
-        raise NotImplementedError(f"{self.kind} cannot resolve sessions")
+        raise self.unsupported(Capability.RESOLVE)
 
     def session_close(self, account: AccountConfig, session_external_id: str) -> list[SessionEvent]:
         """Close a platform session; return the events the platform reports."""
-        raise NotImplementedError(f"{self.kind} cannot close sessions")
+        raise self.unsupported(Capability.CLOSE)
 
     def session_history(
         self, account: AccountConfig, session_external_id: str
     ) -> list[HistoryMessage]:
         """Return every message of a platform session, oldest first."""
-        raise NotImplementedError(f"{self.kind} has no session history")
+        raise self.unsupported(Capability.HISTORY)
 
     def contact_set_language(
         self, account: AccountConfig, contact_external_id: str, lang: str
     ) -> None:
         """Tell the platform a contact's preferred language (locale, e.g. en_US)."""
-        raise NotImplementedError(f"{self.kind} cannot set a contact's language")
+        raise self.unsupported(Capability.CONTACT_LANGUAGE)
 
     def contact_language_find(self, code: str) -> Language | None:
         """Return the listed language `code` names (case and `-`/`_` aside), or None."""

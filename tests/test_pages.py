@@ -26,7 +26,9 @@ from inbox.models import (
     TimelineEntry,
 )
 from inbox.services.timeline import timeline_add
+from integrations.base import Capability
 from integrations.models import Channel, ProviderAccount, Template
+from integrations.xms.provider import XmsProvider
 from tests.factories import (
     AgentProfileFactory,
     CannedReplyFactory,
@@ -1368,6 +1370,32 @@ def test_a_refused_action_says_why(as_agent, account, channel):
 
     assert response.status_code == 422
     assert "not known to the platform" in text_of(response)
+
+
+@pytest.mark.parametrize(
+    ("action", "form", "menu", "words"),
+    [
+        ("route", {"queue": "billing"}, "action-route-menu", "route sessions"),
+        ("resolve", {}, "action-resolve", "resolve sessions"),
+        ("close", {}, "action-close", "close sessions"),
+    ],
+)
+def test_an_action_the_platform_cannot_do_is_neither_offered_nor_sent(
+    as_agent, session, monkeypatch, action, form, menu, words
+):
+    lacking = {"route": Capability.ROUTE, "resolve": Capability.RESOLVE, "close": Capability.CLOSE}
+    monkeypatch.setattr(XmsProvider, "capabilities", frozenset(Capability) - {lacking[action]})
+
+    page = text_of(as_agent.get(f"/s/{session.pk}/"))
+    with responses.RequestsMock():  # no platform call may be made
+        response = as_agent.post(f"/s/{session.pk}/{action}/", form, **htmx())
+
+    assert f'data-testid="{menu}"' not in page
+    others = {"action-route-menu", "action-resolve", "action-close"} - {menu}
+    assert all(f'data-testid="{other}"' in page for other in others)
+    assert response.status_code == 422
+    assert f"Mehery XMS cannot {words}." in text_of(response)
+    assert not SessionAction.objects.filter(session=session).exists()
 
 
 def test_reopen_brings_a_resolved_session_back_with_a_timeline_line(as_agent, session):

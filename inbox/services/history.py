@@ -28,7 +28,13 @@ from inbox.services.messages import (
     message_receipts_apply_pending,
 )
 from inbox.services.timeline import timeline_add
-from integrations.base import HistoryMessage, MessageType, ProviderError, with_fresh_credentials
+from integrations.base import (
+    Capability,
+    HistoryMessage,
+    MessageType,
+    ProviderError,
+    with_fresh_credentials,
+)
 from integrations.registry import get_provider
 
 logger = logging.getLogger(__name__)
@@ -38,8 +44,8 @@ def session_history_fetch(session: Session) -> list[HistoryMessage]:
     """Ask the platform for the messages of `session` (its account's credentials, refreshed once
     if the platform refuses them).
 
-    Raises `ProviderError` when the platform cannot answer, `NotImplementedError` when it keeps
-    no history.
+    Raises `ProviderError` when the platform cannot answer (`UnsupportedError` when it keeps no
+    history: `Capability.HISTORY`).
     """
     provider = get_provider(session.account.kind)
     return list(
@@ -54,12 +60,10 @@ def session_history_fetch(session: Session) -> list[HistoryMessage]:
 def session_history_import(session_id: int) -> int:
     """Add the messages the platform has for this session that we do not; return how many."""
     session = Session.objects.select_related("account").get(pk=session_id)
-    if not session.external_id:
+    if not session.external_id or not get_provider(session.account.kind).can(Capability.HISTORY):
         return 0
     try:
         history = session_history_fetch(session)
-    except NotImplementedError:
-        return 0
     except ProviderError as exc:
         logger.warning("history of session %s unavailable: %s", session.external_id, exc)
         raise

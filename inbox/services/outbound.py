@@ -75,6 +75,7 @@ from integrations.base import (
     AmbiguousError,
     AuthenticationError,
     Button,
+    Capability,
     Location,
     Media,
     MessageType,
@@ -1028,10 +1029,10 @@ def message_reconcile(message_id: int) -> str:
         _next_in_conversation(message)
         return "found (receipt)"
     session = message.session
-    if session.external_id:
+    if session.external_id and get_provider(message.account.kind).can(Capability.HISTORY):
         try:
             history = session_history_fetch(session)
-        except (ProviderError, NotImplementedError) as exc:
+        except ProviderError as exc:
             logger.info("history for message %s unavailable: %s", message.pk, exc)
         else:
             sends_correlate(session, history)

@@ -28,11 +28,13 @@ from inbox.services.timeline import timeline_add
 from integrations.base import (
     AccountConfig,
     AuthenticationError,
+    Capability,
     Provider,
     ProviderError,
     RejectedError,
     SessionEvent,
     TransientError,
+    UnsupportedError,
     with_fresh_credentials,
 )
 from integrations.leases import lease_held
@@ -46,6 +48,15 @@ MAX_ATTEMPTS = 5
 # What the session keeps of a route (Session.platform_queue and platform_agent hold 255).
 ROUTE_MAX_LENGTHS = {"queue": 255, "agent": 255, "team": 255}
 SKILL_MAX_LENGTH = 120
+
+
+# The platform capability each action needs: without it the inbox neither offers nor sends it.
+ACTION_CAPABILITIES: dict[str, Capability] = {
+    SessionAction.Kind.ROUTE: Capability.ROUTE,
+    SessionAction.Kind.RESOLVE: Capability.RESOLVE,
+    SessionAction.Kind.CLOSE: Capability.CLOSE,
+    SessionAction.Kind.LANGUAGE: Capability.CONTACT_LANGUAGE,
+}
 
 
 def _refuse_over_long(route: dict[str, Any]) -> None:
@@ -67,6 +78,10 @@ def session_action_request(
     params = dict(params or {})
     if not session.external_id:
         raise SendRefused("no_platform_session", "This session is not known to the platform.")
+    capability = ACTION_CAPABILITIES.get(kind)
+    provider = get_provider(session.account.kind)
+    if capability is not None and not provider.can(capability):
+        raise SendRefused("unsupported", provider.unsupported(capability).detail)
     if kind == SessionAction.Kind.ROUTE:
         queue = str(params.get("queue") or "").strip()
         if not queue:
@@ -93,7 +108,6 @@ def session_action_request(
         if not lang:
             raise SendRefused("lang_required", "Choose the contact's language from the list.")
         # Only what the platform takes (the provider lists it), in the form it takes it.
-        provider = get_provider(session.account.kind)
         language = provider.contact_language_find(lang)
         if language is None:
             raise SendRefused(
@@ -182,7 +196,7 @@ def _perform(action_id: int) -> str:
         return _failed(
             action, "The platform refused the account's credentials; an admin must fix them."
         )
-    except (RejectedError, NotImplementedError) as exc:
+    except (RejectedError, UnsupportedError) as exc:
         return _failed(action, f"The platform refused: {_reason(exc)}")
     now = timezone.now()
     with transaction.atomic():

@@ -82,7 +82,7 @@ from inbox.views.composer import (
     template_form_fields,
     template_prefill,
 )
-from integrations.base import Medium, MessageType
+from integrations.base import Capability, Medium, MessageType
 from integrations.models import Template
 from integrations.registry import get_provider
 
@@ -322,11 +322,14 @@ def actions_context(request: HtmxHttpRequest, session: Session) -> dict[str, Any
     """Return what the action bar offers this user on this session."""
     user = request_user(request)
     supervisor = user_sees_everything(user)
+    provider = get_provider(session.account.kind)
     return {
         "is_supervisor": supervisor,
         "can_reopen": not session_reopen_refusal(session),
         "assignable_users": list(users_serving_session(session)) if supervisor else [],
         "assignable_teams": list(teams_assignable_by(user)),
+        # What the platform can do (integrations.base.Capability): nothing else is offered.
+        "can": {c.value: provider.can(c) for c in Capability},
         "all_labels": list(labels_all()),
         "session_label_ids": {label.pk for label in session.labels.all()},
         "queues_known": platform_queues_known(),

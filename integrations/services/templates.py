@@ -66,7 +66,7 @@ def templates_sync(account: ProviderAccount, *, trigger: str = "command") -> Syn
             for info in provider.list_templates(account.config(), channel.external_id):
                 listed.setdefault(info.external_id, info)
             SyncRun.objects.filter(pk=run.pk).update(total=len(listed))
-    except (ProviderError, NotImplementedError) as exc:
+    except ProviderError as exc:  # UnsupportedError: a platform without templates
         return _failed(run, account, f"{exc}")
     run.total = len(listed)
     try:

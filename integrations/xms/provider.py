@@ -14,6 +14,7 @@ from integrations.base import (
     AmbiguousError,
     AuthenticationError,
     Callback,
+    Capability,
     ChannelInfo,
     ContactView,
     HistoryMessage,
@@ -73,6 +74,7 @@ class XmsProvider(Provider):
     kind = "xms"
     label = "Mehery XMS"
     ingest = "webhook"
+    capabilities = frozenset(Capability)  # sessions with routing, history, HSM templates
     # §4.0: the platform may post to the registered URL as-is or with these paths appended.
     callback_subpaths = ("api/v1/message/receive", "api/v1/contact/info", "api/v1/action/event")
     # WhatsApp's 470, passed through in FAILD receipts (spec §4.12).

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             if not options["skip_channels"]:
                 try:
                     self.stdout.write(f"{account}: channels {channels_sync(account)}")
-                except (ProviderError, NotImplementedError) as exc:
+                except ProviderError as exc:
                     self.stderr.write(f"{account}: channel sync failed: {exc}")
             run = self._with_progress(account)
             line = f"{account}: templates {run.summary()}"
