@@ -256,6 +256,9 @@ class InboundMessage:
     sent_at: datetime | None = None
     raw_type: str = ""
     raw: JSON = field(default_factory=dict)
+    # The channel (number, bot, page) it came in on, when the platform says; otherwise the
+    # inbox takes the one its contact is known on.
+    channel_external_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

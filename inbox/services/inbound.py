@@ -149,7 +149,11 @@ def _message_apply(
         # A redelivery: the session already reflects it; re-applying its (older) assignment
         # would undo newer events.
         return inbound.select_related("session").get(), False
-    channel = identity.channel or fallback or channel_resolve(account, medium=identity.medium)
+    channel = identity.channel or fallback
+    named = message.channel_external_id
+    if named and (channel is None or channel.external_id != named):
+        channel = channel_resolve(account, external_id=named)  # the message's own channel
+    channel = channel or channel_resolve(account, medium=identity.medium)
     if identity.channel_id is None:
         ContactIdentity.objects.filter(pk=identity.pk, channel__isnull=True).update(channel=channel)
         identity.channel = channel
@@ -354,6 +358,7 @@ def plain_message(callback: Callback) -> InboundMessage | None:
         or message.type == MessageType.SYSTEM
         or message.contact_external_id != profile.external_id
         or not profile.channel_external_id
+        or message.channel_external_id not in ("", profile.channel_external_id)
     ):
         return None
     return message

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -508,6 +509,12 @@ def parse_callback(body: JSON) -> Callback:
             message = _tolerant(parse_message, item, f"messages[{i}]", warnings)
             if message is not None:
                 callback.messages.append(message)
+        # A message names its contact; the contact (in the same wrapper) names the channel.
+        channels = {c.external_id: c.channel_external_id for c in callback.contacts}
+        callback.messages = [
+            replace(m, channel_external_id=channels.get(m.contact_external_id, ""))
+            for m in callback.messages
+        ]
         for i, item in enumerate(_items(body, "statuses", warnings)):
             receipt = _tolerant(parse_receipt, item, f"statuses[{i}]", warnings)
             if receipt is not None:
