@@ -19,12 +19,14 @@ from django.utils.safestring import SafeString, mark_safe
 from integrations.base import ProviderError
 from integrations.models import (
     Channel,
+    PollCursor,
     ProviderAccount,
     SyncRun,
     Template,
     TemplateApproval,
     WebhookEvent,
 )
+from integrations.registry import get_provider
 from integrations.services.accounts import account_credentials_test, account_webhook_register
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
@@ -115,6 +117,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "last_success_at",
         "last_error_at",
         "last_error",
+        "polling",
         "recent_events",
         "last_syncs",
         "created_at",
@@ -147,6 +150,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
                         "last_success_at",
                         "last_error_at",
                         "last_error",
+                        "polling",
                         "last_syncs",
                     )
                 },
@@ -154,6 +158,21 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             ("Recent callbacks", {"fields": ("recent_events",)}),
             ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
         ]
+
+    @admin.display(description="Polling")
+    def polling(self, obj: ProviderAccount) -> str:
+        """Where the next poll starts and how the last went (platforms that do not call us)."""
+        if get_provider(obj.kind).ingest != "poll":
+            return "The platform calls us (no polling)."
+        cursor = PollCursor.objects.filter(account=obj).first()
+        if cursor is None:
+            return "Not polled yet."
+        state = f"{cursor.pages:,} pages stored; next poll from {cursor.cursor or 'the start'!r}"
+        if cursor.polled_at:
+            state += f"; last worked {cursor.polled_at:%Y-%m-%d %H:%M:%S}"
+        if cursor.error:
+            state += f"; FAILED {cursor.failed_at:%Y-%m-%d %H:%M:%S}: {cursor.error}"
+        return state
 
     @admin.display(description="Callback URL")
     def callback_url(self, obj: ProviderAccount) -> SafeString:

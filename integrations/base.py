@@ -262,6 +262,18 @@ class InboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class PollPage:
+    """One page a polling platform answered: its body (stored raw, read by `read_callback`),
+    the cursor the next poll starts from, and whether more is waiting right now."""
+
+    body: JSON
+    cursor: str
+    more: bool = False
+    # How many items it holds (nothing to store when 0; the cursor still moves).
+    items: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """A delivery receipt for a message the business sent."""
 
@@ -672,8 +684,10 @@ class Provider(abc.ABC):
             (lang for lang in self.contact_languages if lang.code.casefold() == wanted), None
         )
 
-    def poll(self, account: AccountConfig, cursor: str) -> tuple[Callback, str]:
-        """Fetch what arrived since `cursor`; return it and the next cursor (polling platforms)."""
+    def poll(self, account: AccountConfig, cursor: str) -> PollPage:
+        """Fetch one page of what arrived since `cursor` ("": from now on) for a platform whose
+        `ingest` is "poll". The page is stored raw and read later by `read_callback`, like a
+        webhook body; its `cursor` is where the next poll starts."""
         raise NotImplementedError(f"{self.kind} does not poll")
 
 

@@ -207,6 +207,29 @@ class WebhookEvent(models.Model):
         return {"id": self.pk, "account": str(self.account_id), "state": self.state}
 
 
+class PollCursor(models.Model):
+    """Where a polling account's next poll starts, and how its polls are going.
+
+    The cursor moves in the transaction that stores the page it came with (a WebhookEvent, so
+    the drain, the sweep and replay treat polled pages like callbacks): a page is stored once,
+    or fetched again from the old cursor. `claimed_at` keeps polls of one account one at a
+    time; a claim older than the lease is a dead worker's and is taken over.
+    """
+
+    account = models.OneToOneField(
+        ProviderAccount, on_delete=models.CASCADE, related_name="poll_cursor"
+    )
+    cursor = models.TextField(blank=True, help_text="The platform's position after the last page.")
+    polled_at = models.DateTimeField(null=True, blank=True, help_text="The last poll that worked.")
+    pages = models.PositiveBigIntegerField(default=0, help_text="Pages stored so far.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why the last poll failed, if it did.")
+
+    def __str__(self) -> str:
+        return f"poll cursor of {self.account}"
+
+
 class Template(models.Model):
     """An HSM (WhatsApp) template as the platform lists it, kept even after it disappears."""
 

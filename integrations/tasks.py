@@ -7,7 +7,7 @@ from typing import Any
 from celery import shared_task
 from django.db import OperationalError
 
-from integrations.services import webhooks
+from integrations.services import polling, webhooks
 
 # Callbacks wait out a database outage: retried with backoff (2 s doubling to 120 s), 8 times.
 RETRY_WHILE_THE_DATABASE_IS_DOWN: dict[str, Any] = {
@@ -72,3 +72,15 @@ def channels_sync_all() -> dict[str, str]:
         except ProviderError as exc:  # UnsupportedError too: a platform without the capability
             outcomes[str(account.pk)] = f"failed: {exc}"
     return outcomes
+
+
+@shared_task
+def accounts_poll_due() -> int:
+    """Queue a poll of every polling account (see `polling.accounts_poll_due`)."""
+    return polling.accounts_poll_due()
+
+
+@shared_task
+def account_poll(account_id: str) -> int:
+    """Poll one account's platform and store what it has (see `polling.account_poll`)."""
+    return polling.account_poll(account_id)

@@ -49,6 +49,7 @@ PLATFORM_TASKS = (
     "integrations.tasks.templates_sync_all",
     "integrations.tasks.templates_sync_account",
     "integrations.tasks.channels_sync_all",
+    "integrations.tasks.account_poll",
 )
 INBOUND_TASKS = (
     "integrations.tasks.webhook_event_process",
@@ -56,6 +57,7 @@ INBOUND_TASKS = (
     "integrations.tasks.webhook_events_sweep",
     "inbox.tasks.messages_reap",
     "inbox.tasks.session_actions_reap",
+    "integrations.tasks.accounts_poll_due",  # queues polls; the polls are platform calls
 )
 
 
@@ -107,6 +109,7 @@ def test_every_platform_call_runs_in_the_platform_lane_and_callbacks_in_their_ow
 
     assert {queue_of(task) for task in PLATFORM_TASKS} == {f"{default}.platform"}
     assert {queue_of(task) for task in INBOUND_TASKS} == {default}
+    celery_app.loader.import_default_modules()  # what a worker imports when it starts
     registered = {name for name in celery_app.tasks if name.startswith(("inbox.", "integrations."))}
     assert registered == set(PLATFORM_TASKS) | set(INBOUND_TASKS), "route every new task"
     # Their rows make platform calls durable; the broker's copy is acknowledged at the start.

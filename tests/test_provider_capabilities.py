@@ -38,9 +38,11 @@ def test_every_capability_has_its_words_and_its_method():
     assert all(hasattr(Provider, method) for method in CAPABILITY_METHODS.values())
 
 
-@pytest.mark.parametrize("kind", sorted(PROVIDERS))
-def test_a_provider_declares_exactly_the_capabilities_it_implements(kind):
-    provider_class: type[Provider] = import_string(PROVIDERS[kind])
+@pytest.mark.parametrize(
+    "path", [*sorted(PROVIDERS.values()), "integrations.fake.provider.FakeProvider"]
+)
+def test_a_provider_declares_exactly_the_capabilities_it_implements(path):
+    provider_class: type[Provider] = import_string(path)
     implemented = {
         capability
         for capability, method in CAPABILITY_METHODS.items()

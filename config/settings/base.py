@@ -268,6 +268,7 @@ PLATFORM_TASKS = (
     "integrations.tasks.templates_sync_all",
     "integrations.tasks.templates_sync_account",
     "integrations.tasks.channels_sync_all",
+    "integrations.tasks.account_poll",
 )
 CELERY_TASK_ROUTES = {name: {"queue": PLATFORM_QUEUE} for name in PLATFORM_TASKS}
 CELERY_TASK_ACKS_LATE = True
@@ -288,6 +289,10 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # unless told to reuse it; config/celery.py hands each task's connection back to the pool.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Platforms that do not call us (`Provider.ingest == "poll"`) are asked this often; one poll
+# fetches up to POLL_MAX_PAGES pages while the platform says more is waiting.
+POLL_INTERVAL_SECONDS = env_float("POLL_INTERVAL_SECONDS", 5.0)
+POLL_MAX_PAGES = env_int("POLL_MAX_PAGES", 20)
 CELERY_BEAT_SCHEDULE = {
     "webhook-events-sweep": {
         "task": "integrations.tasks.webhook_events_sweep",
@@ -308,6 +313,10 @@ CELERY_BEAT_SCHEDULE = {
     "channels-sync": {
         "task": "integrations.tasks.channels_sync_all",
         "schedule": float(env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)),
+    },
+    "accounts-poll": {
+        "task": "integrations.tasks.accounts_poll_due",
+        "schedule": POLL_INTERVAL_SECONDS,
     },
 }
 

@@ -1,0 +1,131 @@
+"""A platform that lives in memory (`FakePlatform`), behind a provider like any other.
+
+The inbox's tests use it so that an inbox test is not an XMS test: it polls (nothing calls
+us), names each message's channel, and can do nothing beyond messages unless a test lists
+capabilities for it. It is not in the registry; a test registers it under "fake".
+
+Its bodies, stored raw like any platform's:
+    {"messages": [{"id", "contact", "channel", "text", "session", "name"}],
+     "receipts": [{"id", "status"}]}
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from integrations.base import (
+    JSON,
+    AccountConfig,
+    Callback,
+    ContactProfile,
+    DeliveryStatus,
+    InboundMessage,
+    MessageType,
+    OutboundRequest,
+    PayloadError,
+    PollPage,
+    Provider,
+    ProviderError,
+    Receipt,
+    SendResult,
+    SessionRef,
+)
+
+
+@dataclass
+class FakePlatform:
+    """What one fake platform holds: what its customers wrote (polled in pages of `page_size`),
+    what we sent it, and the failure its next calls raise, if a test set one."""
+
+    written: list[JSON] = field(default_factory=list)
+    sent: list[OutboundRequest] = field(default_factory=list)
+    page_size: int = 2
+    failing: ProviderError | None = None
+    polls: int = 0
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def customer_writes(
+        self, contact: str, text: str, *, channel: str = "fake:main", session: str = ""
+    ) -> str:
+        """Make a customer write; return the message's platform id."""
+        message_id = f"in-{next(self._ids)}"
+        self.written.append(
+            {
+                "id": message_id,
+                "contact": contact,
+                "channel": channel,
+                "text": text,
+                "session": session or f"s-{contact}",
+            }
+        )
+        return message_id
+
+
+# Fake platforms by account base URL (one per account a test makes).
+PLATFORMS: dict[str, FakePlatform] = {}
+
+
+def platform_of(account: AccountConfig) -> FakePlatform:
+    return PLATFORMS.setdefault(account.base_url, FakePlatform())
+
+
+class FakeProvider(Provider):
+    kind = "fake"
+    label = "Fake platform"
+    ingest = "poll"
+
+    def parse_callback(self, body: JSON) -> Callback:
+        if not isinstance(body, dict):
+            raise PayloadError("a fake platform's body is a JSON object")
+        callback = Callback()
+        for item in body.get("messages") or []:
+            contact = str(item["contact"])
+            channel = str(item.get("channel") or "")
+            callback.contacts.append(
+                ContactProfile(
+                    external_id=contact,
+                    medium="other",
+                    channel_external_id=channel,
+                    name=str(item.get("name") or ""),
+                )
+            )
+            callback.messages.append(
+                InboundMessage(
+                    external_id=str(item["id"]),
+                    contact_external_id=contact,
+                    type=MessageType.TEXT,
+                    body=str(item.get("text") or ""),
+                    session=SessionRef(external_id=str(item["session"])),
+                    channel_external_id=channel,
+                    raw=item,
+                )
+            )
+        for item in body.get("receipts") or []:
+            callback.receipts.append(
+                Receipt(external_id=str(item["id"]), status=DeliveryStatus(item["status"]))
+            )
+        return callback
+
+    def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
+        platform = platform_of(account)
+        if platform.failing is not None:
+            raise platform.failing
+        platform.sent.append(request)
+        return SendResult(external_id=f"out-{len(platform.sent)}")
+
+    def poll(self, account: AccountConfig, cursor: str) -> PollPage:
+        platform = platform_of(account)
+        platform.polls += 1
+        if platform.failing is not None:
+            raise platform.failing
+        start = int(cursor or 0)
+        items = platform.written[start : start + platform.page_size]
+        end = start + len(items)
+        return PollPage(
+            body={"messages": items},
+            cursor=str(end),
+            more=end < len(platform.written),
+            items=len(items),
+        )
