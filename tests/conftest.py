@@ -133,10 +133,38 @@ def as_agent(agent: Any) -> Any:
 Poster = Callable[..., Any]
 
 
-@pytest.fixture
-def post_callback(
-    api_client: APIClient, django_capture_on_commit_callbacks: Any
+@pytest.fixture(params=["one task per callback", "the drain"])
+def post_callback_each_path(
+    request: pytest.FixtureRequest,
+    settings: Any,
+    api_client: APIClient,
+    django_capture_on_commit_callbacks: Any,
 ) -> Iterator[Poster]:
+    """`post_callback`, once through one task per callback and once through the production
+    path: the drain (Redis kick, callbacks claimed in batches, plain customer messages
+    applied in bulk) with the account and channel caches on. A module of inbound behaviour tests runs on both with
+    `post_callback = post_callback_each_path`-style override (see test_inbound_processing)."""
+    if request.param == "the drain":
+        import redis
+
+        from config.redis import redis_client
+        from integrations.services import webhooks
+
+        if not redis_up(TEST_REDIS_URL):
+            pytest.skip(f"the drain needs Redis at {TEST_REDIS_URL}")
+        settings.WEBHOOK_DRAIN = True
+        # The per-process caches as in production (each test's account is a new one).
+        settings.WEBHOOK_ACCOUNT_CACHE_SECONDS = 5.0
+        settings.CHANNEL_CACHE_SECONDS = 5.0
+        settings.REDIS_URL = TEST_REDIS_URL
+        redis_client.cache_clear()
+        redis.Redis.from_url(TEST_REDIS_URL).delete(webhooks.KICK_KEY)
+    yield _poster(api_client, django_capture_on_commit_callbacks)
+    if request.param == "the drain":
+        redis_client.cache_clear()
+
+
+def _poster(api_client: APIClient, capture: Any) -> Poster:
     """Post a body to an account's webhook the way the platform does; run its task on commit."""
 
     def post(
@@ -154,10 +182,18 @@ def post_callback(
         if token:
             headers["HTTP_X_VERIFY_TOKEN"] = token
         data = raw if raw is not None else json.dumps(body).encode()
-        with django_capture_on_commit_callbacks(execute=True):
+        with capture(execute=True):
             return api_client.generic("POST", url, data, content_type=content_type, **headers)
 
-    yield post
+    return post
+
+
+@pytest.fixture
+def post_callback(
+    api_client: APIClient, django_capture_on_commit_callbacks: Any
+) -> Iterator[Poster]:
+    """Post a body to an account's webhook the way the platform does; run its task on commit."""
+    yield _poster(api_client, django_capture_on_commit_callbacks)
 
 
 @pytest.fixture

@@ -19,10 +19,16 @@ from inbox.models import (
 )
 from inbox.services.messages import message_external_ids_set
 from integrations.models import Channel, WebhookEvent
-from tests.conftest import load_fixture
+from tests.conftest import Poster, load_fixture
 from tests.factories import AgentProfileFactory, OutboundMessageFactory, SessionFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def post_callback(post_callback_each_path: Poster) -> Poster:
+    """Each behaviour here holds on both paths: one task per callback, and the drain."""
+    return post_callback_each_path
 
 
 def xms(name: str) -> dict:

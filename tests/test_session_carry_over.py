@@ -20,7 +20,7 @@ from integrations.base import ContactProfile, SessionRef
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.services import webhooks
 from integrations.services.webhooks import webhook_events_drain
-from tests.conftest import load_fixture
+from tests.conftest import Poster, load_fixture
 from tests.factories import (
     AgentProfileFactory,
     InboundMessageFactory,
@@ -30,6 +30,13 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def post_callback(post_callback_each_path: Poster) -> Poster:
+    """Each behaviour here holds on both paths: one task per callback, and the drain."""
+    return post_callback_each_path
+
 
 T0 = 1_790_000_000_000  # ms
 
