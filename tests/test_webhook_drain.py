@@ -20,6 +20,12 @@ from integrations.models import ProviderAccount, WebhookEvent
 from integrations.services import webhooks
 from integrations.services.webhooks import webhook_events_drain, webhook_events_kick
 from tests.conftest import TEST_REDIS_URL, load_fixture, redis_up
+from tests.inbox_state import (
+    inbox_state,
+    live_events_named,
+    live_events_published,
+    state_differences,
+)
 
 TEXT = load_fixture("xms", "inbound-message-text")
 KICK_REDIS = TEST_REDIS_URL
@@ -314,6 +320,7 @@ def test_bulk_and_one_by_one_leave_the_inbox_in_the_same_state(django_assert_max
 
     assert _session_state(bulk) == _session_state(one)
     assert _messages(bulk) == _messages(one)
+    assert state_differences(inbox_state(bulk), inbox_state(one)) == {}
     states = {"one": [], "bulk": []}
     for name, acc in (("one", one), ("bulk", bulk)):
         states[name] = list(
@@ -405,6 +412,7 @@ def test_a_customer_applied_alone_holds_up_only_messages_of_their_ids_and_phone(
         alone_again.pk,
     ]
     assert _customers_state(bulk) == _customers_state(one)
+    assert state_differences(inbox_state(bulk), inbox_state(one)) == {}
     assert Contact.objects.filter(account=bulk).count() == 2
 
 
@@ -431,6 +439,7 @@ def test_a_new_customer_whose_phone_an_earlier_callback_in_the_run_names_is_appl
 
     assert [call.args[0].pk for call in one_by_one.call_args_list] == [first.pk, same_phone.pk]
     assert _customers_state(bulk) == _customers_state(one)
+    assert state_differences(inbox_state(bulk), inbox_state(one)) == {}
 
 
 def _customers_state(account: ProviderAccount) -> dict[str, list[tuple[Any, ...]]]:
@@ -473,7 +482,7 @@ def _customers_state(account: ProviderAccount) -> dict[str, list[tuple[Any, ...]
 
 @pytest.mark.django_db
 def test_new_customers_are_applied_in_bulk_leaving_the_inbox_as_one_by_one_would(
-    django_assert_max_num_queries,
+    django_assert_max_num_queries, django_capture_on_commit_callbacks
 ):
     from tests.factories import AgentProfileFactory, ProviderAccountFactory
 
@@ -490,12 +499,16 @@ def test_new_customers_are_applied_in_bulk_leaving_the_inbox_as_one_by_one_would
     ]
     AgentProfileFactory(platform_code="SUPPORT")  # the platform's agent code in every message
     one, bulk = ProviderAccountFactory(), ProviderAccountFactory()
-    for event in _store_bodies(one, bodies):
-        webhooks.webhook_event_process(event.pk)
+    stored = _store_bodies(one, bodies)
+    with live_events_published() as one_told, django_capture_on_commit_callbacks(execute=True):
+        for event in stored:
+            webhooks.webhook_event_process(event.pk)
     _store_bodies(bulk, bodies)
 
     real = webhooks._process_claimed
     with (
+        live_events_published() as bulk_told,
+        django_capture_on_commit_callbacks(execute=True),
         mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
         # (62: opening a session looks up the customer's previous one on the channel, whose
         # owner and labels it may keep (SESSION_CARRY_OVER_HOURS): once for the bulk run and
@@ -507,6 +520,10 @@ def test_new_customers_are_applied_in_bulk_leaving_the_inbox_as_one_by_one_would
     # Only the identity that joins a contact made in the same run waits to go alone.
     assert len(one_by_one.call_args_list) == 1
     assert _customers_state(bulk) == _customers_state(one)
+    assert state_differences(inbox_state(bulk), inbox_state(one)) == {}
+    # Agents' pages are told the same things (each new message, each new session).
+    assert live_events_named(bulk_told) == live_events_named(one_told)
+    assert len(one_told) >= len(bodies)
     assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"processed"}
 
 
