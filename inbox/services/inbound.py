@@ -29,6 +29,7 @@ from inbox.services.sessions import (
     session_for_inbound,
     session_has_newer,
     session_latest_for_contact,
+    session_ref_changes,
     sessions_open_new,
 )
 from inbox.services.timeline import timeline_add
@@ -577,7 +578,7 @@ def _bulk_returning(
         or session is None
         or session.channel_id != channel.pk
         or session.status not in (Session.Status.OPEN, Session.Status.PENDING)
-        or not _ref_settled(session, ref, at=at)
+        or session_ref_changes(session, ref, at=at)
     )
 
 
@@ -695,14 +696,3 @@ def _customers_create_new(
     for identity, session in zip(created, opened, strict=True):
         identities[identity.external_id] = identity
         sessions[session.external_id] = session
-
-
-def _ref_settled(session: Session, ref: SessionRef, *, at: datetime) -> bool:
-    """Say whether following this message's session reference would change nothing."""
-    if session.last_inbound_at is not None and at < session.last_inbound_at:
-        return True  # an older message: `_session_follow_ref` ignores it
-    return (
-        (not ref.routing_id or ref.routing_id == session.routing_id)
-        and (not ref.assigned_agent or ref.assigned_agent == session.platform_agent)
-        and (not ref.assigned_dept or ref.assigned_dept == session.platform_dept)
-    )

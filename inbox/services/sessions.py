@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -67,15 +68,11 @@ def session_for_inbound(
     return session
 
 
-def _session_open(
-    account: ProviderAccount,
-    *,
-    channel: Channel,
-    identity: ContactIdentity,
-    ref: SessionRef | None,
-    at: datetime,
-) -> Session:
-    defaults = {
+def session_new_fields(
+    *, channel: Channel, identity: ContactIdentity, ref: SessionRef | None, at: datetime
+) -> dict[str, Any]:
+    """The columns of a session a customer's message opens (one by one and in bulk)."""
+    return {
         "channel": channel,
         "contact": identity.contact,
         "identity": identity,
@@ -85,6 +82,17 @@ def _session_open(
         "opened_at": at,
         "last_activity_at": at,
     }
+
+
+def _session_open(
+    account: ProviderAccount,
+    *,
+    channel: Channel,
+    identity: ContactIdentity,
+    ref: SessionRef | None,
+    at: datetime,
+) -> Session:
+    defaults = session_new_fields(channel=channel, identity=identity, ref=ref, at=at)
     if ref is None:
         session = Session.objects.create(account=account, external_id="", **defaults)
         created = True
@@ -137,29 +145,14 @@ def sessions_open_new(
     one, in a few statements. There is nothing to supersede, since a new contact has no other
     session; a concurrent insert of the same session id raises IntegrityError.
     """
-    codes = {ref.assigned_agent for _, _, ref, _ in new if ref.assigned_agent}
-    # As `_assignee_from_platform` maps one code: the first profile claiming it.
-    assignees = dict(
-        AgentProfile.objects.filter(platform_code__in=codes)
-        .order_by("-id")
-        .values_list("platform_code", "user_id")
-        if codes
-        else ()
-    )
+    assignees = platform_agents_users({ref.assigned_agent for _, _, ref, _ in new})
     sessions = Session.objects.bulk_create(
         [
             Session(
                 account=account,
                 assignee_id=assignees.get(ref.assigned_agent),
                 external_id=ref.external_id,
-                channel=channel,
-                contact=identity.contact,
-                identity=identity,
-                routing_id=ref.routing_id,
-                platform_agent=ref.assigned_agent,
-                platform_dept=ref.assigned_dept,
-                opened_at=at,
-                last_activity_at=at,
+                **session_new_fields(channel=channel, identity=identity, ref=ref, at=at),
             )
             for identity, channel, ref, at in new
         ]
@@ -341,28 +334,35 @@ def _close_as_superseded(old: Session, *, by: Session, at: datetime) -> None:
     )
 
 
-def _session_follow_ref(session: Session, ref: SessionRef, *, at: datetime, source: str) -> None:
-    # Only the newest customer message speaks for the session's current routing: a late,
-    # older message must not undo what newer messages or events set. (The caller read and
-    # locked the row in this transaction, so it is current.)
+def session_ref_changes(session: Session, ref: SessionRef, *, at: datetime) -> dict[str, str]:
+    """The columns a customer's message dated `at`, naming `ref`, changes on its session
+    (none: following it changes nothing). One rule for both paths: the bulk run applies a
+    message whose reference changes nothing, and leaves the others to `_session_follow_ref`.
+
+    Only the newest customer message speaks for the session's current routing: a late, older
+    message must not undo what newer messages or events set.
+    """
     if session.last_inbound_at is not None and at < session.last_inbound_at:
-        return
-    changed: list[str] = []
-    if ref.routing_id and ref.routing_id != session.routing_id:
-        session.routing_id = ref.routing_id
-        changed.append("routing_id")
-    assignment_changed = False
-    for field, value in (
-        ("platform_agent", ref.assigned_agent),
-        ("platform_dept", ref.assigned_dept),
-    ):
-        if value and value != getattr(session, field):
-            setattr(session, field, value)
-            changed.append(field)
-            assignment_changed = True
-    if changed:
-        session.save(update_fields=[*changed, "updated_at"])
-    if assignment_changed:
+        return {}
+    return {
+        field: value
+        for field, value in (
+            ("routing_id", ref.routing_id),
+            ("platform_agent", ref.assigned_agent),
+            ("platform_dept", ref.assigned_dept),
+        )
+        if value and value != getattr(session, field)
+    }
+
+
+def _session_follow_ref(session: Session, ref: SessionRef, *, at: datetime, source: str) -> None:
+    # (The caller read and locked the row in this transaction, so it is current.)
+    changes = session_ref_changes(session, ref, at=at)
+    for field, value in changes.items():
+        setattr(session, field, value)
+    if changes:
+        session.save(update_fields=[*changes, "updated_at"])
+    if changes.keys() & {"platform_agent", "platform_dept"}:
         live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
         _assignee_from_platform(session, ref.assigned_agent)
         timeline_add(
@@ -383,14 +383,27 @@ def _assignment_summary(agent: str, dept: str) -> str:
     return "Assigned to " + " and ".join(parts) if parts else "Assignment cleared"
 
 
+def platform_agents_users(codes: Iterable[str]) -> dict[str, int]:
+    """Map platform agent codes to our users: the first agent profile claiming each code."""
+    wanted = {code for code in codes if code}
+    if not wanted:
+        return {}
+    users: dict[str, int] = {}
+    for code, user_id in (
+        AgentProfile.objects.filter(platform_code__in=wanted)
+        .order_by("id")
+        .values_list("platform_code", "user_id")
+    ):
+        users.setdefault(code, user_id)
+    return users
+
+
 def _assignee_from_platform(session: Session, agent_code: str) -> None:
     """Map the platform's agent code to a local user, when an agent profile claims it."""
-    if not agent_code:
-        return
-    profile = AgentProfile.objects.filter(platform_code=agent_code).only("user_id").first()
-    if profile is not None and session.assignee_id != profile.user_id:
-        Session.objects.filter(pk=session.pk).update(assignee_id=profile.user_id)
-        session.assignee_id = profile.user_id
+    user_id = platform_agents_users([agent_code]).get(agent_code)
+    if user_id is not None and session.assignee_id != user_id:
+        Session.objects.filter(pk=session.pk).update(assignee_id=user_id)
+        session.assignee_id = user_id
 
 
 def session_event_apply(
