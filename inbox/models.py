@@ -214,6 +214,12 @@ class Message(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_title = models.TextField(blank=True)
+    author_name = models.CharField(
+        max_length=255,
+        blank=True,
+        db_default="",  # rows written by COPY (the benchmark's seed) need no value for it
+        help_text="Who sent it on the platform itself (an agent there, a bot), if not from here.",
+    )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

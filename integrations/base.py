@@ -259,6 +259,10 @@ class InboundMessage:
     # The channel (number, bot, page) it came in on, when the platform says; otherwise the
     # inbox takes the one its contact is known on.
     channel_external_id: str = ""
+    # Sent by the business from the platform itself (a bot, a broadcast, an agent working
+    # there), not by the customer: mirrored as an outbound message, with who sent it.
+    outbound: bool = False
+    author: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +457,8 @@ class HistoryMessage:
     media: Media | None = None
     raw_type: str = ""  # the platform's own name for the type, as it listed it
     raw: JSON = field(default_factory=dict)
+    # Who sent an outbound message on the platform (an agent's name, a bot), when it says.
+    author: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from integrations.base import (
 from integrations.models import Channel
 from integrations.xms.schemas import parse_callback
 from tests.conftest import load_fixture
+from tests.factories import OutboundMessageFactory
 
 
 def customer(channel: str = "wa:support") -> ContactProfile:
@@ -79,3 +80,65 @@ def test_xms_messages_name_the_channel_of_their_contact_in_the_same_wrapper(name
     assert callback.messages
     for message in callback.messages:
         assert message.channel_external_id == channels.get(message.contact_external_id, "")
+
+
+def sent_there(message_id: str, text: str, *, author: str = "Bot Berta") -> InboundMessage:
+    return InboundMessage(
+        external_id=message_id,
+        contact_external_id="c-1",
+        type=MessageType.TEXT,
+        body=text,
+        session=SessionRef(external_id="s-1"),
+        outbound=True,
+        author=author,
+    )
+
+
+def test_a_message_the_business_sent_on_the_platform_is_mirrored_as_outbound_with_its_author(
+    account, admin_client
+):
+    callback_apply(
+        account,
+        Callback(contacts=[customer()], messages=[said("hello")]),
+        received_at=timezone.now(),
+    )
+    session = Message.objects.get(external_id="m-hello").session
+    before = (session.unread_count, session.last_inbound_at)
+
+    callback_apply(
+        account,
+        Callback(contacts=[customer()], messages=[sent_there("bot-1", "Your parcel left today")]),
+        received_at=timezone.now(),
+    )
+
+    mirrored = Message.objects.get(external_id="bot-1")
+    assert (mirrored.direction, mirrored.status, mirrored.author_name, mirrored.session_id) == (
+        Message.Direction.OUTBOUND,
+        Message.Status.SENT,
+        "Bot Berta",
+        session.pk,
+    )
+    session.refresh_from_db()
+    assert (session.unread_count, session.last_inbound_at) == before  # not the customer
+    page = admin_client.get(f"/s/{session.pk}/").content.decode()
+    assert "Bot Berta" in page and "on the platform" in page
+
+
+def test_our_own_send_coming_back_from_the_platform_is_not_copied(account):
+    callback_apply(
+        account,
+        Callback(contacts=[customer()], messages=[said("hello")]),
+        received_at=timezone.now(),
+    )
+    session = Message.objects.get(external_id="m-hello").session
+    ours = OutboundMessageFactory(session=session, external_id="out-7", body="On its way")
+    echo = Callback(contacts=[customer()], messages=[sent_there("out-7", "On its way", author="")])
+
+    callback_apply(account, echo, received_at=timezone.now())
+    callback_apply(account, echo, received_at=timezone.now())  # and again
+
+    assert list(Message.objects.filter(direction="out").values_list("pk", flat=True)) == [ours.pk]
+
+
+def test_a_message_sent_on_the_platform_is_applied_one_by_one_not_in_bulk():
+    assert plain_message(Callback(contacts=[customer()], messages=[sent_there("b", "x")])) is None

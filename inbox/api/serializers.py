@@ -250,6 +250,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
             "external_id",
             "template",
             "author",
+            "author_name",
             "sent_at",
             "delivered_at",
             "read_at",

@@ -67,7 +67,30 @@ def session_history_import(session_id: int) -> int:
     except ProviderError as exc:
         logger.warning("history of session %s unavailable: %s", session.external_id, exc)
         raise
-    history = sends_correlate(session, history)
+    added = session_messages_mirror(session, history)
+    imported = len(added)
+    if added:
+        live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
+        timeline_add(
+            session.account,
+            session=session,
+            kind=TimelineEntry.Kind.EVENT,
+            summary=f"Imported {imported} earlier message(s) from the platform",
+            occurred_at=timezone.now(),
+        )
+    return imported
+
+
+def session_messages_mirror(session: Session, items: Sequence[HistoryMessage]) -> list[Message]:
+    """Add the messages of `session` the platform has and we do not; return the rows added.
+
+    The one path for a session's history and for a message the business sent from the
+    platform itself (a bot, a broadcast, an agent there): our own sends among them are
+    recognized (`sends_correlate`) and settled instead of copied, known ids are skipped, and
+    the rest become rows (with who sent them there) that date the session as if they had
+    arrived live.
+    """
+    history = sends_correlate(session, items)
     ids = {m.external_id for m in history} | {
         m.external_id_ext for m in history if m.external_id_ext
     }
@@ -88,18 +111,9 @@ def session_history_import(session_id: int) -> int:
         added.append(message)
         if item.outbound:
             message_receipts_apply_pending(message)
-    imported = len(added)
     if added:
         _session_date_from(session.pk, added)
-        live.publish(live.SESSION_UPDATED, session_id=session.pk, channel_id=session.channel_id)
-        timeline_add(
-            session.account,
-            session=session,
-            kind=TimelineEntry.Kind.EVENT,
-            summary=f"Imported {imported} earlier message(s) from the platform",
-            occurred_at=timezone.now(),
-        )
-    return imported
+    return added
 
 
 def _known_ids(account_id: UUID, items: Sequence[HistoryMessage]) -> set[str]:
@@ -270,6 +284,7 @@ def _import(session: Session, item: HistoryMessage) -> Message | None:
                     # conversation look new; no later than the session's opening.
                     "sent_at": item.sent_at or session.opened_at,
                     "raw": item.raw,
+                    "author_name": item.author[:255],
                 },
             )
     except IntegrityError:

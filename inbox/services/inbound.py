@@ -23,6 +23,7 @@ from inbox.services.contacts import (
     phone_normalize,
     profile_phone,
 )
+from inbox.services.history import session_messages_mirror
 from inbox.services.messages import media_fields, receipt_record
 from inbox.services.sessions import (
     session_event_apply,
@@ -38,6 +39,7 @@ from integrations.base import (
     Action,
     Callback,
     ContactProfile,
+    HistoryMessage,
     InboundMessage,
     Media,
     MessageType,
@@ -109,6 +111,13 @@ def callback_apply(
                 ContactProfile(external_id=message.contact_external_id, phone=message.sender),
             )
             identities[message.contact_external_id] = identity
+            if message.outbound:
+                mirrored = _business_message_apply(
+                    account, message, identity, received_at=received_at, fallback=only_channel
+                )
+                result.messages_created += mirrored
+                result.messages_duplicate += int(not mirrored)
+                continue
             row, created = _message_apply(
                 account, message, identity, received_at=received_at, fallback=only_channel
             )
@@ -135,6 +144,72 @@ def callback_apply(
     return result
 
 
+def _channel_of(
+    account: ProviderAccount,
+    message: InboundMessage,
+    identity: ContactIdentity,
+    fallback: Channel | None,
+) -> Channel:
+    """The channel a message is on: the one it names, else its contact's, else the
+    callback's only contact's (`fallback`), else the account's for the contact's medium."""
+    channel = identity.channel or fallback
+    named = message.channel_external_id
+    if named and (channel is None or channel.external_id != named):
+        channel = channel_resolve(account, external_id=named)  # the message's own channel
+    return channel or channel_resolve(account, medium=identity.medium)
+
+
+def _business_message_apply(
+    account: ProviderAccount,
+    message: InboundMessage,
+    identity: ContactIdentity,
+    *,
+    received_at: datetime,
+    fallback: Channel | None,
+) -> int:
+    """Mirror a message the business sent from the platform itself (a bot, a broadcast, an
+    agent there) into its session as an outbound message; return 1 if it made a row.
+
+    It takes the history's path (`session_messages_mirror`): one of our own sends coming back
+    is recognized and settled, a known id is skipped, and the customer's window, unread count
+    and last message from them stay as they were.
+    """
+    at = message.sent_at or received_at
+    session = session_for_inbound(
+        account,
+        channel=_channel_of(account, message, identity, fallback),
+        identity=identity,
+        ref=message.session,
+        at=at,
+        source=f"message:{message.external_id}",
+    )
+    added = session_messages_mirror(
+        session,
+        [
+            HistoryMessage(
+                external_id=message.external_id,
+                external_id_ext=message.external_id_ext,
+                outbound=True,
+                type=message.type,
+                body=message.body,
+                sent_at=at,
+                media=message.media,
+                raw_type=message.raw_type,
+                raw=message.raw,
+                author=message.author,
+            )
+        ],
+    )
+    for row in added:
+        live.publish(
+            live.MESSAGE_CREATED,
+            session_id=session.pk,
+            channel_id=session.channel_id,
+            message_id=row.pk,
+        )
+    return len(added)
+
+
 def _message_apply(
     account: ProviderAccount,
     message: InboundMessage,
@@ -150,11 +225,7 @@ def _message_apply(
         # A redelivery: the session already reflects it; re-applying its (older) assignment
         # would undo newer events.
         return inbound.select_related("session").get(), False
-    channel = identity.channel or fallback
-    named = message.channel_external_id
-    if named and (channel is None or channel.external_id != named):
-        channel = channel_resolve(account, external_id=named)  # the message's own channel
-    channel = channel or channel_resolve(account, medium=identity.medium)
+    channel = _channel_of(account, message, identity, fallback)
     if identity.channel_id is None:
         ContactIdentity.objects.filter(pk=identity.pk, channel__isnull=True).update(channel=channel)
         identity.channel = channel
@@ -355,7 +426,8 @@ def plain_message(callback: Callback) -> InboundMessage | None:
     message = callback.messages[0]
     profile = callback.contacts[0]
     if (
-        message.session is None
+        message.outbound
+        or message.session is None
         or message.type == MessageType.SYSTEM
         or message.contact_external_id != profile.external_id
         or not profile.channel_external_id
