@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
+from unittest import mock
 
 import pytest
 import requests
@@ -13,6 +15,7 @@ from responses import matchers
 from integrations import http
 from integrations.base import AuthenticationError
 from integrations.models import Channel, SyncRun
+from integrations.services import channels as channels_module
 from integrations.services.accounts import account_webhook_register
 from integrations.services.channels import channels_sync
 from integrations.xms.client import EnvelopeError, XmsClient
@@ -148,6 +151,35 @@ def test_channel_sync_names_a_channel_first_seen_in_traffic_and_keeps_it_active(
     assert seen.name == "Customer Support"
     assert seen.is_active
     assert not seen.discovered
+
+
+@responses.activate
+def test_a_channel_traffic_discovers_while_the_sync_runs_is_still_named_by_the_sync(account):
+    responses.get(f"{BASE}/config/channels", json=load_fixture("xms", "response-config-channels"))
+    real_find = channels_module.channel_find
+
+    def traffic_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        found = real_find(*args, **kwargs)
+        # A customer's message on that number is applied between the look and the insert.
+        ChannelFactory(
+            account=account,
+            external_id="wa360:918828218374",
+            name="918828218374",
+            discovered=True,
+            is_active=True,
+        )
+        return found
+
+    with mock.patch.object(channels_module, "channel_find", side_effect=traffic_meanwhile):
+        result = channels_sync(account)
+
+    channel = Channel.objects.get()
+    assert (channel.name, channel.discovered, channel.is_active) == (
+        "Customer Support",
+        False,
+        True,
+    )
+    assert (result.created, result.updated) == (0, 1)
 
 
 @responses.activate

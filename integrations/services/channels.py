@@ -122,13 +122,15 @@ def channels_sync(account: ProviderAccount, *, trigger: str = "command") -> Chan
     for info in listed:
         channel = channel_find(account, external_id=info.external_id, lane=info.lane)
         if channel is None:
-            Channel.objects.get_or_create(
+            channel, created = Channel.objects.get_or_create(
                 account=account,
                 external_id=info.external_id,
                 defaults={**_fields(info), "is_active": activate, "discovered": False},
             )
-            result.created += 1
-            continue
+            if created:
+                result.created += 1
+                continue
+            # Inbound traffic discovered it since `channel_find` looked: update it as found.
         changed = [key for key, value in _fields(info).items() if getattr(channel, key) != value]
         for key in changed:
             setattr(channel, key, _fields(info)[key])
