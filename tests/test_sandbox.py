@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from unittest import mock
 
 import pytest
 
@@ -316,6 +318,21 @@ def test_ending_sessions_quietly_makes_the_next_message_start_a_new_one(server, 
     assert answer == {"ended": 1}
     assert server.pending == 0  # no callback told anyone
     assert second["sessionId"] != first["sessionId"]
+
+
+def test_callbacks_still_waiting_when_sessions_end_are_dropped_not_delivered(server, platform):
+    callbacks, _ = platform.customer_message("lucas")
+    before = server.generation
+
+    call(server, "POST", "/_sandbox/sessions/end", {})
+    with mock.patch.object(server, "deliver") as deliver:
+        for callback in callbacks:  # each scheduled before the end, due after it
+            server.pending += 1
+            asyncio.run(server._later(callback, 1, before))
+
+    deliver.assert_not_called()
+    assert server.stats.dropped == len(callbacks) > 0
+    assert server.pending == 0
 
 
 def test_a_customer_writing_after_resolve_continues_the_same_session(platform):

@@ -101,6 +101,9 @@ class SandboxServer:
         self.scenario_done = asyncio.Event() if scenario is not None else None
         # Callbacks scheduled and not yet delivered (or given up on): 0 when the far end is quiet.
         self.pending = 0
+        # Callbacks scheduled before the control API last ended every session are dropped: a
+        # test's late receipts must not reach the next test's account.
+        self.generation = 0
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -333,6 +336,7 @@ class SandboxServer:
                 return Response(400, {"error": f"unknown fault settings: {', '.join(unknown)}"})
             return Response(200, platform.faults.__dict__)
         if route == "sessions/end" and request.method == "POST":
+            self.generation += 1  # callbacks not yet delivered are dropped too
             return Response(200, {"ended": platform.sessions_end_quietly()})
         if route == "templates/remove" and request.method == "POST":
             removed = platform.remove_template(str(body.get("code", "")), str(body.get("lang", "")))
@@ -375,20 +379,27 @@ class SandboxServer:
     def schedule(self, callbacks: list[Outgoing], *, copies: int = 1) -> None:
         for callback in callbacks:
             self.pending += 1
-            self._spawn(self._later(callback, copies if callback.kind == "message" else 1))
+            self._spawn(
+                self._later(callback, copies if callback.kind == "message" else 1, self.generation)
+            )
 
-    async def _later(self, callback: Outgoing, copies: int) -> None:
+    async def _later(self, callback: Outgoing, copies: int, generation: int) -> None:
         try:
             if callback.delay:
                 await asyncio.sleep(callback.delay)
+            if generation != self.generation:
+                self.stats.dropped += 1  # every session was ended meanwhile
+                return
             if callback.make is not None:
                 self.schedule(callback.make())
                 return
-            await self.deliver(callback, copies=copies)
+            await self.deliver(callback, copies=copies, generation=generation)
         finally:
             self.pending -= 1
 
-    async def deliver(self, callback: Outgoing, *, copies: int = 1) -> None:
+    async def deliver(
+        self, callback: Outgoing, *, copies: int = 1, generation: int | None = None
+    ) -> None:
         if not self.platform.webhook_url or callback.body is None:
             self.stats.dropped += 1
             return
@@ -406,14 +417,19 @@ class SandboxServer:
         loop = asyncio.get_running_loop()
         for _ in range(copies):
             reply = await loop.run_in_executor(
-                self.pool, self._post_with_retries, url, callback.body
+                self.pool, self._post_with_retries, url, callback.body, generation
             )
             if reply is not None and callback.on_reply is not None:
                 callback.on_reply(reply)
 
-    def _post_with_retries(self, url: str, body: dict[str, Any]) -> Any:
+    def _post_with_retries(
+        self, url: str, body: dict[str, Any], generation: int | None = None
+    ) -> Any:
         delay = 0.5
         for attempt in range(1, self.max_attempts + 1):
+            if generation is not None and generation != self.generation:
+                self.stats.dropped += 1  # every session was ended between two attempts
+                return None
             try:
                 response = self.http.post(
                     url,
