@@ -133,35 +133,42 @@ def as_agent(agent: Any) -> Any:
 Poster = Callable[..., Any]
 
 
+@pytest.fixture
+def test_redis(settings: Any) -> Iterator[Any]:
+    """Point REDIS_URL at the tests' Redis (skip without one) and yield a client of it; the
+    process's shared client is rebuilt before and after."""
+    import redis
+
+    from config.redis import redis_client
+
+    if not redis_up(TEST_REDIS_URL):
+        pytest.skip(f"needs Redis at {TEST_REDIS_URL}")
+    settings.REDIS_URL = TEST_REDIS_URL
+    redis_client.cache_clear()
+    yield redis.Redis.from_url(TEST_REDIS_URL)
+    redis_client.cache_clear()
+
+
 @pytest.fixture(params=["one task per callback", "the drain"])
 def post_callback_each_path(
     request: pytest.FixtureRequest,
     settings: Any,
     api_client: APIClient,
     django_capture_on_commit_callbacks: Any,
-) -> Iterator[Poster]:
+) -> Poster:
     """`post_callback`, once through one task per callback and once through the production
     path: the drain (Redis kick, callbacks claimed in batches, plain customer messages
-    applied in bulk) with the account and channel caches on. A module of inbound behaviour tests runs on both with
-    `post_callback = post_callback_each_path`-style override (see test_inbound_processing)."""
+    applied in bulk) with the account and channel caches on. A module of inbound behaviour
+    tests runs on both by overriding `post_callback` with it (see test_inbound_processing)."""
     if request.param == "the drain":
-        import redis
-
-        from config.redis import redis_client
         from integrations.services import webhooks
 
-        if not redis_up(TEST_REDIS_URL):
-            pytest.skip(f"the drain needs Redis at {TEST_REDIS_URL}")
+        request.getfixturevalue("test_redis").delete(webhooks.KICK_KEY)
         settings.WEBHOOK_DRAIN = True
         # The per-process caches as in production (each test's account is a new one).
         settings.WEBHOOK_ACCOUNT_CACHE_SECONDS = 5.0
         settings.CHANNEL_CACHE_SECONDS = 5.0
-        settings.REDIS_URL = TEST_REDIS_URL
-        redis_client.cache_clear()
-        redis.Redis.from_url(TEST_REDIS_URL).delete(webhooks.KICK_KEY)
-    yield _poster(api_client, django_capture_on_commit_callbacks)
-    if request.param == "the drain":
-        redis_client.cache_clear()
+    return _poster(api_client, django_capture_on_commit_callbacks)
 
 
 def _poster(api_client: APIClient, capture: Any) -> Poster:

@@ -4,17 +4,12 @@ and `enqueue_once`, which lets a burst of calls start one task."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
 from unittest import mock
 
 import pytest
-import redis
 
 from config import queue
 from config.queue import enqueue
-from config.redis import redis_client
-from tests.conftest import TEST_REDIS_URL, redis_up
 
 
 def test_an_accepted_task_is_handed_over_once_without_retries_and_with_its_arguments():
@@ -38,17 +33,7 @@ def test_a_task_name_that_names_no_task_is_a_bug_not_an_outage():
         enqueue("inbox.tasks.no_such_task", 1)
 
 
-@pytest.fixture
-def queue_redis(settings: Any) -> Iterator[redis.Redis]:
-    if not redis_up(TEST_REDIS_URL):
-        pytest.skip(f"needs Redis at {TEST_REDIS_URL}")
-    settings.REDIS_URL = TEST_REDIS_URL
-    redis_client.cache_clear()
-    yield redis.Redis.from_url(TEST_REDIS_URL)
-    redis_client.cache_clear()
-
-
-def test_calls_ride_along_on_a_held_task_until_it_lets_go(queue_redis):
+def test_calls_ride_along_on_a_held_task_until_it_lets_go(test_redis):
     key = f"test:once:{uuid.uuid4()}"
     with mock.patch.object(queue, "enqueue", return_value=True) as sent:
         queue.enqueue_once_hold(key, 10)  # a drain that runs
@@ -58,12 +43,12 @@ def test_calls_ride_along_on_a_held_task_until_it_lets_go(queue_redis):
 
     assert during == [True] * 3 and after is True
     sent.assert_called_once()  # one task, after the release; none while the drain ran
-    queue_redis.delete(key)
+    test_redis.delete(key)
 
 
-def test_a_held_key_expires_so_a_lost_task_holds_no_call_for_long(queue_redis):
+def test_a_held_key_expires_so_a_lost_task_holds_no_call_for_long(test_redis):
     key = f"test:once:{uuid.uuid4()}"
     queue.enqueue_once_hold(key, 30)
 
-    assert 0 < queue_redis.pttl(key) <= 30_000
-    queue_redis.delete(key)
+    assert 0 < test_redis.pttl(key) <= 30_000
+    test_redis.delete(key)
