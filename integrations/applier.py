@@ -2,25 +2,27 @@
 
 `integrations` receives, stores, claims, sweeps and replays raw callbacks (`WebhookEvent`),
 and it never imports `inbox`. What a callback means for contacts, sessions and messages is the
-inbox's business: `integrations.services.webhooks` reads a claimed event into a `Callback` and
-hands it to the applier named by `settings.INBOUND_CALLBACK_APPLIER`
-(`inbox.services.callbacks.InboxApplier`), inside the transaction that also settles the event's
-state, so an event is processed (or not) together with what it changed.
+inbox's business: `integrations.services.webhooks` reads claimed events into `Callback`s and
+hands them, as one run per account, to the applier named by `settings.INBOUND_CALLBACK_APPLIER`
+(`inbox.services.callbacks.InboxApplier`), inside the transaction that also settles the events'
+states, so an event is processed (or not) together with what it changed. A single event is a run
+of one: there is one way in.
 
-An applier raises `ApplyDeferred` (below) for a callback that overtook what it refers
-to; any other error rolls the event's transaction back and fails (or, for a database outage,
-retries) the event.
+The applier applies each callback or none of it: one that fails, or cannot apply yet because it
+overtook what it refers to, is rolled back alone and its `Outcome` says why. Only a database
+outage (`database_outage`) escapes, and rolls the whole run back, to be retried.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
+from django.db import OperationalError
 from django.utils.module_loading import import_string
 
 from integrations.base import Callback, ContactView
@@ -42,32 +44,30 @@ class StoredCallback:
     received_at: datetime
 
 
-class Applied(Protocol):
-    """What applying one callback did, as far as the stored event needs to know."""
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one callback came to, as far as its stored event needs to know.
 
-    @property
-    def applied(self) -> bool:
-        """Say whether anything in the callback landed (new or already there)."""
+    Exactly one of: `applied` (something in it landed, new or already there), `deferred` (the
+    reason it cannot apply yet), `failed` (the error that rolled it back), or none of them
+    (nothing to apply: the warnings say why).
+    """
 
-    @property
-    def warnings(self) -> list[str]:
-        """Name what the applier noticed (shown on the stored event)."""
+    applied: bool = False
+    warnings: list[str] = field(default_factory=list)
+    deferred: str = ""
+    failed: str = ""
 
 
 class CallbackApplier(Protocol):
     """Apply parsed callbacks to whatever mirrors the platform (the inbox)."""
 
-    def callback_apply(
-        self, account: ProviderAccount, callback: Callback, *, received_at: datetime
-    ) -> Applied:
-        """Apply one callback in the caller's transaction."""
-
-    def callbacks_apply_run(
+    def callbacks_apply(
         self, account: ProviderAccount, run: Sequence[StoredCallback]
-    ) -> set[int]:
-        """Apply what of `run` can be applied in bulk, in the caller's transaction; return keys.
+    ) -> dict[int, Outcome]:
+        """Apply `run` in order, in the caller's transaction; return each key's outcome.
 
-        What is not returned is applied one by one by the caller, in order.
+        A callback that fails or is deferred is rolled back alone; a database outage raises.
         """
 
     def contact_view(
@@ -81,3 +81,20 @@ def callback_applier() -> CallbackApplier:
     """Return the applier `settings.INBOUND_CALLBACK_APPLIER` names (a class, made once)."""
     applier_class: type[CallbackApplier] = import_string(settings.INBOUND_CALLBACK_APPLIER)
     return applier_class()
+
+
+# SQLSTATE classes that say the database itself is in trouble (connection lost, shutting down,
+# out of resources, a serialization failure or deadlock to retry), not this callback's values.
+_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def database_outage(exc: BaseException) -> bool:
+    """Say whether an error means "retry later": the database, not the callback, is at fault.
+
+    Only such errors roll a whole run back to be retried; any other (a value refused, an
+    index entry too large, a constraint, a bug) fails the one callback that caused it.
+    """
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return not sqlstate or sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES

@@ -314,11 +314,11 @@ def test_a_header_with_a_nul_is_stored_without_it(account):
 def test_a_database_error_forced_inside_a_bulk_run_isolates_that_one_event(
     account, production_drain
 ):
-    from inbox.services import inbound
+    from inbox.services import inbound, inbound_bulk, inbound_rules
 
     numbers = [next(_numbers) for _ in range(6)]
     poison = text_with(text="poison")
-    real = inbound._message_row
+    real = inbound_rules.message_row
 
     def refused_by_the_database(*args: Any, **kwargs: Any) -> Message:
         row = real(*args, **kwargs)
@@ -326,7 +326,10 @@ def test_a_database_error_forced_inside_a_bulk_run_isolates_that_one_event(
             row.raw_type = "x" * 100  # varchar(40): the database refuses it (DataError)
         return row
 
-    with mock.patch.object(inbound, "_message_row", side_effect=refused_by_the_database):
+    with (  # (in bulk, and then alone)
+        mock.patch.object(inbound_bulk, "message_row", side_effect=refused_by_the_database),
+        mock.patch.object(inbound, "message_row", side_effect=refused_by_the_database),
+    ):
         events = drained(
             account, [*map(ordinary, numbers[:3]), poison, *map(ordinary, numbers[3:])]
         )
@@ -627,7 +630,7 @@ def test_only_a_database_in_trouble_counts_as_an_outage_not_a_value_it_refuses()
     import psycopg
     from django.db import OperationalError
 
-    from integrations.services.webhooks import database_outage
+    from integrations.applier import database_outage
 
     def wrapped(cause: Exception) -> OperationalError:
         error = OperationalError(str(cause))

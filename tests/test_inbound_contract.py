@@ -3,11 +3,15 @@ contract's own types, not from any platform's JSON."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.utils import timezone
 
 from inbox.models import Message
-from inbox.services.inbound import callback_apply, plain_message
+from inbox.services.inbound import callbacks_apply
+from inbox.services.inbound_rules import plain_message
+from integrations.applier import StoredCallback
 from integrations.base import (
     Callback,
     ContactProfile,
@@ -15,10 +19,21 @@ from integrations.base import (
     MessageType,
     SessionRef,
 )
-from integrations.models import Channel
+from integrations.models import Channel, ProviderAccount
 from integrations.xms.schemas import parse_callback
 from tests.conftest import load_fixture
 from tests.factories import OutboundMessageFactory
+
+
+_keys = itertools.count(1)
+
+
+def callback_apply(account: ProviderAccount, callback: Callback) -> None:
+    """Apply one callback the one way the inbox applies any: a run of one."""
+    key = next(_keys)
+    run = [StoredCallback(key=key, callback=callback, received_at=timezone.now())]
+    outcome = callbacks_apply(account, run)[key]
+    assert outcome.applied and not (outcome.failed or outcome.deferred), outcome
 
 
 def customer(channel: str = "wa:support") -> ContactProfile:
@@ -44,7 +59,7 @@ def test_a_message_that_names_its_channel_lands_on_that_channel_not_its_contacts
         messages=[said("hello", channel="wa:sales", session="s-sales")],
     )
 
-    callback_apply(account, callback, received_at=timezone.now())
+    callback_apply(account, callback)
 
     message = Message.objects.select_related("session__channel").get(external_id="m-hello")
     assert message.session.channel.external_id == "wa:sales"
@@ -55,7 +70,6 @@ def test_a_message_that_names_no_channel_takes_its_contacts(account):
     callback_apply(
         account,
         Callback(contacts=[customer("wa:support")], messages=[said("hi")]),
-        received_at=timezone.now(),
     )
 
     message = Message.objects.select_related("session__channel").get(external_id="m-hi")
@@ -100,7 +114,6 @@ def test_a_message_the_business_sent_on_the_platform_is_mirrored_as_outbound_wit
     callback_apply(
         account,
         Callback(contacts=[customer()], messages=[said("hello")]),
-        received_at=timezone.now(),
     )
     session = Message.objects.get(external_id="m-hello").session
     before = (session.unread_count, session.last_inbound_at)
@@ -108,7 +121,6 @@ def test_a_message_the_business_sent_on_the_platform_is_mirrored_as_outbound_wit
     callback_apply(
         account,
         Callback(contacts=[customer()], messages=[sent_there("bot-1", "Your parcel left today")]),
-        received_at=timezone.now(),
     )
 
     mirrored = Message.objects.get(external_id="bot-1")
@@ -128,14 +140,13 @@ def test_our_own_send_coming_back_from_the_platform_is_not_copied(account):
     callback_apply(
         account,
         Callback(contacts=[customer()], messages=[said("hello")]),
-        received_at=timezone.now(),
     )
     session = Message.objects.get(external_id="m-hello").session
     ours = OutboundMessageFactory(session=session, external_id="out-7", body="On its way")
     echo = Callback(contacts=[customer()], messages=[sent_there("out-7", "On its way", author="")])
 
-    callback_apply(account, echo, received_at=timezone.now())
-    callback_apply(account, echo, received_at=timezone.now())  # and again
+    callback_apply(account, echo)
+    callback_apply(account, echo)  # and again
 
     assert list(Message.objects.filter(direction="out").values_list("pk", flat=True)) == [ours.pk]
 

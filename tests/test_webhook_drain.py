@@ -46,6 +46,13 @@ def _stored(account: ProviderAccount, number: int, **fields: Any) -> WebhookEven
     return WebhookEvent.objects.create(account=account, body=_text(number), **values)
 
 
+def _spy_one_at_a_time() -> Any:
+    """Watch the callbacks the inbox applies one at a time (not in bulk)."""
+    from inbox.services import inbound
+
+    return mock.patch.object(inbound, "_one_apply", side_effect=inbound._one_apply)
+
+
 @pytest.fixture
 def kicks(settings: Any) -> Iterator[redis.Redis]:
     if not redis_up(KICK_REDIS):
@@ -91,30 +98,30 @@ def test_a_drain_leaves_deferred_synchronous_and_unenqueued_events_to_their_own_
 
 @pytest.mark.django_db
 def test_a_drain_hands_back_what_it_did_not_try_when_the_database_fails(account):
-    events = [_stored(account, n) for n in range(3)]
-    real = webhooks._process_claimed
-    calls: list[int] = []
+    from inbox.services import inbound
+    from tests.factories import ProviderAccountFactory
 
-    def second_fails(event: WebhookEvent) -> str:
-        calls.append(event.pk)
-        if len(calls) == 2:
-            WebhookEvent.objects.filter(pk=event.pk).update(state=WebhookEvent.State.PENDING)
+    failing, later = ProviderAccountFactory(), ProviderAccountFactory()
+    events = [_stored(account, 0), _stored(failing, 1), _stored(failing, 2), _stored(later, 3)]
+    real = inbound.callbacks_apply
+
+    def outage_for_one_account(on: ProviderAccount, run: Any) -> Any:
+        if on.pk == failing.pk:
             raise OperationalError("server closed the connection unexpectedly")
-        return real(event)
+        return real(on, run)
 
     with (
-        mock.patch.object(webhooks, "_process_claimed", side_effect=second_fails),
-        mock.patch.object(webhooks, "webhook_events_enqueue") as enqueue,
+        mock.patch.object(inbound, "callbacks_apply", side_effect=outage_for_one_account),
         pytest.raises(OperationalError),
     ):
-        webhook_events_drain(batch=3)
+        webhook_events_drain(batch=4)
 
-    first, failed, untried = (WebhookEvent.objects.get(pk=e.pk) for e in events)
-    assert first.state == WebhookEvent.State.PROCESSED
-    assert (failed.state, failed.attempts) == (WebhookEvent.State.PENDING, 1)
-    enqueue.assert_called_once_with([failed.pk])  # its own task retries it with backoff
-    assert (untried.state, untried.attempts) == (WebhookEvent.State.PENDING, 0)
-    assert webhook_events_drain() == 1  # the next drain takes the untried one
+    first, *untried = (WebhookEvent.objects.get(pk=e.pk) for e in events)
+    assert first.state == WebhookEvent.State.PROCESSED  # its account's run committed
+    # The failed run rolled back whole; it and the runs after it go back fresh, untried.
+    assert [(e.state, e.attempts) for e in untried] == [(WebhookEvent.State.PENDING, 0)] * 3
+    assert webhook_events_drain() == 3  # the drain's retry takes them all
+    assert Message.objects.filter(account__in=[failing, later]).count() == 3
 
 
 @pytest.mark.django_db
@@ -280,7 +287,7 @@ def test_a_run_of_messages_from_a_returning_customer_is_applied_in_a_few_stateme
     _store_bodies(account, [_plain(n, at_ms=base + n * 1000) for n in range(1, 21)])
 
     with (
-        mock.patch.object(webhooks, "_process_claimed") as one_by_one,
+        _spy_one_at_a_time() as one_by_one,
         # One by one takes about nine statements a message; here about 17 in all: claiming,
         # channel, identities, sessions, stored ids, one insert, one update of each table.
         django_assert_max_num_queries(20),
@@ -339,8 +346,7 @@ def test_a_message_to_a_resolved_session_is_applied_alone_and_reopens_it(account
     Session.objects.update(status=Session.Status.RESOLVED)
     _store_bodies(account, [_plain(1, at_ms=base + 1000), _plain(2, at_ms=base + 2000)])
 
-    real = webhooks._process_claimed
-    with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
+    with _spy_one_at_a_time() as one_by_one:
         assert webhook_events_drain() == 2
 
     # The reopening message, and the next one for the same session after it, in order.
@@ -360,7 +366,7 @@ def test_a_run_that_loses_an_insert_race_is_applied_one_by_one_instead(account):
     _store_bodies(account, [_plain(1, at_ms=base + 1000), _plain(2, at_ms=base + 2000)])
 
     with mock.patch(
-        "inbox.services.inbound.Message.objects.bulk_create", side_effect=IntegrityError("dup")
+        "inbox.services.inbound_bulk.Message.objects.bulk_create", side_effect=IntegrityError("dup")
     ):
         assert webhook_events_drain() == 2
 
@@ -402,11 +408,10 @@ def test_a_customer_applied_alone_holds_up_only_messages_of_their_ids_and_phone(
     webhook_events_drain()  # returning customers from here on
     alone, owner, _other, alone_again = _store_bodies(bulk, later)
 
-    real = webhooks._process_claimed
-    with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
+    with _spy_one_at_a_time() as one_by_one:
         assert webhook_events_drain() == 4
 
-    assert [call.args[0].pk for call in one_by_one.call_args_list] == [
+    assert [call.args[1].key for call in one_by_one.call_args_list] == [
         alone.pk,
         owner.pk,
         alone_again.pk,
@@ -433,11 +438,10 @@ def test_a_new_customer_whose_phone_an_earlier_callback_in_the_run_names_is_appl
         webhooks.webhook_event_process(event.pk)
     first, same_phone, _ = _store_bodies(bulk, bodies)
 
-    real = webhooks._process_claimed
-    with mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one:
+    with _spy_one_at_a_time() as one_by_one:
         assert webhook_events_drain() == 3
 
-    assert [call.args[0].pk for call in one_by_one.call_args_list] == [first.pk, same_phone.pk]
+    assert [call.args[1].key for call in one_by_one.call_args_list] == [first.pk, same_phone.pk]
     assert _customers_state(bulk) == _customers_state(one)
     assert state_differences(inbox_state(bulk), inbox_state(one)) == {}
 
@@ -505,15 +509,14 @@ def test_new_customers_are_applied_in_bulk_leaving_the_inbox_as_one_by_one_would
             webhooks.webhook_event_process(event.pk)
     _store_bodies(bulk, bodies)
 
-    real = webhooks._process_claimed
     with (
         live_events_published() as bulk_told,
         django_capture_on_commit_callbacks(execute=True),
-        mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
-        # (62: opening a session looks up the customer's previous one on the channel, whose
+        _spy_one_at_a_time() as one_by_one,
+        # (63: opening a session looks up the customer's previous one on the channel, whose
         # owner and labels it may keep (SESSION_CARRY_OVER_HOURS): once for the bulk run and
-        # once for the identity applied alone.)
-        django_assert_max_num_queries(62),
+        # once for the identity applied alone; each of the two has a savepoint of its own.)
+        django_assert_max_num_queries(63),
     ):
         assert webhook_events_drain(batch=10) == 6
 
@@ -536,14 +539,14 @@ def test_the_statements_for_new_customers_do_not_grow_with_their_number(
     base = 1_790_000_000_000
     _store_bodies(account, [_customer(n, str(300 + n), base + n) for n in range(40)])
 
-    real = webhooks._process_claimed
     with (
-        mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
+        _spy_one_at_a_time() as one_by_one,
         # Claiming, channel, identities, sessions, stored ids, phones; then one insert each
         # of contacts, identities, sessions, timeline, messages (SQLite splits some in two);
-        # one session update; the events marked processed; savepoints; the empty claim that
-        # ends the drain. One by one this takes about twenty a message: 800.
-        django_assert_max_num_queries(30),
+        # one session update; the events marked processed; the run's savepoints (the bulk
+        # phase has its own, which a failure rolls back alone); the empty claim that ends the
+        # drain. One by one this takes about twenty a message: 800.
+        django_assert_max_num_queries(32),
     ):
         assert webhook_events_drain(batch=40) == 40
 
@@ -586,13 +589,12 @@ def test_a_bulk_run_that_loses_a_race_once_is_applied_in_bulk_again(account):
         calls()
         return real_bulk_create(*args, **kwargs)
 
-    real = webhooks._process_claimed
     with (
         mock.patch(
             "inbox.services.contacts.ContactIdentity.objects.bulk_create",
             side_effect=lose_the_first_race,
         ),
-        mock.patch.object(webhooks, "_process_claimed", side_effect=real) as one_by_one,
+        _spy_one_at_a_time() as one_by_one,
     ):
         assert webhook_events_drain() == 2
 
@@ -611,7 +613,7 @@ def test_a_bulk_run_that_hits_a_database_outage_hands_every_event_back_untried(a
 
     with (
         mock.patch(
-            "inbox.services.inbound.Message.objects.bulk_create",
+            "inbox.services.inbound_bulk.Message.objects.bulk_create",
             side_effect=OperationalError("server closed the connection unexpectedly"),
         ),
         pytest.raises(OperationalError),
@@ -635,10 +637,12 @@ def test_a_bulk_run_holds_its_customers_until_it_commits_so_another_run_waits_fo
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
-    key = f"customer:{account.pk}:wa601_918828218374"
+    key = f"customer:{account.pk}:contact:wa601_918828218374"
     probe = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
     with psycopg.connect(**params, autocommit=True) as other:
         with transaction.atomic():
-            _customers_lock(account, {"wa601_918828218374", "wa602_918828218374"})
+            _customers_lock(
+                account, {"contact:wa601_918828218374", "contact:wa602_918828218374"}
+            )
             assert other.execute(probe, [key]).fetchone() == (False,)
         assert other.execute(probe, [key]).fetchone() == (True,)  # released at commit

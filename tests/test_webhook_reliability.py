@@ -323,7 +323,7 @@ def test_a_database_outage_during_processing_leaves_the_event_pending_for_a_retr
     )
     with (
         mock.patch(
-            "inbox.services.inbound.callback_apply", side_effect=OperationalError("db gone")
+            "inbox.services.inbound.messages_apply_bulk", side_effect=OperationalError("db gone")
         ),
         pytest.raises(OperationalError),
     ):

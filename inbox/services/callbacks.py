@@ -2,36 +2,30 @@
 
 `integrations.services.webhooks` owns the raw events (store, claim, lease, settle, sweep,
 replay) and calls the class `settings.INBOUND_CALLBACK_APPLIER` names, this one, for what a
-callback means for contacts, sessions and messages (`inbox.services.inbound`) and for the
-contact a platform asks about (`inbox.selectors`). See `integrations.applier` for the contract.
+run of callbacks means for contacts, sessions and messages (`inbox.services.inbound`, the one
+inbound pipeline) and for the contact a platform asks about (`inbox.selectors`). See
+`integrations.applier` for the contract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from inbox.selectors.contacts import contact_view_for_identity
 from inbox.services import inbound
-from integrations.applier import StoredCallback
-from integrations.base import Callback, ContactView
+from integrations.applier import Outcome, StoredCallback
+from integrations.base import ContactView
 from integrations.models import ProviderAccount
 
 
 class InboxApplier:
     """Apply callbacks to the inbox (`integrations.applier.CallbackApplier`)."""
 
-    def callback_apply(
-        self, account: ProviderAccount, callback: Callback, *, received_at: datetime
-    ) -> inbound.ApplyResult:
-        """Apply one callback in the caller's transaction (`inbound.callback_apply`)."""
-        return inbound.callback_apply(account, callback, received_at=received_at)
-
-    def callbacks_apply_run(
+    def callbacks_apply(
         self, account: ProviderAccount, run: Sequence[StoredCallback]
-    ) -> set[int]:
-        """Apply the plain customer messages of `run` in bulk (`inbound.messages_apply_run`)."""
-        return inbound.messages_apply_run(account, run)
+    ) -> dict[int, Outcome]:
+        """Apply a run of callbacks in the caller's transaction (`inbound.callbacks_apply`)."""
+        return inbound.callbacks_apply(account, run)
 
     def contact_view(
         self, account: ProviderAccount, contact_external_id: str

@@ -1,53 +1,149 @@
-"""Apply what a platform sent (a `Callback`) to the inbox: contacts, messages, receipts, events.
+"""Apply what platforms sent (stored `Callback`s) to the inbox: the one inbound pipeline.
+
+`callbacks_apply` is the one way in, for a drain's batch and for a single callback alike (a
+batch of one). Its phases: hold the run's customers (`_customers_lock`, by the ordering keys of
+`inbound_rules.run_keys`); apply the everyday customer messages together
+(`inbound_bulk.messages_apply_bulk`: partition, load, plan, write, publish); then apply what is
+left one callback at a time, in the order received (`_callback_apply`: contacts, messages,
+receipts, events, actions). Both decide with the rules in `inbound_rules`.
 
 Idempotent: every row it creates is keyed by a unique constraint, so applying the same callback
-twice, or two copies at once, leaves one of everything. Runs inside the caller's transaction.
+twice, or two copies at once, leaves one of everything. Runs inside the caller's transaction;
+each callback applies whole or not at all (a savepoint), and one that fails or must wait is
+rolled back alone, with its reason in its `Outcome`.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Field
+from django.db import IntegrityError, connection, transaction
 
 from inbox import live
-from inbox.models import Contact, ContactIdentity, Message, Session, TimelineEntry
-from inbox.services.contacts import (
-    identities_create_new,
-    identity_refresh,
-    identity_upsert,
-    phone_normalize,
-    profile_phone,
-)
+from inbox.models import ContactIdentity, Message, Session, TimelineEntry
+from inbox.services.contacts import identity_upsert
 from inbox.services.history import session_messages_mirror
-from inbox.services.messages import media_fields, receipt_record
+from inbox.services.inbound_bulk import messages_apply_bulk
+from inbox.services.inbound_rules import message_row, run_keys, session_bump
+from inbox.services.messages import receipt_record
 from inbox.services.sessions import (
     session_event_apply,
     session_for_inbound,
-    session_has_newer,
     session_latest_for_contact,
-    session_ref_changes,
-    sessions_open_new,
 )
 from inbox.services.timeline import timeline_add
-from integrations.applier import ApplyDeferred, StoredCallback
+from integrations.applier import ApplyDeferred, Outcome, StoredCallback, database_outage
 from integrations.base import (
     Action,
     Callback,
     ContactProfile,
     HistoryMessage,
     InboundMessage,
-    Media,
-    MessageType,
     SessionEvent,
     SessionRef,
 )
 from integrations.models import Channel, ProviderAccount
-from integrations.services.channels import channel_resolve
+from integrations.services.channels import channel_resolve, channels_cache_clear
+
+logger = logging.getLogger(__name__)
+
+
+def callbacks_apply(account: ProviderAccount, run: Sequence[StoredCallback]) -> dict[int, Outcome]:
+    """Apply a run of one account's stored callbacks in order; return each key's outcome.
+
+    Runs in the caller's transaction and holds the run's customers, sessions and phones until
+    it commits, so two runs sharing one wait for each other instead of racing. A callback that
+    fails, or overtook what it refers to (`ApplyDeferred`), is rolled back alone; a database
+    outage raises (`integrations.applier.database_outage`).
+    """
+    _customers_lock(account, set().union(*(run_keys(item.callback) for item in run)))
+    outcomes = {key: Outcome(applied=True) for key in _bulk_apply(account, run)}
+    for item in run:
+        if item.key not in outcomes:
+            outcomes[item.key] = _one_apply(account, item)
+    return outcomes
+
+
+def _bulk_apply(account: ProviderAccount, run: Sequence[StoredCallback]) -> set[int]:
+    """Apply the run's everyday messages together, in a savepoint; return their keys.
+
+    A bulk write that loses an insert race (a row inserted meanwhile by a path that does not
+    hold the customer) is planned once more, and then finds the row; any other error leaves
+    the whole run to `_one_apply`, where the callback at fault fails alone, with its reason.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                return messages_apply_bulk(account, run)
+        except IntegrityError:
+            logger.info("a bulk run lost an insert race (attempt %s)", attempt)
+            channels_cache_clear()  # (a cached channel deleted meanwhile fails the same way)
+        except Exception as exc:
+            if database_outage(exc):
+                raise
+            logger.warning(
+                "a bulk run of %s callbacks failed (%s); applying them one at a time",
+                len(run),
+                _error_text(exc)[:500],
+            )
+            channels_cache_clear()
+            return set()
+    return set()
+
+
+def _one_apply(account: ProviderAccount, item: StoredCallback) -> Outcome:
+    """Apply one callback in a savepoint; a failure or deferral rolls back this one alone."""
+    callback = item.callback
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                result = _callback_apply(account, callback, received_at=item.received_at)
+            return Outcome(applied=result.applied, warnings=[*callback.warnings, *result.warnings])
+        except ApplyDeferred as exc:
+            return Outcome(deferred=str(exc))
+        except IntegrityError as exc:
+            # A concurrent delivery of the same item won an insert (or a cached row went
+            # away): once more, and the redelivery checks find the winner.
+            channels_cache_clear()
+            if attempt == 2:
+                logger.exception("callback %s failed", item.key)
+                return Outcome(failed=_error_text(exc))
+        except Exception as exc:
+            if database_outage(exc):
+                raise
+            logger.exception("callback %s failed", item.key)
+            return Outcome(failed=_error_text(exc))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _customers_lock(account: ProviderAccount, keys: set[str]) -> None:
+    """Wait for other runs with any of these customers, sessions or phones; hold them till
+    commit.
+
+    `keys` are a run's ordering keys (`inbound_rules.run_keys`). Known customers' rows are
+    locked anyway; this also covers customers and phones not stored yet (two drains whose
+    batches share a new customer would otherwise both insert them, and the loser's whole run
+    would roll back), and it makes every run take its locks in one sorted order, so runs
+    never deadlock on each other's rows. Transaction-scoped PostgreSQL advisory locks;
+    SQLite, the embedded default, has one writer anyway.
+    """
+    if connection.vendor != "postgresql" or not keys:
+        return
+    with connection.cursor() as cursor:
+        # (A SELECT list is evaluated after its ORDER BY: the locks are taken in that order.)
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+            "FROM unnest(%s::text[]) AS k) AS keys ORDER BY h",
+            [sorted(f"customer:{account.pk}:{key}" for key in keys)],
+        )
 
 
 @dataclass
@@ -77,7 +173,7 @@ class ApplyResult:
         )
 
 
-def callback_apply(
+def _callback_apply(
     account: ProviderAccount, callback: Callback, *, received_at: datetime
 ) -> ApplyResult:
     """Apply a parsed callback in order: contacts, messages, receipts, events, actions."""
@@ -242,7 +338,7 @@ def _message_apply(
     # can still win the insert. The unique constraint then raises IntegrityError, which rolls
     # this event back; the caller applies it again once, and the check finds the winner. (No
     # savepoint here: two round trips on every message for a race that is rare.)
-    row = _message_row(account, message, session, at=at)
+    row = message_row(account, message, session, at=at)
     row.save(force_insert=True)
     _session_note_inbound(session, row, at=at)  # (session_for_inbound locked it)
     live.publish(
@@ -254,52 +350,13 @@ def _message_apply(
     return row, True
 
 
-def _message_row(
-    account: ProviderAccount, message: InboundMessage, session: Session, *, at: datetime
-) -> Message:
-    """Return the (unsaved) row for a new customer message in `session`."""
-    media = message.media
-    location = message.location
-    return Message(
-        account=account,
-        direction=Message.Direction.INBOUND,
-        external_id=message.external_id,
-        session=session,
-        type=message.type.value,
-        raw_type=message.raw_type[:40],
-        body=message.body,
-        **media_fields(media),
-        attachments=[_media_json(m) for m in message.attachments if m != media],
-        latitude=location.latitude if location else None,
-        longitude=location.longitude if location else None,
-        location_name=location.name[:255] if location else "",
-        location_address=location.address[:500] if location else "",
-        location_url=location.url[:2000] if location else "",
-        external_id_ext=message.external_id_ext,
-        status=Message.Status.RECEIVED,
-        sent_at=at,
-        raw=message.raw,
-    )
-
-
-def _media_json(media: Media) -> dict[str, object]:
-    return {
-        "link": media.link,
-        "mime_type": media.mime_type,
-        "filename": media.filename,
-        "caption": media.caption,
-        "sha256": media.sha256,
-        "id": media.media_id,
-    }
-
-
 def _session_note_inbound(locked: Session, message: Message, *, at: datetime) -> None:
     """Bump the session for a new customer message, and note a reopening on its timeline.
 
     `locked` is current and locked in this transaction (as `session_for_inbound` returns it).
     """
     was = locked.status
-    changed = _session_bump(locked, message, at=at)
+    changed = session_bump(locked, message, at=at)
     locked.save(update_fields=changed)
     if "status" in changed:
         timeline_add(
@@ -310,42 +367,6 @@ def _session_note_inbound(locked: Session, message: Message, *, at: datetime) ->
             occurred_at=at,
             dedupe_key=f"reopened:{message.pk}",
         )
-
-
-def _session_bump(locked: Session, message: Message, *, at: datetime) -> list[str]:
-    """Apply a new message to a locked, current session in memory; return the fields changed.
-
-    Activity, the reply window, unread count, the last message, and a reopening: a resolved
-    session continues when the customer writes (§6.6); a closed one only if no later session
-    replaced it (a late message of an old session stays there, closed).
-    """
-    is_customer_message = message.type != MessageType.SYSTEM
-    reopened = is_customer_message and (
-        locked.status == Session.Status.RESOLVED
-        or (locked.status == Session.Status.CLOSED and not session_has_newer(locked))
-    )
-    stays_closed = locked.status == Session.Status.CLOSED and not reopened
-    changed: list[str] = []
-    # A session's first message dates it, even when earlier than its opening: a platform event
-    # that overtook the message opened it on arrival, which is not when the customer wrote.
-    first = locked.last_message_id is None
-    if first or locked.last_activity_at <= at:
-        locked.last_message = message
-        changed.append("last_message")
-    if locked.last_activity_at < at or (first and locked.last_activity_at != at):
-        locked.last_activity_at = at
-        changed.append("last_activity_at")
-    if is_customer_message:
-        if not stays_closed:
-            locked.unread_count += 1
-            changed.append("unread_count")
-        if locked.last_inbound_at is None or locked.last_inbound_at < at:
-            locked.last_inbound_at = at
-            changed.append("last_inbound_at")
-    if reopened:
-        locked.status = Session.Status.OPEN
-        changed.append("status")
-    return changed
 
 
 def _event_apply(
@@ -405,366 +426,3 @@ def _action_apply(
         dedupe_key=f"action:{action.dedupe_key}",
     )
     return True
-
-
-def plain_message(callback: Callback) -> InboundMessage | None:
-    """Return the callback's message if it is only one customer message in a known session.
-
-    That is the everyday callback (one contact, one message naming its session and channel,
-    nothing else, no warnings), which `messages_apply_run` can apply in bulk.
-    """
-    if (
-        len(callback.contacts) != 1
-        or len(callback.messages) != 1
-        or callback.receipts
-        or callback.events
-        or callback.actions
-        or callback.warnings
-        or callback.wants_contact_reply
-    ):
-        return None
-    message = callback.messages[0]
-    profile = callback.contacts[0]
-    if (
-        message.outbound
-        or message.session is None
-        or message.type == MessageType.SYSTEM
-        or message.contact_external_id != profile.external_id
-        or not profile.channel_external_id
-        or message.channel_external_id not in ("", profile.channel_external_id)
-    ):
-        return None
-    return message
-
-
-def callback_keys(callback: Callback) -> set[str]:
-    """Name the customers and sessions a callback touches (its order matters among these)."""
-    keys = {f"contact:{profile.external_id}" for profile in callback.contacts}
-    keys.update(f"contact:{m.contact_external_id}" for m in callback.messages)
-    keys.update(f"session:{m.session.external_id}" for m in callback.messages if m.session)
-    keys.update(f"contact:{r.contact_external_id}" for r in callback.receipts)
-    keys.update(f"session:{e.session_external_id}" for e in callback.events)
-    return keys
-
-
-def messages_apply_run(account: ProviderAccount, run: Sequence[StoredCallback]) -> set[int]:
-    """Apply the plain customer messages in `run` in bulk; return their keys.
-
-    Each callback must be a `plain_message`, for a customer we know on that channel, in a
-    session we know that is open or pending, whose routing the message does not change, and
-    not already stored; or the first message of a brand-new customer (no identity with that
-    platform id, no contact with that phone) opening a session we have never seen. Those are
-    applied with a few statements in all (contacts, identities, sessions and messages read
-    and written in bulk, rows locked in id order) instead of about ten to twenty per message,
-    with the same result as `callback_apply` one by one. One that does not qualify is left
-    for the caller to apply on its own, and so is every later one for the same customer or
-    session, so each customer's callbacks still apply in order (different customers' do not
-    depend on each other). Runs in the caller's transaction.
-    """
-    bulk = _bulk_partition(account, run)
-    if not bulk.head:
-        return set()
-    _bulk_load(bulk)
-    ready, fresh, refresh = _bulk_plan(bulk)
-    if not ready:
-        return set()
-    return _bulk_write(bulk, ready, fresh, refresh)
-
-
-@dataclass
-class _Bulk:
-    """A bulk run: its plain messages, what orders them, and the rows they touch."""
-
-    account: ProviderAccount
-    head: list[tuple[StoredCallback, InboundMessage]] = field(default_factory=list)
-    # Customers, sessions and phones whose callbacks are left to be applied one by one.
-    blocked: set[str] = field(default_factory=set)
-    # A phone's first position in the run, each callback's position and ordering keys.
-    first_mention: dict[str, int] = field(default_factory=dict)
-    positions: dict[int, int] = field(default_factory=dict)
-    run_keys: dict[int, set[str]] = field(default_factory=dict)
-    channels: dict[str, Channel] = field(default_factory=dict)
-    identities: dict[str, ContactIdentity] = field(default_factory=dict)
-    sessions: dict[str, Session] = field(default_factory=dict)
-    stored: set[str] = field(default_factory=set)  # inbound platform ids already stored
-    phones_taken: set[str] = field(default_factory=set)
-
-
-_Ready = tuple[StoredCallback, InboundMessage, Session, datetime]
-_Fresh = tuple[ContactProfile, Channel, SessionRef, datetime]
-_Refresh = tuple[str, ContactProfile, Channel]  # (identity's platform id, profile, channel)
-
-
-def _bulk_partition(account: ProviderAccount, run: Sequence[StoredCallback]) -> _Bulk:
-    """Take the plain messages up to each customer's first callback that is not one."""
-    bulk = _Bulk(account=account)
-    for position, item in enumerate(run):
-        bulk.positions[item.key] = position
-        message = plain_message(item.callback)
-        keys = bulk.run_keys[item.key] = _run_keys(item.callback)
-        # A phone joins identities into one contact, so it orders callbacks as a customer id
-        # does; a new customer's phone must not appear earlier in the run (that callback, even
-        # one applied alone, would create or fill the contact it joins).
-        for key in keys:
-            if key.startswith("phone:"):
-                bulk.first_mention.setdefault(key, position)
-        if message is None or keys & bulk.blocked:
-            bulk.blocked |= keys
-        else:
-            bulk.head.append((item, message))
-    return bulk
-
-
-def _bulk_load(bulk: _Bulk) -> None:
-    """Lock the run's customers and read the channels, identities and sessions it touches."""
-    account, head = bulk.account, bulk.head
-    _customers_lock(
-        account,
-        {m.contact_external_id for _, m in head}
-        | {key for item, _ in head for key in bulk.run_keys[item.key] if key in bulk.first_mention},
-    )
-    profiles = {
-        item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
-    }
-    bulk.channels = {
-        key: channel_resolve(account, external_id=key, lane=profile.lane, medium=profile.medium)
-        for key, profile in profiles.items()
-    }
-    bulk.identities = {
-        identity.external_id: identity
-        for identity in ContactIdentity.objects.select_related("contact")
-        .select_for_update(of=("self",))
-        .filter(account=account, external_id__in={m.contact_external_id for _, m in head})
-        .order_by("id")
-    }
-    bulk.sessions = {
-        session.external_id: session
-        for session in Session.objects.select_for_update()
-        .filter(
-            account=account, external_id__in={m.session.external_id for _, m in head if m.session}
-        )
-        .order_by("id")
-    }
-    bulk.stored = set(
-        Message.objects.filter(
-            account=account,
-            direction=Message.Direction.INBOUND,
-            external_id__in={m.external_id for _, m in head},
-        ).values_list("external_id", flat=True)
-    )
-    # Phones of contacts we already have: a new identity with one of them joins that contact
-    # (and may supersede its sessions), which `callback_apply` does one by one.
-    bulk.phones_taken = set(
-        Contact.objects.filter(
-            account=account,
-            phone__in={
-                profile_phone(item.callback.contacts[0])
-                for item, message in head
-                if message.contact_external_id not in bulk.identities
-            }
-            - {""},
-        ).values_list("phone", flat=True)
-    )
-
-
-def _bulk_plan(bulk: _Bulk) -> tuple[list[_Ready], list[_Fresh], list[_Refresh]]:
-    """Decide which messages apply in bulk: a known customer's, or a new customer's first."""
-    ready: list[_Ready] = []
-    fresh: list[_Fresh] = []
-    refresh: list[_Refresh] = []
-    for item, message in bulk.head:
-        profile = item.callback.contacts[0]
-        ref = message.session
-        assert ref is not None  # (plain_message)
-        channel = bulk.channels[profile.channel_external_id]
-        at = message.sent_at or item.received_at
-        keys = set(bulk.run_keys[item.key])
-        identity = bulk.identities.get(message.contact_external_id)
-        if identity is not None and identity.pk is not None and identity.contact.phone:
-            keys.add(f"phone:{identity.contact.phone}")
-        if keys & bulk.blocked or message.external_id in bulk.stored:
-            bulk.blocked |= keys
-            continue
-        session = bulk.sessions.get(ref.external_id)
-        if identity is None and session is None:
-            if not _bulk_new_customer(bulk, item, message, channel):
-                bulk.blocked |= keys
-                continue
-            fresh.append((profile, channel, ref, at))
-            session = bulk.sessions[ref.external_id]
-        elif not _bulk_returning(identity, session, channel, ref, at=at):
-            bulk.blocked |= keys
-            continue
-        else:
-            assert identity is not None and session is not None  # (_bulk_returning)
-            # What the contact's profile brings that is new (rarely anything) is written
-            # once the new customers' rows exist.
-            refresh.append((identity.external_id, profile, channel))
-        bulk.stored.add(message.external_id)
-        ready.append((item, message, session, at))
-    return ready, fresh, refresh
-
-
-def _bulk_new_customer(
-    bulk: _Bulk, item: StoredCallback, message: InboundMessage, channel: Channel
-) -> bool:
-    """Put stand-ins in place for a brand-new customer's first message; False if it is not one.
-
-    Until the rows exist, later messages of this customer in the run find the stand-ins as a
-    returning customer's, in the session this message opens.
-    """
-    ref = message.session
-    assert ref is not None  # (plain_message)
-    phone = profile_phone(item.callback.contacts[0])
-    # (A second new customer with this phone in the run is not its first mention.)
-    if phone and (
-        phone in bulk.phones_taken
-        or bulk.first_mention[f"phone:{phone}"] < bulk.positions[item.key]
-    ):
-        return False
-    bulk.identities[message.contact_external_id] = ContactIdentity(
-        external_id=message.contact_external_id, channel=channel
-    )
-    bulk.sessions[ref.external_id] = Session(
-        external_id=ref.external_id,
-        channel=channel,
-        routing_id=ref.routing_id,
-        platform_agent=ref.assigned_agent,
-        platform_dept=ref.assigned_dept,
-    )
-    return True
-
-
-def _bulk_returning(
-    identity: ContactIdentity | None,
-    session: Session | None,
-    channel: Channel,
-    ref: SessionRef,
-    *,
-    at: datetime,
-) -> bool:
-    """Say whether a known customer's message joins an open session it changes nothing of."""
-    return not (
-        identity is None
-        or identity.channel_id != channel.pk
-        or session is None
-        or session.channel_id != channel.pk
-        or session.status not in (Session.Status.OPEN, Session.Status.PENDING)
-        or session_ref_changes(session, ref, at=at)
-    )
-
-
-def _bulk_write(
-    bulk: _Bulk, ready: list[_Ready], fresh: list[_Fresh], refresh: list[_Refresh]
-) -> set[int]:
-    """Write the planned rows in bulk, publish their live events; return the applied keys."""
-    account = bulk.account
-    if fresh:
-        _customers_create_new(account, fresh, bulk.identities, bulk.sessions)
-        ready = [
-            (item, message, bulk.sessions[stand_in.external_id], at)
-            for item, message, stand_in, at in ready
-        ]
-    for external_id, profile, channel in refresh:
-        identity_refresh(bulk.identities[external_id], profile, channel=channel)
-    rows = Message.objects.bulk_create(
-        [_message_row(account, message, session, at=at) for _, message, session, at in ready]
-    )
-    touched: dict[int, Session] = {}
-    changed: set[str] = set()
-    for (_, _, session, at), row in zip(ready, rows, strict=True):
-        touched[session.pk] = session
-        changed.update(_session_bump(session, row, at=at))
-    if changed:
-        _sessions_update(list(touched.values()), sorted(changed))
-    live.publish_many(
-        live.Event(
-            live.MESSAGE_CREATED, session=session.pk, channel=session.channel_id, message=row.pk
-        )
-        for (_, _, session, _), row in zip(ready, rows, strict=True)
-    )
-    return {item.key for item, _, _, _ in ready}
-
-
-def _customers_lock(account: ProviderAccount, keys: set[str]) -> None:
-    """Wait for other bulk runs with any of these customers or phones; hold them till commit.
-
-    `keys` are platform contact ids and "phone:<digits>". Known customers' identity rows are
-    locked anyway; this also covers customers and phones not stored yet. Two drains whose
-    batches share a new customer would otherwise both insert them, and
-    the loser's whole run would roll back (at the start of a burst of new customers, most
-    runs). Transaction-scoped PostgreSQL advisory locks, taken in one sorted order by every
-    run (so runs never deadlock on them); SQLite, the embedded default, has one writer anyway.
-    """
-    if connection.vendor != "postgresql" or not keys:
-        return
-    with connection.cursor() as cursor:
-        # (A SELECT list is evaluated after its ORDER BY: the locks are taken in that order.)
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
-            "FROM unnest(%s::text[]) AS k) AS keys ORDER BY h",
-            [sorted(f"customer:{account.pk}:{key}" for key in keys)],
-        )
-
-
-def _sessions_update(sessions: Sequence[Session], fields: Sequence[str]) -> None:
-    """Write these fields of these sessions in one statement.
-
-    On PostgreSQL an UPDATE … FROM (VALUES …): `bulk_update` builds a CASE expression per
-    field and row, which took 40 % of a bulk run's time in the worker (profiled under
-    `make bench`). Elsewhere (the embedded SQLite), `bulk_update`.
-    """
-    if connection.vendor != "postgresql":
-        Session.objects.bulk_update(sessions, fields)
-        return
-    quote = connection.ops.quote_name
-    columns: list[Field[Any, Any]] = []
-    for name in ("id", *fields):
-        field = Session._meta.get_field(name)
-        assert isinstance(field, Field)
-        columns.append(field)
-    row = "(" + ", ".join(f"%s::{field.db_type(connection)}" for field in columns) + ")"
-    params: list[Any] = [
-        field.get_db_prep_value(getattr(session, field.attname), connection)
-        for session in sessions
-        for field in columns
-    ]
-    names = [quote(str(field.column)) for field in columns]
-    assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {quote(Session._meta.db_table)} AS t SET {assignments} "  # noqa: S608
-            f"FROM (VALUES {', '.join([row] * len(sessions))}) AS v({', '.join(names)}) "
-            f"WHERE t.{names[0]} = v.{names[0]}",  # (every name above is the model's own)
-            params,
-        )
-
-
-def _run_keys(callback: Callback) -> set[str]:
-    """Name what orders a callback within a bulk run: its customers, sessions and phones."""
-    phones = {profile_phone(profile) for profile in callback.contacts}
-    phones.update(phone_normalize(message.sender) for message in callback.messages)
-    phones.update(profile_phone(event.contact) for event in callback.events if event.contact)
-    return callback_keys(callback) | {f"phone:{phone}" for phone in phones if phone}
-
-
-def _customers_create_new(
-    account: ProviderAccount,
-    fresh: Sequence[tuple[ContactProfile, Channel, SessionRef, datetime]],
-    identities: dict[str, ContactIdentity],
-    sessions: dict[str, Session],
-) -> None:
-    """Insert new customers and their first sessions; put the rows in place of the stand-ins."""
-    created = identities_create_new(
-        account, [(profile, channel) for profile, channel, _, _ in fresh]
-    )
-    opened = sessions_open_new(
-        account,
-        [
-            (identity, channel, ref, at)
-            for identity, (_, channel, ref, at) in zip(created, fresh, strict=True)
-        ],
-    )
-    for identity, session in zip(created, opened, strict=True):
-        identities[identity.external_id] = identity
-        sessions[session.external_id] = session

@@ -26,18 +26,17 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.queue import enqueue, enqueue_once, enqueue_once_started
-from integrations.applier import ApplyDeferred, StoredCallback, callback_applier
+from integrations.applier import Outcome, StoredCallback, callback_applier, database_outage
 from integrations.base import JSON, Callback, PayloadError
 from integrations.leases import lease_held
 from integrations.models import ProviderAccount, WebhookEvent
 from integrations.payload import BodyError, json_loads, text_clean
 from integrations.registry import get_provider
-from integrations.services.channels import channels_cache_clear
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +54,6 @@ def headers_without_secrets(
         for key, value in headers.items()
         if key.lower() not in SECRET_HEADERS and key.lower() not in secret
     }
-
-
-# SQLSTATE classes that say the database itself is in trouble (connection lost, shutting down,
-# out of resources, a serialization failure or deadlock to retry), not this callback's values.
-_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-
-
-def database_outage(exc: BaseException) -> bool:
-    """Say whether an error means "retry later": the database, not the event, is at fault.
-
-    Only such errors put events back to pending; any other (a value refused, an index entry
-    too large, a constraint, a bug) fails the one event that caused it, with its reason.
-    """
-    if not isinstance(exc, OperationalError):
-        return False
-    sqlstate = getattr(exc.__cause__, "sqlstate", None)
-    return not sqlstate or sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
 
 
 def _body(event: WebhookEvent) -> JSON:
@@ -148,9 +130,9 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
     """Process fresh callbacks in claimed batches until none are left; return how many.
 
     Each batch is claimed in one statement (FOR UPDATE SKIP LOCKED, so two drains take
-    different events), then applied by `_apply_claimed`: the everyday messages of returning and
-    new customers in bulk, every other event in its own transaction as `webhook_event_process`
-    does. Only fresh events (never claimed) are drained; deferred and replayed ones keep
+    different events), then applied by `_apply_claimed` as one run per account, the way
+    `webhook_event_process` applies a run of one (the applier applies the everyday messages of
+    returning and new customers in bulk, the rest one at a time). Only fresh events (never claimed) are drained; deferred and replayed ones keep
     their own schedule. After WEBHOOK_DRAIN_BUDGET_SECONDS the drain hands over to a new one,
     so sends queued behind it get a worker.
     """
@@ -165,7 +147,7 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
         if not events:
             return done
         with _leased(events):
-            _apply_claimed(events)
+            _apply_claimed(events, fresh=True)
         done += len(events)
         if time.monotonic() >= deadline:
             # Its own successor, not a kick: two drains past their budget at once must leave
@@ -174,98 +156,103 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
             return done
 
 
-def _apply_claimed(events: list[WebhookEvent]) -> None:
-    """Apply claimed events: everyday customer messages in bulk, the rest one by one, in order.
+def _apply_claimed(events: list[WebhookEvent], *, fresh: bool) -> dict[int, str]:
+    """Apply claimed events, one run per account; return each event's new state.
 
-    The plain messages of returning and brand-new customers are applied together, in one
-    transaction per account with a few statements in all (the applier's
-    `callbacks_apply_run`). Every other event, and any later one for the same customer or
-    session, then goes through `_process_claimed` on its own, in the order received. A bulk run that fails for any reason
-    but a database outage is rolled back and its events go one by one too, each in its own
-    transaction: one event's error fails that event alone, and the rest still apply now.
-    Nothing claimed here is left `processing`.
+    Each account's run goes to the applier in one transaction together with its events' new
+    states (`_apply_run`); a callback that fails or must wait is settled alone, with its
+    reason. A database outage hands back every event not yet settled, untried, and raises for
+    the task's retry: `fresh` ones (a drain's) as fresh again, for the next drain. Nothing
+    claimed here is left `processing`.
     """
-    parsed = {event.pk: _parse_quietly(event) for event in events}
-    applied: set[int] = set()
-    try:
-        for account_id in dict.fromkeys(event.account_id for event in events):
-            mine = [event for event in events if event.account_id == account_id]
-            applied |= _apply_in_bulk(mine, parsed)
-    except OperationalError:  # (`_apply_in_bulk` lets only an outage through)
-        # The database is in trouble: what is not applied goes back untried, for the retry.
-        with contextlib.suppress(Exception):
-            WebhookEvent.objects.filter(
-                pk__in=[e.pk for e in events if e.pk not in applied],
-                state=WebhookEvent.State.PROCESSING,
-            ).update(state=WebhookEvent.State.PENDING, attempts=F("attempts") - 1)
-        raise
-    rest = [event for event in events if event.pk not in applied]
-    for position, event in enumerate(rest):
+    states: dict[int, str] = {}
+    for account_id in dict.fromkeys(event.account_id for event in events):
+        mine = [event for event in events if event.account_id == account_id]
         try:
-            _process_claimed(event)
-        except OperationalError:  # (`_process_claimed` re-raises only an outage)
-            # The database is in trouble. The rest go back untried, for this task's retry;
-            # the event that hit it (pending again) gets a task of its own, which retries it
-            # with backoff and gives it up after WEBHOOK_MAX_ATTEMPTS.
-            untried = [e.pk for e in rest[position + 1 :]]
+            states.update(_apply_run(mine))
+        except Exception as exc:
+            untried = [event.pk for event in events if event.pk not in states]
+            if not database_outage(exc):
+                # (The applier settles each callback's own errors: this is the pipeline's.)
+                logger.exception("applying %s webhook events failed", len(mine))
+                states.update(_fail([event.pk for event in mine], exc))
+                continue
             with contextlib.suppress(Exception):
                 WebhookEvent.objects.filter(
                     pk__in=untried, state=WebhookEvent.State.PROCESSING
-                ).update(state=WebhookEvent.State.PENDING, attempts=F("attempts") - 1)
-                webhook_events_enqueue([event.pk])
+                ).update(
+                    state=WebhookEvent.State.PENDING,
+                    **({"attempts": F("attempts") - 1} if fresh else {}),
+                )
             raise
+    return states
 
 
-def _parse_quietly(event: WebhookEvent) -> Callback | None:
-    """Parse a stored body, or None (`_process_claimed` then records why it cannot)."""
-    try:
-        return _read(event)
-    except Exception:
-        return None
-
-
-def _apply_in_bulk(events: list[WebhookEvent], parsed: dict[int, Callback | None]) -> set[int]:
-    """Apply one account's plain customer messages in one transaction; return their ids."""
-    account = events[0].account
-    run = []
+def _apply_run(events: list[WebhookEvent]) -> dict[int, str]:
+    """Apply one account's claimed events, and settle them, in one transaction."""
+    states: dict[int, str] = {}
+    run: list[StoredCallback] = []
     for event in events:
-        # (One with warnings, such as the provider's doubts about its tenant, is recorded one
-        # by one; it still orders its customer's.)
-        callback = parsed[event.pk] or Callback(warnings=["not parsed"])
-        run.append(StoredCallback(key=event.pk, callback=callback, received_at=event.received_at))
-    for attempt in range(2):
         try:
-            with transaction.atomic():
-                applied = callback_applier().callbacks_apply_run(account, run)
-                if applied:
-                    WebhookEvent.objects.filter(pk__in=applied).update(
-                        state=WebhookEvent.State.PROCESSED,
-                        kind="messages",
-                        warnings=[],
-                        error="",
-                        processed_at=timezone.now(),
-                    )
-            return applied
-        except IntegrityError:
-            # Another drain inserted one of these customers, sessions or messages first
-            # (usually a new customer's, whose next message it had): nothing was written.
-            # Once more in bulk, which now finds the winner's rows; if that loses a race
-            # too, one by one, each finds out what it is.
-            logger.info("a bulk run lost an insert race (attempt %s)", attempt + 1)
-            channels_cache_clear()  # (a cached channel deleted meanwhile fails the same way)
-        except Exception as exc:
-            if database_outage(exc):
-                raise
-            # One event's value or a bug: nothing was written. One by one, each event in its
-            # own transaction, finds out which (it fails alone, with its reason).
-            logger.warning(
-                "a bulk run of %s events failed (%s); applying them one by one",
-                len(run),
-                "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500],
+            callback = _read(event)
+        except Exception as exc:  # its body: it fails alone, before the run
+            logger.warning("webhook event %s cannot be read: %s", event.pk, exc)
+            states.update(_fail([event.pk], exc))
+            continue
+        run.append(StoredCallback(key=event.pk, callback=callback, received_at=event.received_at))
+    if not run:
+        return states
+    by_id = {event.pk: event for event in events}
+    with transaction.atomic():
+        outcomes = callback_applier().callbacks_apply(events[0].account, run)
+        states.update(_settle(run, outcomes, by_id))
+    return states
+
+
+def _settle(
+    run: list[StoredCallback], outcomes: Mapping[int, Outcome], events: Mapping[int, WebhookEvent]
+) -> dict[int, str]:
+    """Write each event's state from its outcome (the everyday ones in one statement)."""
+    now = timezone.now()
+    states: dict[int, str] = {}
+    plain: dict[str, list[int]] = {}  # kind -> events applied without a warning
+    for item in run:
+        outcome, event_id = outcomes[item.key], item.key
+        if outcome.deferred:
+            states[event_id] = _defer(events[event_id], outcome.deferred)
+        elif outcome.failed:
+            states.update(_fail([event_id], outcome.failed))
+        elif outcome.applied and not outcome.warnings:
+            plain.setdefault(item.callback.kind, []).append(event_id)
+            states[event_id] = WebhookEvent.State.PROCESSED
+        else:
+            warnings = outcome.warnings
+            state = WebhookEvent.State.PROCESSED if outcome.applied else WebhookEvent.State.IGNORED
+            WebhookEvent.objects.filter(pk=event_id).update(
+                state=state,
+                kind=item.callback.kind,
+                warnings=[text_clean(w)[:1000] for w in warnings[:50]],
+                error="" if outcome.applied else "; ".join(warnings[:5]) or "nothing to apply",
+                processed_at=now,
             )
-            channels_cache_clear()
-            return set()
-    return set()
+            states[event_id] = state
+    for kind, ids in plain.items():
+        WebhookEvent.objects.filter(pk__in=ids).update(
+            state=WebhookEvent.State.PROCESSED, kind=kind, warnings=[], error="", processed_at=now
+        )
+    return states
+
+
+def _fail(event_ids: list[int], error: BaseException | str) -> dict[int, str]:
+    """Mark events failed with the error, keeping their bodies for a replay."""
+    if isinstance(error, BaseException):
+        error = "".join(traceback.format_exception_only(type(error), error)).strip()
+    WebhookEvent.objects.filter(pk__in=event_ids).update(
+        state=WebhookEvent.State.FAILED,
+        error=text_clean(error[:4000]) or "failed",
+        processed_at=timezone.now(),
+    )
+    return dict.fromkeys(event_ids, WebhookEvent.State.FAILED)
 
 
 def _claim_fresh(limit: int) -> list[WebhookEvent]:
@@ -402,7 +389,7 @@ def _claim(event_id: int, now: datetime) -> bool:
 def webhook_event_process(event_id: int) -> str | None:
     """Apply one stored callback to the inbox, exactly once; return the resulting state.
 
-    Returns None when the event was not claimable (already processed, or being processed).
+    A run of one through `_apply_claimed`, as a drain applies many. Returns None when the event was not claimable (already processed, or being processed).
     A database outage puts the event back to pending and re-raises so the task retries; a
     callback that overtook what it refers to is deferred (pending, retried by the sweep);
     any other error marks it failed with the reason, keeping the raw body for a replay. After
@@ -416,7 +403,7 @@ def webhook_event_process(event_id: int) -> str | None:
         WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
         raise
     with _leased([event]):
-        return _process_claimed(event)
+        return _apply_claimed([event], fresh=False)[event_id]
 
 
 def _leased(events: list[WebhookEvent]) -> AbstractContextManager[object]:
@@ -434,53 +421,9 @@ def _leased(events: list[WebhookEvent]) -> AbstractContextManager[object]:
     )
 
 
-def _process_claimed(event: WebhookEvent) -> str:
-    """Apply an event this process has claimed, in one transaction with its new state."""
+def _defer(event: WebhookEvent, reason: str) -> str:
+    """Put an event that cannot apply yet back to pending for the sweep, or give it up."""
     event_id = event.pk
-    try:
-        callback = _read(event)
-        for attempt in (1, 2):
-            try:
-                with transaction.atomic():
-                    result = callback_applier().callback_apply(
-                        event.account, callback, received_at=event.received_at
-                    )
-                    warnings = [*callback.warnings, *result.warnings]
-                    applied = result.applied
-                    state = WebhookEvent.State.PROCESSED if applied else WebhookEvent.State.IGNORED
-                    WebhookEvent.objects.filter(pk=event_id).update(
-                        state=state,
-                        kind=callback.kind,
-                        warnings=[text_clean(w)[:1000] for w in warnings[:50]],
-                        error="" if applied else "; ".join(warnings[:5]) or "nothing to apply",
-                        processed_at=timezone.now(),
-                    )
-                break
-            except IntegrityError:
-                # A concurrent delivery of the same item won an insert (or a cached row went
-                # away): rolled back; once more, and the redelivery checks find the winner.
-                channels_cache_clear()
-                if attempt == 2:
-                    raise
-    except ApplyDeferred as exc:
-        return _defer(event_id, str(exc))
-    except Exception as exc:
-        if database_outage(exc):
-            WebhookEvent.objects.filter(pk=event_id).update(state=WebhookEvent.State.PENDING)
-            raise
-        logger.exception("webhook event %s failed", event_id)
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        WebhookEvent.objects.filter(pk=event_id).update(
-            state=WebhookEvent.State.FAILED,
-            error=text_clean(detail[:4000]) or type(exc).__name__,
-            processed_at=timezone.now(),
-        )
-        return WebhookEvent.State.FAILED
-    return state
-
-
-def _defer(event_id: int, reason: str) -> str:
-    event = WebhookEvent.objects.only("attempts").get(pk=event_id)
     if event.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
         WebhookEvent.objects.filter(pk=event_id).update(
             state=WebhookEvent.State.IGNORED,
