@@ -24,7 +24,6 @@ from integrations.xms.schemas import parse_callback
 from tests.conftest import load_fixture
 from tests.factories import OutboundMessageFactory
 
-
 _keys = itertools.count(1)
 
 

@@ -641,8 +641,6 @@ def test_a_bulk_run_holds_its_customers_until_it_commits_so_another_run_waits_fo
     probe = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
     with psycopg.connect(**params, autocommit=True) as other:
         with transaction.atomic():
-            _customers_lock(
-                account, {"contact:wa601_918828218374", "contact:wa602_918828218374"}
-            )
+            _customers_lock(account, {"contact:wa601_918828218374", "contact:wa602_918828218374"})
             assert other.execute(probe, [key]).fetchone() == (False,)
         assert other.execute(probe, [key]).fetchone() == (True,)  # released at commit
