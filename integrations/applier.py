@@ -4,18 +4,19 @@
 and it never imports `inbox`. What a callback means for contacts, sessions and messages is the
 inbox's business: `integrations.services.webhooks` reads claimed events into `Callback`s and
 hands them, as one run per account, to the applier named by `settings.INBOUND_CALLBACK_APPLIER`
-(`inbox.services.callbacks.InboxApplier`), inside the transaction that also settles the events'
-states, so an event is processed (or not) together with what it changed. A single event is a run
-of one: there is one way in.
+(`inbox.services.callbacks.InboxApplier`). A single event is a run of one: there is one way in.
 
-The applier applies each callback or none of it: one that fails, or cannot apply yet because it
-overtook what it refers to, is rolled back alone and its `Outcome` says why. Only a database
-outage (`database_outage`) escapes, and rolls the whole run back, to be retried.
+The applier decides the transactions (the everyday messages of a run together, the rest one by
+one) and, inside each, calls back `settle` with the outcomes it decided, so an event's new
+state commits together with what it changed. It applies each callback or none of it: one that
+fails, or cannot apply yet because it overtook what it refers to, is rolled back alone and
+settled with its `Outcome`. Only a database outage (`database_outage`) escapes, leaving what is
+not settled yet to be retried.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -59,15 +60,20 @@ class Outcome:
     failed: str = ""
 
 
+# Record outcomes (key -> Outcome) in the applier's current transaction.
+Settle = Callable[[Mapping[int, Outcome]], None]
+
+
 class CallbackApplier(Protocol):
     """Apply parsed callbacks to whatever mirrors the platform (the inbox)."""
 
     def callbacks_apply(
-        self, account: ProviderAccount, run: Sequence[StoredCallback]
-    ) -> dict[int, Outcome]:
-        """Apply `run` in order, in the caller's transaction; return each key's outcome.
+        self, account: ProviderAccount, run: Sequence[StoredCallback], settle: Settle
+    ) -> None:
+        """Apply `run` in order, calling `settle` in each transaction with what it decided.
 
-        A callback that fails or is deferred is rolled back alone; a database outage raises.
+        A callback that fails or is deferred is rolled back alone and settled with the
+        reason; a database outage raises.
         """
 
     def contact_view(
@@ -98,3 +104,18 @@ def database_outage(exc: BaseException) -> bool:
         return False
     sqlstate = getattr(exc.__cause__, "sqlstate", None)
     return not sqlstate or sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
+
+
+def outage_blame(exc: BaseException, key: int) -> None:
+    """Note on an outage that it struck while this callback was applied on its own.
+
+    The caller retries that callback by itself, with backoff and its attempts counted (an
+    outage it causes every time is given up), and the rest of the run as if untried.
+    """
+    exc.__dict__["callback_key"] = key
+
+
+def outage_blamed(exc: BaseException) -> int | None:
+    """Return the key `outage_blame` noted on an outage, if any."""
+    key = exc.__dict__.get("callback_key")
+    return key if isinstance(key, int) else None

@@ -11,7 +11,7 @@ from django.utils import timezone
 from inbox.models import Message
 from inbox.services.inbound import callbacks_apply
 from inbox.services.inbound_rules import plain_message
-from integrations.applier import StoredCallback
+from integrations.applier import Outcome, StoredCallback
 from integrations.base import (
     Callback,
     ContactProfile,
@@ -31,7 +31,9 @@ def callback_apply(account: ProviderAccount, callback: Callback) -> None:
     """Apply one callback the one way the inbox applies any: a run of one."""
     key = next(_keys)
     run = [StoredCallback(key=key, callback=callback, received_at=timezone.now())]
-    outcome = callbacks_apply(account, run)[key]
+    settled: dict[int, Outcome] = {}
+    callbacks_apply(account, run, settled.update)
+    outcome = settled[key]
     assert outcome.applied and not (outcome.failed or outcome.deferred), outcome
 
 

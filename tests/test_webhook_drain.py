@@ -105,10 +105,10 @@ def test_a_drain_hands_back_what_it_did_not_try_when_the_database_fails(account)
     events = [_stored(account, 0), _stored(failing, 1), _stored(failing, 2), _stored(later, 3)]
     real = inbound.callbacks_apply
 
-    def outage_for_one_account(on: ProviderAccount, run: Any) -> Any:
+    def outage_for_one_account(on: ProviderAccount, run: Any, settle: Any) -> None:
         if on.pk == failing.pk:
             raise OperationalError("server closed the connection unexpectedly")
-        return real(on, run)
+        real(on, run, settle)
 
     with (
         mock.patch.object(inbound, "callbacks_apply", side_effect=outage_for_one_account),
@@ -118,10 +118,40 @@ def test_a_drain_hands_back_what_it_did_not_try_when_the_database_fails(account)
 
     first, *untried = (WebhookEvent.objects.get(pk=e.pk) for e in events)
     assert first.state == WebhookEvent.State.PROCESSED  # its account's run committed
-    # The failed run rolled back whole; it and the runs after it go back fresh, untried.
+    # The failed run and the runs after it go back fresh, untried.
     assert [(e.state, e.attempts) for e in untried] == [(WebhookEvent.State.PENDING, 0)] * 3
     assert webhook_events_drain() == 3  # the drain's retry takes them all
     assert Message.objects.filter(account__in=[failing, later]).count() == 3
+
+
+@pytest.mark.django_db
+def test_the_event_applied_alone_when_the_database_failed_gets_its_own_retrying_task(account):
+    from inbox.services import inbound
+
+    events = [_stored(account, n) for n in range(3)]
+    real = inbound._callback_apply
+    calls: list[int] = []
+
+    def second_fails(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(*args, **kwargs)
+
+    with (
+        mock.patch.object(inbound, "messages_apply_bulk", return_value=set()),  # all alone
+        mock.patch.object(inbound, "_callback_apply", side_effect=second_fails),
+        mock.patch.object(webhooks, "webhook_events_enqueue") as enqueue,
+        pytest.raises(OperationalError),
+    ):
+        webhook_events_drain(batch=3)
+
+    first, failed, untried = (WebhookEvent.objects.get(pk=e.pk) for e in events)
+    assert first.state == WebhookEvent.State.PROCESSED
+    assert (failed.state, failed.attempts) == (WebhookEvent.State.PENDING, 1)
+    enqueue.assert_called_once_with([failed.pk])  # its own task retries it with backoff
+    assert (untried.state, untried.attempts) == (WebhookEvent.State.PENDING, 0)
+    assert webhook_events_drain() == 1  # the next drain takes the untried one
 
 
 @pytest.mark.django_db
@@ -513,10 +543,10 @@ def test_new_customers_are_applied_in_bulk_leaving_the_inbox_as_one_by_one_would
         live_events_published() as bulk_told,
         django_capture_on_commit_callbacks(execute=True),
         _spy_one_at_a_time() as one_by_one,
-        # (63: opening a session looks up the customer's previous one on the channel, whose
+        # (62: opening a session looks up the customer's previous one on the channel, whose
         # owner and labels it may keep (SESSION_CARRY_OVER_HOURS): once for the bulk run and
-        # once for the identity applied alone; each of the two has a savepoint of its own.)
-        django_assert_max_num_queries(63),
+        # once for the identity applied alone.)
+        django_assert_max_num_queries(62),
     ):
         assert webhook_events_drain(batch=10) == 6
 
@@ -543,10 +573,9 @@ def test_the_statements_for_new_customers_do_not_grow_with_their_number(
         _spy_one_at_a_time() as one_by_one,
         # Claiming, channel, identities, sessions, stored ids, phones; then one insert each
         # of contacts, identities, sessions, timeline, messages (SQLite splits some in two);
-        # one session update; the events marked processed; the run's savepoints (the bulk
-        # phase has its own, which a failure rolls back alone); the empty claim that ends the
-        # drain. One by one this takes about twenty a message: 800.
-        django_assert_max_num_queries(32),
+        # one session update; the events marked processed; savepoints; the empty claim that
+        # ends the drain. One by one this takes about twenty a message: 800.
+        django_assert_max_num_queries(30),
     ):
         assert webhook_events_drain(batch=40) == 40
 
@@ -632,15 +661,15 @@ def test_a_bulk_run_holds_its_customers_until_it_commits_so_another_run_waits_fo
     import psycopg
     from django.db import connection, transaction
 
-    from inbox.services.inbound import _customers_lock
+    from inbox.services.inbound_bulk import _customers_lock
 
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
-    key = f"customer:{account.pk}:contact:wa601_918828218374"
+    key = f"customer:{account.pk}:wa601_918828218374"
     probe = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
     with psycopg.connect(**params, autocommit=True) as other:
         with transaction.atomic():
-            _customers_lock(account, {"contact:wa601_918828218374", "contact:wa602_918828218374"})
+            _customers_lock(account, {"wa601_918828218374", "wa602_918828218374"})
             assert other.execute(probe, [key]).fetchone() == (False,)
         assert other.execute(probe, [key]).fetchone() == (True,)  # released at commit

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from inbox.selectors.contacts import contact_view_for_identity
 from inbox.services import inbound
-from integrations.applier import Outcome, StoredCallback
+from integrations.applier import Settle, StoredCallback
 from integrations.base import ContactView
 from integrations.models import ProviderAccount
 
@@ -22,10 +22,10 @@ class InboxApplier:
     """Apply callbacks to the inbox (`integrations.applier.CallbackApplier`)."""
 
     def callbacks_apply(
-        self, account: ProviderAccount, run: Sequence[StoredCallback]
-    ) -> dict[int, Outcome]:
-        """Apply a run of callbacks in the caller's transaction (`inbound.callbacks_apply`)."""
-        return inbound.callbacks_apply(account, run)
+        self, account: ProviderAccount, run: Sequence[StoredCallback], settle: Settle
+    ) -> None:
+        """Apply a run of callbacks, settling each as it commits (`inbound.callbacks_apply`)."""
+        inbound.callbacks_apply(account, run, settle)
 
     def contact_view(
         self, account: ProviderAccount, contact_external_id: str

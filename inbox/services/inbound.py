@@ -1,16 +1,15 @@
 """Apply what platforms sent (stored `Callback`s) to the inbox: the one inbound pipeline.
 
 `callbacks_apply` is the one way in, for a drain's batch and for a single callback alike (a
-batch of one). Its phases: hold the run's customers (`_customers_lock`, by the ordering keys of
-`inbound_rules.run_keys`); apply the everyday customer messages together
-(`inbound_bulk.messages_apply_bulk`: partition, load, plan, write, publish); then apply what is
-left one callback at a time, in the order received (`_callback_apply`: contacts, messages,
-receipts, events, actions). Both decide with the rules in `inbound_rules`.
+batch of one). It applies the everyday customer messages together, in one transaction
+(`inbound_bulk.messages_apply_bulk`: partition by ordering keys, lock and load, plan, write,
+publish), then what is left one callback at a time, each in a transaction of its own, in the
+order received (`_callback_apply`: contacts, messages, receipts, events, actions). Both decide
+with the rules in `inbound_rules`. Each transaction settles what it applied (the caller's
+`settle`: the stored events' states), so a callback is applied and recorded together.
 
 Idempotent: every row it creates is keyed by a unique constraint, so applying the same callback
-twice, or two copies at once, leaves one of everything. Runs inside the caller's transaction;
-each callback applies whole or not at all (a savepoint), and one that fails or must wait is
-rolled back alone, with its reason in its `Outcome`.
+twice, or two copies at once, leaves one of everything.
 """
 
 from __future__ import annotations
@@ -21,14 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from inbox import live
 from inbox.models import ContactIdentity, Message, Session, TimelineEntry
 from inbox.services.contacts import identity_upsert
 from inbox.services.history import session_messages_mirror
 from inbox.services.inbound_bulk import messages_apply_bulk
-from inbox.services.inbound_rules import message_row, run_keys, session_bump
+from inbox.services.inbound_rules import message_row, session_bump
 from inbox.services.messages import receipt_record
 from inbox.services.sessions import (
     session_event_apply,
@@ -36,7 +35,14 @@ from inbox.services.sessions import (
     session_latest_for_contact,
 )
 from inbox.services.timeline import timeline_add
-from integrations.applier import ApplyDeferred, Outcome, StoredCallback, database_outage
+from integrations.applier import (
+    ApplyDeferred,
+    Outcome,
+    Settle,
+    StoredCallback,
+    database_outage,
+    outage_blame,
+)
 from integrations.base import (
     Action,
     Callback,
@@ -52,24 +58,28 @@ from integrations.services.channels import channel_resolve, channels_cache_clear
 logger = logging.getLogger(__name__)
 
 
-def callbacks_apply(account: ProviderAccount, run: Sequence[StoredCallback]) -> dict[int, Outcome]:
-    """Apply a run of one account's stored callbacks in order; return each key's outcome.
+def callbacks_apply(
+    account: ProviderAccount, run: Sequence[StoredCallback], settle: Settle
+) -> None:
+    """Apply a run of one account's stored callbacks in order, settling each as it commits.
 
-    Runs in the caller's transaction and holds the run's customers, sessions and phones until
-    it commits, so two runs sharing one wait for each other instead of racing. A callback that
-    fails, or overtook what it refers to (`ApplyDeferred`), is rolled back alone; a database
-    outage raises (`integrations.applier.database_outage`).
+    The everyday customer messages go together in one transaction (`_bulk_apply`), every other
+    callback in one of its own (`_one_apply`), in the order received; `settle` (the caller's:
+    the stored events' states) is called inside each transaction with the outcomes it decided,
+    so a callback is applied and settled together. A callback that fails, or overtook what it
+    refers to (`ApplyDeferred`), is rolled back alone and settled with the reason. A database
+    outage raises, leaving what is not settled yet for the caller's retry.
     """
-    _customers_lock(account, set().union(*(run_keys(item.callback) for item in run)))
-    outcomes = {key: Outcome(applied=True) for key in _bulk_apply(account, run)}
+    applied = _bulk_apply(account, run, settle)
     for item in run:
-        if item.key not in outcomes:
-            outcomes[item.key] = _one_apply(account, item)
-    return outcomes
+        if item.key not in applied:
+            _one_apply(account, item, settle)
 
 
-def _bulk_apply(account: ProviderAccount, run: Sequence[StoredCallback]) -> set[int]:
-    """Apply the run's everyday messages together, in a savepoint; return their keys.
+def _bulk_apply(
+    account: ProviderAccount, run: Sequence[StoredCallback], settle: Settle
+) -> set[int]:
+    """Apply the run's everyday messages together, in one transaction; return their keys.
 
     A bulk write that loses an insert race (a row inserted meanwhile by a path that does not
     hold the customer) is planned once more, and then finds the row; any other error leaves
@@ -78,7 +88,10 @@ def _bulk_apply(account: ProviderAccount, run: Sequence[StoredCallback]) -> set[
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                return messages_apply_bulk(account, run)
+                applied = messages_apply_bulk(account, run)
+                if applied:
+                    settle(dict.fromkeys(applied, Outcome(applied=True)))
+            return applied
         except IntegrityError:
             logger.info("a bulk run lost an insert race (attempt %s)", attempt)
             channels_cache_clear()  # (a cached channel deleted meanwhile fails the same way)
@@ -95,55 +108,39 @@ def _bulk_apply(account: ProviderAccount, run: Sequence[StoredCallback]) -> set[
     return set()
 
 
-def _one_apply(account: ProviderAccount, item: StoredCallback) -> Outcome:
-    """Apply one callback in a savepoint; a failure or deferral rolls back this one alone."""
+def _one_apply(account: ProviderAccount, item: StoredCallback, settle: Settle) -> None:
+    """Apply one callback in a transaction of its own; a failure or deferral is settled alone."""
     callback = item.callback
+    outcome = Outcome()
     for attempt in (1, 2):
         try:
             with transaction.atomic():
                 result = _callback_apply(account, callback, received_at=item.received_at)
-            return Outcome(applied=result.applied, warnings=[*callback.warnings, *result.warnings])
+                warnings = [*callback.warnings, *result.warnings]
+                settle({item.key: Outcome(applied=result.applied, warnings=warnings)})
+            return
         except ApplyDeferred as exc:
-            return Outcome(deferred=str(exc))
+            outcome = Outcome(deferred=str(exc))
+            break
         except IntegrityError as exc:
             # A concurrent delivery of the same item won an insert (or a cached row went
             # away): once more, and the redelivery checks find the winner.
             channels_cache_clear()
             if attempt == 2:
                 logger.exception("callback %s failed", item.key)
-                return Outcome(failed=_error_text(exc))
+                outcome = Outcome(failed=_error_text(exc))
         except Exception as exc:
             if database_outage(exc):
+                outage_blame(exc, item.key)
                 raise
             logger.exception("callback %s failed", item.key)
-            return Outcome(failed=_error_text(exc))
-    raise AssertionError("unreachable")  # pragma: no cover
+            outcome = Outcome(failed=_error_text(exc))
+            break
+    settle({item.key: outcome})  # (rolled back: the reason, on its own)
 
 
 def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _customers_lock(account: ProviderAccount, keys: set[str]) -> None:
-    """Wait for other runs with any of these customers, sessions or phones; hold them till
-    commit.
-
-    `keys` are a run's ordering keys (`inbound_rules.run_keys`). Known customers' rows are
-    locked anyway; this also covers customers and phones not stored yet (two drains whose
-    batches share a new customer would otherwise both insert them, and the loser's whole run
-    would roll back), and it makes every run take its locks in one sorted order, so runs
-    never deadlock on each other's rows. Transaction-scoped PostgreSQL advisory locks;
-    SQLite, the embedded default, has one writer anyway.
-    """
-    if connection.vendor != "postgresql" or not keys:
-        return
-    with connection.cursor() as cursor:
-        # (A SELECT list is evaluated after its ORDER BY: the locks are taken in that order.)
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
-            "FROM unnest(%s::text[]) AS k) AS keys ORDER BY h",
-            [sorted(f"customer:{account.pk}:{key}" for key in keys)],
-        )
 
 
 @dataclass

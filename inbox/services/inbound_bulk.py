@@ -41,7 +41,7 @@ def messages_apply_bulk(account: ProviderAccount, run: Sequence[StoredCallback])
     with the same result as one at a time. One that does not qualify is left for the caller,
     and so is every later one for the same customer, session or phone, so each customer's
     callbacks still apply in order (different customers' do not depend on each other). Runs in
-    the caller's transaction, which holds the run's customers (`inbound.callbacks_apply`).
+    the caller's transaction.
     """
     bulk = _bulk_partition(account, run)
     if not bulk.head:
@@ -98,8 +98,13 @@ def _bulk_partition(account: ProviderAccount, run: Sequence[StoredCallback]) -> 
 
 
 def _bulk_load(bulk: _Bulk) -> None:
-    """Read the channels, and lock and read the identities and sessions, the head touches."""
+    """Lock the run's customers and read the channels, identities and sessions it touches."""
     account, head = bulk.account, bulk.head
+    _customers_lock(
+        account,
+        {m.contact_external_id for _, m in head}
+        | {key for item, _ in head for key in bulk.run_keys[item.key] if key in bulk.first_mention},
+    )
     profiles = {
         item.callback.contacts[0].channel_external_id: item.callback.contacts[0] for item, _ in head
     }
@@ -316,3 +321,24 @@ def _customers_create_new(
     for identity, session in zip(created, opened, strict=True):
         identities[identity.external_id] = identity
         sessions[session.external_id] = session
+
+
+def _customers_lock(account: ProviderAccount, keys: set[str]) -> None:
+    """Wait for other bulk runs with any of these customers or phones; hold them till commit.
+
+    `keys` are platform contact ids and "phone:<digits>". Known customers' identity rows are
+    locked anyway; this also covers customers and phones not stored yet. Two drains whose
+    batches share a new customer would otherwise both insert them, and
+    the loser's whole run would roll back (at the start of a burst of new customers, most
+    runs). Transaction-scoped PostgreSQL advisory locks, taken in one sorted order by every
+    run (so runs never deadlock on them); SQLite, the embedded default, has one writer anyway.
+    """
+    if connection.vendor != "postgresql" or not keys:
+        return
+    with connection.cursor() as cursor:
+        # (A SELECT list is evaluated after its ORDER BY: the locks are taken in that order.)
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+            "FROM unnest(%s::text[]) AS k) AS keys ORDER BY h",
+            [sorted(f"customer:{account.pk}:{key}" for key in keys)],
+        )

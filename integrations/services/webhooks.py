@@ -31,7 +31,13 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.queue import enqueue, enqueue_once, enqueue_once_started
-from integrations.applier import Outcome, StoredCallback, callback_applier, database_outage
+from integrations.applier import (
+    Outcome,
+    StoredCallback,
+    callback_applier,
+    database_outage,
+    outage_blamed,
+)
 from integrations.base import JSON, Callback, PayloadError
 from integrations.leases import lease_held
 from integrations.models import ProviderAccount, WebhookEvent
@@ -159,8 +165,8 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
 def _apply_claimed(events: list[WebhookEvent], *, fresh: bool) -> dict[int, str]:
     """Apply claimed events, one run per account; return each event's new state.
 
-    Each account's run goes to the applier in one transaction together with its events' new
-    states (`_apply_run`); a callback that fails or must wait is settled alone, with its
+    Each account's run goes to the applier (`_apply_run`), which settles each event in the
+    transaction that applied it; a callback that fails or must wait is settled alone, with its
     reason. A database outage hands back every event not yet settled, untried, and raises for
     the task's retry: `fresh` ones (a drain's) as fresh again, for the next drain. Nothing
     claimed here is left `processing`.
@@ -169,28 +175,43 @@ def _apply_claimed(events: list[WebhookEvent], *, fresh: bool) -> dict[int, str]
     for account_id in dict.fromkeys(event.account_id for event in events):
         mine = [event for event in events if event.account_id == account_id]
         try:
-            states.update(_apply_run(mine))
+            _apply_run(mine, states)
         except Exception as exc:
-            untried = [event.pk for event in events if event.pk not in states]
             if not database_outage(exc):
                 # (The applier settles each callback's own errors: this is the pipeline's.)
                 logger.exception("applying %s webhook events failed", len(mine))
-                states.update(_fail([event.pk for event in mine], exc))
+                states.update(_fail([e.pk for e in mine if e.pk not in states], exc))
                 continue
-            with contextlib.suppress(Exception):
-                WebhookEvent.objects.filter(
-                    pk__in=untried, state=WebhookEvent.State.PROCESSING
-                ).update(
-                    state=WebhookEvent.State.PENDING,
-                    **({"attempts": F("attempts") - 1} if fresh else {}),
-                )
+            _hand_back(events, states, blamed=outage_blamed(exc), fresh=fresh)
             raise
     return states
 
 
-def _apply_run(events: list[WebhookEvent]) -> dict[int, str]:
-    """Apply one account's claimed events, and settle them, in one transaction."""
-    states: dict[int, str] = {}
+def _hand_back(
+    events: list[WebhookEvent], states: dict[int, str], *, blamed: int | None, fresh: bool
+) -> None:
+    """Put the events not settled before a database outage back to pending.
+
+    The one applied alone when it struck (`blamed`) keeps its attempt and gets a task of its
+    own, which retries it with backoff and gives it up after WEBHOOK_MAX_ATTEMPTS; the rest
+    go back untried (`fresh` ones as fresh again, for the next drain).
+    """
+    untried = [e.pk for e in events if e.pk not in states and e.pk != blamed]
+    with contextlib.suppress(Exception):
+        pending = WebhookEvent.objects.filter(state=WebhookEvent.State.PROCESSING)
+        if blamed is not None:
+            pending.filter(pk=blamed).update(state=WebhookEvent.State.PENDING)
+            if fresh:  # (a run of one retries through its own task already)
+                webhook_events_enqueue([blamed])
+        pending.filter(pk__in=untried).update(
+            state=WebhookEvent.State.PENDING,
+            **({"attempts": F("attempts") - 1} if fresh else {}),
+        )
+
+
+def _apply_run(events: list[WebhookEvent], states: dict[int, str]) -> None:
+    """Apply one account's claimed events; put each event's new state in `states` as it
+    commits."""
     run: list[StoredCallback] = []
     for event in events:
         try:
@@ -201,23 +222,27 @@ def _apply_run(events: list[WebhookEvent]) -> dict[int, str]:
             continue
         run.append(StoredCallback(key=event.pk, callback=callback, received_at=event.received_at))
     if not run:
-        return states
+        return
+    by_key = {item.key: item for item in run}
     by_id = {event.pk: event for event in events}
-    with transaction.atomic():
-        outcomes = callback_applier().callbacks_apply(events[0].account, run)
-        states.update(_settle(run, outcomes, by_id))
-    return states
+
+    def settle(outcomes: Mapping[int, Outcome]) -> None:
+        states.update(_settle(outcomes, by_key, by_id))
+
+    callback_applier().callbacks_apply(events[0].account, run, settle)
 
 
 def _settle(
-    run: list[StoredCallback], outcomes: Mapping[int, Outcome], events: Mapping[int, WebhookEvent]
+    outcomes: Mapping[int, Outcome],
+    run: Mapping[int, StoredCallback],
+    events: Mapping[int, WebhookEvent],
 ) -> dict[int, str]:
     """Write each event's state from its outcome (the everyday ones in one statement)."""
     now = timezone.now()
     states: dict[int, str] = {}
     plain: dict[str, list[int]] = {}  # kind -> events applied without a warning
-    for item in run:
-        outcome, event_id = outcomes[item.key], item.key
+    for event_id, outcome in outcomes.items():
+        item = run[event_id]
         if outcome.deferred:
             states[event_id] = _defer(events[event_id], outcome.deferred)
         elif outcome.failed:
