@@ -134,6 +134,36 @@ Poster = Callable[..., Any]
 
 
 @pytest.fixture
+def fake_registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Register the fake platform (`integrations.fake`) under the kind "fake" for a test."""
+    from integrations import registry
+
+    monkeypatch.setitem(registry.PROVIDERS, "fake", "integrations.fake.provider.FakeProvider")
+    registry.get_provider.cache_clear()
+    yield
+    registry.get_provider.cache_clear()
+
+
+@pytest.fixture
+def fake_account(fake_registered: None) -> ProviderAccount:
+    """An account on a fake platform of its own (polled, no sessions to route, no templates)."""
+    import uuid
+
+    account: ProviderAccount = ProviderAccountFactory(
+        kind="fake", name="Fake", base_url=f"https://fake-{uuid.uuid4().hex}.invalid"
+    )
+    return account
+
+
+@pytest.fixture
+def fake_platform(fake_account: ProviderAccount) -> Any:
+    """The in-memory platform behind `fake_account` (`integrations.fake.provider.FakePlatform`)."""
+    from integrations.fake.provider import PLATFORMS, FakePlatform
+
+    return PLATFORMS.setdefault(fake_account.base_url, FakePlatform())
+
+
+@pytest.fixture
 def test_redis(settings: Any) -> Iterator[Any]:
     """Point REDIS_URL at the tests' Redis (skip without one) and yield a client of it; the
     process's shared client is rebuilt before and after."""
@@ -149,30 +179,92 @@ def test_redis(settings: Any) -> Iterator[Any]:
     redis_client.cache_clear()
 
 
-@pytest.fixture(params=["one task per callback", "the drain"])
+# How the behaviour tests of inbound processing apply what they post (`post_callback_each_path`).
+ONE_TASK_EACH = "a task per callback, each a batch of one"
+DRAIN_EACH = "the drain, a batch per callback"
+DRAIN_BATCHED = "the drain, the callbacks posted in a row as one batch"
+
+
+@pytest.fixture(params=[ONE_TASK_EACH, DRAIN_EACH, DRAIN_BATCHED])
 def post_callback_each_path(
     request: pytest.FixtureRequest,
     settings: Any,
     api_client: APIClient,
     django_capture_on_commit_callbacks: Any,
-) -> Poster:
-    """`post_callback`, once through one task per callback and once through the production
-    path: the drain (Redis kick, callbacks claimed in batches, plain customer messages
-    applied in bulk) with the account and channel caches on. A module of inbound behaviour
-    tests runs on both by overriding `post_callback` with it (see test_inbound_processing)."""
-    if request.param == "the drain":
-        from integrations.services import webhooks
+) -> Iterator[Poster]:
+    """`post_callback` three ways: once through one task per callback (the inbox's pipeline
+    with a batch of one each), and twice through the production path: the drain (Redis kick,
+    callbacks claimed in batches), with the account and channel caches on, once draining after
+    each callback, and once applying every callback posted in a row as one batch.
 
-        request.getfixturevalue("test_redis").delete(webhooks.KICK_KEY)
-        settings.WEBHOOK_DRAIN = True
-        # The per-process caches as in production (each test's account is a new one).
-        settings.WEBHOOK_ACCOUNT_CACHE_SECONDS = 5.0
-        settings.CHANNEL_CACHE_SECONDS = 5.0
-    return _poster(api_client, django_capture_on_commit_callbacks)
+    Batched: a post only stores the callback (its drain kick is not run); the batch is drained
+    just before the test's next database statement, that is when the test looks (or sets
+    something up), which is how a burst reaches a drain in production. A module of inbound
+    behaviour tests runs on all three by overriding `post_callback` with it (see
+    test_inbound_processing).
+    """
+    if request.param == ONE_TASK_EACH:
+        yield _poster(api_client, django_capture_on_commit_callbacks)
+        return
+    from integrations.services import webhooks
+
+    request.getfixturevalue("test_redis").delete(webhooks.KICK_KEY)
+    settings.WEBHOOK_DRAIN = True
+    # The per-process caches as in production (each test's account is a new one).
+    settings.WEBHOOK_ACCOUNT_CACHE_SECONDS = 5.0
+    settings.CHANNEL_CACHE_SECONDS = 5.0
+    if request.param == DRAIN_EACH:
+        yield _poster(api_client, django_capture_on_commit_callbacks)
+        return
+    batch = _Batch(django_capture_on_commit_callbacks)
+    with connection.execute_wrapper(batch.before_statement):
+        yield batch.poster(api_client)
 
 
-def _poster(api_client: APIClient, capture: Any) -> Poster:
-    """Post a body to an account's webhook the way the platform does; run its task on commit."""
+class _Batch:
+    """Callbacks posted in a row, drained as one batch before the test's next statement."""
+
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture
+        self.stored = 0  # posted and not drained yet
+        self.busy = False  # posting or draining: their own statements do not drain
+
+    def poster(self, api_client: APIClient) -> Poster:
+        post = _poster(api_client, self.capture, run_on_commit=False)
+
+        def post_stored(*args: Any, **kwargs: Any) -> Any:
+            self.busy = True
+            try:
+                response = post(*args, **kwargs)
+            finally:
+                self.busy = False
+            self.stored += 1
+            return response
+
+        return post_stored
+
+    def before_statement(
+        self, execute: Any, sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        if self.stored and not self.busy:
+            self.drain()
+        return execute(sql, params, many, context)
+
+    def drain(self) -> None:
+        from integrations.services.webhooks import webhook_events_drain
+
+        self.busy = True
+        try:
+            with self.capture(execute=True):
+                # (Everything posted since the last statement, at once: a batch of many.)
+                webhook_events_drain(batch=max(self.stored, 50))
+        finally:
+            self.stored, self.busy = 0, False
+
+
+def _poster(api_client: APIClient, capture: Any, *, run_on_commit: bool = True) -> Poster:
+    """Post a body to an account's webhook the way the platform does; run its task on commit
+    (or, with `run_on_commit=False`, leave the stored callback for a drain)."""
 
     def post(
         account: ProviderAccount,
@@ -189,7 +281,7 @@ def _poster(api_client: APIClient, capture: Any) -> Poster:
         if token:
             headers["HTTP_X_VERIFY_TOKEN"] = token
         data = raw if raw is not None else json.dumps(body).encode()
-        with capture(execute=True):
+        with capture(execute=run_on_commit):
             return api_client.generic("POST", url, data, content_type=content_type, **headers)
 
     return post

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -19,7 +20,8 @@ from inbox.models import (
 )
 from inbox.services.messages import message_external_ids_set
 from integrations.models import Channel, WebhookEvent
-from tests.conftest import Poster, load_fixture
+from integrations.services import webhooks
+from tests.conftest import DRAIN_BATCHED, Poster, load_fixture
 from tests.factories import AgentProfileFactory, OutboundMessageFactory, SessionFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +35,25 @@ def post_callback(post_callback_each_path: Poster) -> Poster:
 
 def xms(name: str) -> dict:
     return load_fixture("xms", name)
+
+
+def test_callbacks_posted_in_a_row_are_applied_one_batch_at_a_time_or_together_per_path(
+    account, post_callback, request
+):
+    """The paths really differ: on the batched one, a burst reaches the pipeline as one run."""
+    real = webhooks._apply_claimed
+    with mock.patch.object(webhooks, "_apply_claimed", side_effect=real) as runs:
+        for number in range(3):
+            body = copy.deepcopy(xms("inbound-message-text"))
+            body["messages"][0]["id"] = body["messages"][0]["messageIdExt"] = f"row-{number}"
+            post_callback(account, body)
+        states = list(WebhookEvent.objects.order_by("id").values_list("state", flat=True))
+
+    assert states == [WebhookEvent.State.PROCESSED] * 3
+    assert Message.objects.filter(account=account).count() == 3
+    sizes = [len(call.args[0]) for call in runs.call_args_list]
+    batched = request.node.callspec.params["post_callback_each_path"] == DRAIN_BATCHED
+    assert sizes == ([3] if batched else [1, 1, 1])
 
 
 # --- Messages of every type ---------------------------------------------------------------------
