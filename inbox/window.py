@@ -1,20 +1,23 @@
 """The messaging window: when free-form messages may be sent to a customer, and until when.
 
-A medium with a window (MESSAGING_WINDOW_HOURS, WhatsApp 24 h) allows free-form messages only
-for so long after the customer's last message on that channel; outside it, only an approved
-template may be sent. The send service refuses by it, the pages and the API show it.
+A medium with a window on its platform (the provider's `messaging_windows`: WhatsApp 24 h)
+allows free-form messages only for so long after the customer's last message on that channel;
+outside it, only an approved template may be sent. The send service refuses by it, the pages
+and the API show it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
-from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
 from inbox.models import Session
+from integrations.registry import PROVIDERS, get_provider
+from integrations.services.accounts import account_kind
 
 
 @dataclass(frozen=True)
@@ -47,17 +50,29 @@ def _window_hours_text(window: Window) -> str:
     return "the allowed time"
 
 
-def window_hours(medium: str) -> float | None:
-    """Return how long after the customer's last message free-form sends are allowed."""
-    value = settings.MESSAGING_WINDOW_HOURS.get(medium)
+def window_hours(account_id: UUID, medium: str) -> float | None:
+    """Return how long after the customer's last message free-form sends are allowed on this
+    account's channels of `medium` (None: no window).
+
+    When every platform has the same rule for the medium (WhatsApp's 24 h), that rule, without
+    looking the account up; otherwise the rule of the account's platform.
+    """
+    rules = {kind: get_provider(kind).messaging_windows.get(medium) for kind in PROVIDERS}
+    agreed = set(rules.values())
+    value = agreed.pop() if len(agreed) == 1 else rules.get(account_kind(account_id))
     return float(value) if value is not None else None
 
 
 def window_at(
-    medium: str, last_inbound_at: datetime | None, *, now: datetime | None = None
+    account_id: UUID,
+    medium: str,
+    last_inbound_at: datetime | None,
+    *,
+    now: datetime | None = None,
 ) -> Window:
-    """Return the window a customer's last message on a channel of this medium leaves open."""
-    hours = window_hours(medium)
+    """Return the window a customer's last message on a channel of this account's `medium`
+    leaves open."""
+    hours = window_hours(account_id, medium)
     if hours is None:
         return Window(applies=False, is_open=True)
     if last_inbound_at is None:
@@ -73,7 +88,7 @@ def window_at(
 
 def session_window(session: Session, *, now: datetime | None = None) -> Window:
     """Return the window of the session's contact on its channel (across its sessions)."""
-    if window_hours(session.channel.medium) is None:
+    if window_hours(session.account_id, session.channel.medium) is None:
         return Window(applies=False, is_open=True)
     last = session.last_inbound_at
     other = (
@@ -83,4 +98,4 @@ def session_window(session: Session, *, now: datetime | None = None) -> Window:
     )
     if other is not None and (last is None or other > last):
         last = other
-    return window_at(session.channel.medium, last, now=now)
+    return window_at(session.account_id, session.channel.medium, last, now=now)

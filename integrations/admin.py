@@ -132,6 +132,14 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         "regenerate_verify_token",
     ]
 
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ProviderAccount | None = None
+    ) -> tuple[str, ...]:
+        # The platform of an existing account never changes (its ids, credentials and
+        # callbacks are that platform's; `account_kind` relies on it): a new account instead.
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return ("kind", *fields) if obj is not None else fields
+
     def get_fieldsets(self, request: HttpRequest, obj: ProviderAccount | None = None) -> Any:
         main = ("kind", "name", "base_url", "api_key", "api_id", "options", "is_active")
         if obj is None:

@@ -560,6 +560,10 @@ class Provider(abc.ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     # Extra sub-paths under an account's callback URL that the platform may post to.
     callback_subpaths: ClassVar[tuple[str, ...]] = ()
+    # The messaging window per medium: how many hours after the customer's last message on a
+    # channel free-form messages may go out (WhatsApp's 24); after that only an approved
+    # template. A medium not listed has no window.
+    messaging_windows: ClassVar[Mapping[str, float]] = {}
     # Error codes by which the platform says a free-form message fell outside the window
     # (only a template can go out): the inbox offers "send as template" instead of "retry".
     window_error_codes: ClassVar[frozenset[str]] = frozenset()

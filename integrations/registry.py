@@ -25,6 +25,15 @@ def kind_choices() -> list[tuple[str, str]]:
     return [(kind, KIND_LABELS.get(kind, kind)) for kind in PROVIDERS]
 
 
+def messaging_windows() -> list[tuple[str, str, float]]:
+    """Return (kind, medium, hours) for every registered platform's messaging windows."""
+    return [
+        (kind, medium, float(hours))
+        for kind in PROVIDERS
+        for medium, hours in get_provider(kind).messaging_windows.items()
+    ]
+
+
 @cache
 def get_provider(kind: str) -> Provider:
     """Return the (stateless, shared) provider instance for a kind."""

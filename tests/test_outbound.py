@@ -16,7 +16,7 @@ from inbox.services import outbound
 from inbox.services.outbound import Draft, SendRefused, message_send
 from inbox.window import session_window
 from integrations import ratelimit
-from integrations.models import Template, TemplateApproval
+from integrations.models import Channel, Template, TemplateApproval
 from tests.conftest import load_fixture
 from tests.factories import SessionFactory
 
@@ -476,10 +476,16 @@ def test_the_window_counts_from_the_last_inbound_message_on_any_session_of_that_
     assert window.closes_at is not None
 
 
-def test_a_channel_without_a_window_always_allows_free_form(session, settings):
-    settings.MESSAGING_WINDOW_HOURS = {}
+def test_a_channel_without_a_window_always_allows_free_form(session):
+    Channel.objects.filter(pk=session.channel_id).update(medium="sms")  # (XMS: WhatsApp only)
+    Session.objects.filter(pk=session.pk).update(
+        last_inbound_at=timezone.now() - timedelta(days=30)
+    )
+    session.refresh_from_db()
 
-    assert session_window(session).is_open
+    window = session_window(session)
+
+    assert window.is_open and not window.applies
 
 
 def test_a_template_not_approved_on_the_channel_is_refused(session, template):

@@ -8,7 +8,6 @@ variable read here.
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -368,12 +367,8 @@ CLAIM_LEASE_SECONDS = env_float("CLAIM_LEASE_SECONDS", 8.0)
 # A claimed event whose lease ran out (its worker died) is reclaimed after this long.
 WEBHOOK_STALE_CLAIM_SECONDS = env_float("WEBHOOK_STALE_CLAIM_SECONDS", CLAIM_LEASE_SECONDS)
 
-# Sending.
-# Free-form messages are allowed this many hours after the customer's last message, per medium
-# (JSON, e.g. {"whatsapp": 24}); mediums not listed have no window. Templates are always allowed.
-MESSAGING_WINDOW_HOURS: dict[str, float] = json.loads(
-    env_str("MESSAGING_WINDOW_HOURS", '{"whatsapp": 24}')
-)
+# Sending. (How long after a customer's last message free-form messages may go out is the
+# platform's rule, per medium: each provider's `messaging_windows`, WhatsApp 24 h.)
 # Per-channel send rate, shared by all workers through Redis when REDIS_URL is set (0: no limit).
 SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
 # A channel's replies go out in batches (`outbound.messages_drain`): at most this many claimed

@@ -437,7 +437,7 @@ class ChannelSerializer(serializers.ModelSerializer[Channel]):
         read_only_fields = fields
 
     def get_window_hours(self, channel: Channel) -> float | None:
-        return window_hours(channel.medium)
+        return window_hours(channel.account_id, channel.medium)
 
 
 # --- Errors (for the schema; config.api.exception_handler renders them) ----------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import (
     Case,
     Count,
@@ -33,6 +32,7 @@ from inbox.selectors.search import sessions_matching_q
 from inbox.selectors.sessions import sessions_for_list, sessions_with_failed_send
 from inbox.selectors.visibility import sessions_visible_to, user_team_ids
 from integrations.models import Channel
+from integrations.registry import messaging_windows
 
 
 def _unanswered() -> Q:
@@ -184,13 +184,14 @@ def sessions_window_closing_first(
     """Order sessions whose messaging window is open by when it closes, soonest first.
 
     A window is open while the customer's last message on the channel (across all their
-    sessions, as `contact_last_inbound_at`) is younger than the medium's window. Sessions whose
+    sessions, as `contact_last_inbound_at`) is younger than the window of the medium on the
+    session's platform. Sessions whose
     window is closed, or whose medium has none, follow by last activity.
     """
     now = now or timezone.now()
     whens = []
-    for medium, hours in settings.MESSAGING_WINDOW_HOURS.items():
-        window = timedelta(hours=float(hours))
+    for kind, medium, hours in messaging_windows():
+        window = timedelta(hours=hours)
         # Only inbound messages inside the window count, so one subquery per row both says
         # whether the window is open and when it closes (NULL: closed).
         last_inside = (
@@ -203,7 +204,7 @@ def sessions_window_closing_first(
             .values("last_inbound_at")[:1]
         )
         closes_at = ExpressionWrapper(Subquery(last_inside) + window, output_field=DateTimeField())
-        whens.append(When(channel__medium=medium, then=closes_at))
+        whens.append(When(account__kind=kind, channel__medium=medium, then=closes_at))
     if not whens:
         return sessions.order_by("-last_activity_at", "-id")
     closes = Case(*whens, default=Value(None), output_field=DateTimeField())

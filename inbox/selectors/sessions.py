@@ -92,7 +92,9 @@ def session_window_from_row(session: Session, *, now: datetime | None = None) ->
         for at in (session.last_inbound_at, getattr(session, "contact_last_inbound_at", None))
         if at is not None
     ]
-    return window_at(session.channel.medium, max(candidates) if candidates else None, now=now)
+    return window_at(
+        session.account_id, session.channel.medium, max(candidates) if candidates else None, now=now
+    )
 
 
 def session_timeline_recent(session: Session, limit: int = 50) -> list[TimelineEntry]:

@@ -5,7 +5,7 @@ us), names each message's channel, and can do nothing beyond messages unless a t
 capabilities for it. It is not in the registry; a test registers it under "fake".
 
 Its bodies, stored raw like any platform's:
-    {"messages": [{"id", "contact", "channel", "text", "session", "name"}],
+    {"messages": [{"id", "contact", "channel", "medium", "text", "session", "name"}],
      "receipts": [{"id", "status"}]}
 """
 
@@ -47,7 +47,13 @@ class FakePlatform:
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def customer_writes(
-        self, contact: str, text: str, *, channel: str = "fake:main", session: str = ""
+        self,
+        contact: str,
+        text: str,
+        *,
+        channel: str = "fake:main",
+        session: str = "",
+        medium: str = "other",
     ) -> str:
         """Make a customer write; return the message's platform id."""
         message_id = f"in-{next(self._ids)}"
@@ -56,6 +62,7 @@ class FakePlatform:
                 "id": message_id,
                 "contact": contact,
                 "channel": channel,
+                "medium": medium,
                 "text": text,
                 "session": session or f"s-{contact}",
             }
@@ -75,6 +82,8 @@ class FakeProvider(Provider):
     kind = "fake"
     label = "Fake platform"
     ingest = "poll"
+    # Unlike XMS (WhatsApp's 24 h, nothing on SMS): a window on SMS only, of two hours.
+    messaging_windows = {"sms": 2.0}
 
     def parse_callback(self, body: JSON) -> Callback:
         if not isinstance(body, dict):
@@ -86,7 +95,7 @@ class FakeProvider(Provider):
             callback.contacts.append(
                 ContactProfile(
                     external_id=contact,
-                    medium="other",
+                    medium=str(item.get("medium") or "other"),
                     channel_external_id=channel,
                     name=str(item.get("name") or ""),
                 )

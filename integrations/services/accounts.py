@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from django.utils import timezone
 
@@ -11,6 +12,20 @@ from integrations.models import ProviderAccount
 from integrations.registry import get_provider
 
 logger = logging.getLogger(__name__)
+
+
+# Account id -> platform kind, for the whole process: a kind never changes once an account
+# exists (admin shows it read-only), so an id missing here is a new account.
+_kinds: dict[UUID, str] = {}
+
+
+def account_kind(account_id: UUID) -> str:
+    """Return an account's platform kind; one query (for every account) per new account."""
+    kind = _kinds.get(account_id)
+    if kind is None:
+        _kinds.update(ProviderAccount.objects.values_list("id", "kind"))
+        kind = _kinds[account_id]
+    return kind
 
 
 def account_health_record(account: ProviderAccount, *, error: str = "") -> None:

@@ -75,6 +75,8 @@ class XmsProvider(Provider):
     label = "Mehery XMS"
     ingest = "webhook"
     capabilities = frozenset(Capability)  # sessions with routing, history, HSM templates
+    # WhatsApp's 24-hour customer-care window (spec §5.0, implied by error 470).
+    messaging_windows = {"whatsapp": 24.0}
     # §4.0: the platform may post to the registered URL as-is or with these paths appended.
     callback_subpaths = ("api/v1/message/receive", "api/v1/contact/info", "api/v1/action/event")
     # WhatsApp's 470, passed through in FAILD receipts (spec §4.12).
