@@ -3,8 +3,6 @@ cursor; each page is stored raw and applied like a callback, once."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -13,35 +11,22 @@ import pytest
 from django.utils import timezone
 
 from inbox.models import Message
-from integrations import registry
 from integrations.base import TransientError
-from integrations.fake.provider import PLATFORMS, FakePlatform
+from integrations.fake.provider import FakePlatform
 from integrations.models import PollCursor, ProviderAccount, WebhookEvent
 from integrations.services import polling
-from tests.factories import ProviderAccountFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fake_registered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setitem(registry.PROVIDERS, "fake", "integrations.fake.provider.FakeProvider")
-    registry.get_provider.cache_clear()
-    yield
-    registry.get_provider.cache_clear()
+def polled(fake_account: ProviderAccount) -> ProviderAccount:
+    return fake_account
 
 
 @pytest.fixture
-def polled(fake_registered: None) -> ProviderAccount:
-    account: ProviderAccount = ProviderAccountFactory(
-        kind="fake", name="Fake", base_url=f"https://fake-{uuid.uuid4().hex}.invalid"
-    )
-    return account
-
-
-@pytest.fixture
-def platform(polled: ProviderAccount) -> FakePlatform:
-    return PLATFORMS.setdefault(polled.base_url, FakePlatform())
+def platform(fake_platform: FakePlatform) -> FakePlatform:
+    return fake_platform
 
 
 def poll(account: ProviderAccount, capture: Any) -> int:

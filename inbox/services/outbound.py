@@ -202,6 +202,9 @@ def _check(session: Session, draft: Draft) -> None:
     if len(draft.buttons) > 3:
         raise SendRefused("buttons", "At most 3 buttons can be attached.")
     if kind is MessageType.TEMPLATE:
+        provider = get_provider(session.account.kind)
+        if not provider.can(Capability.TEMPLATES):
+            raise SendRefused("unsupported", provider.unsupported(Capability.TEMPLATES).detail)
         template = draft.template
         if template is None:
             raise SendRefused("template_required", "Choose a template.")

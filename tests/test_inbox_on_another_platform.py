@@ -1,0 +1,111 @@
+"""The inbox on a platform unlike XMS (`integrations.fake`): polled in, no sessions to route or
+resolve there, no templates, and a messaging window of its own. Nothing here is XMS."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from inbox.models import Message, Session
+from inbox.selectors.lists import sessions_window_closing_first
+from inbox.services.outbound import Draft, SendRefused, message_send
+from inbox.window import session_window
+from integrations.models import ProviderAccount
+from integrations.services import polling
+from tests.factories import ChannelFactory, make_session
+
+pytestmark = pytest.mark.django_db
+
+
+def poll(account: ProviderAccount, capture: Any) -> None:
+    with capture(execute=True):  # the stored pages are applied as callbacks are
+        polling.account_poll(str(account.pk))
+
+
+def test_a_customer_on_a_polled_platform_reaches_the_thread_and_nothing_is_offered_it_lacks(
+    fake_account, fake_platform, admin_client, django_capture_on_commit_callbacks
+):
+    fake_platform.customer_writes("cust-1", "Hello from elsewhere", channel="fake:main")
+
+    poll(fake_account, django_capture_on_commit_callbacks)
+
+    session = Session.objects.get(account=fake_account)
+    assert session.channel.external_id == "fake:main"
+    assert session.unread_count == 1
+    page = admin_client.get(f"/s/{session.pk}/").content.decode()
+    assert "Hello from elsewhere" in page
+    # The fake platform can route, resolve and close nothing: the thread offers none of them.
+    for menu in ("action-route-menu", "action-resolve", "action-close"):
+        assert f'data-testid="{menu}"' not in page
+
+
+def test_an_agents_reply_goes_out_once_through_the_sessions_own_platform(
+    fake_account, fake_platform, admin_user, django_capture_on_commit_callbacks
+):
+    fake_platform.customer_writes("cust-2", "Where is my order?")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=fake_account)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        message, created = message_send(
+            session, Draft(body="On its way"), author=admin_user, idempotency_key="k-1"
+        )
+        again, created_again = message_send(
+            session, Draft(body="On its way"), author=admin_user, idempotency_key="k-1"
+        )
+
+    message.refresh_from_db()
+    assert (created, created_again, again.pk) == (True, False, message.pk)
+    assert [request.body for request in fake_platform.sent] == ["On its way"]
+    assert fake_platform.sent[0].channel_external_id == "fake:main"
+    assert (message.status, message.external_id) == (Message.Status.SENT, "out-1")
+
+
+def test_a_template_is_refused_in_words_on_a_platform_without_templates(
+    fake_account, fake_platform, django_capture_on_commit_callbacks
+):
+    fake_platform.customer_writes("cust-3", "Hi")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=fake_account)
+
+    with pytest.raises(SendRefused) as refused:
+        message_send(session, Draft(type="template"))
+
+    assert (refused.value.code, refused.value.reason) == (
+        "unsupported",
+        "Fake platform cannot send templates.",
+    )
+    assert not fake_platform.sent
+
+
+def test_the_messaging_window_is_the_platforms_rule_for_the_medium(fake_account, account):
+    three_hours = timedelta(hours=3)
+
+    def session_on(on: ProviderAccount, medium: str) -> Session:
+        channel = ChannelFactory(account=on, medium=medium)
+        return make_session(on, channel, inbound_ago=three_hours)
+
+    # The fake platform: a two-hour window on SMS, none elsewhere. XMS: WhatsApp's 24 hours.
+    assert not session_window(session_on(fake_account, "sms")).is_open
+    assert not session_window(session_on(fake_account, "whatsapp")).applies
+    assert session_window(session_on(account, "whatsapp")).is_open
+    assert not session_window(session_on(account, "sms")).applies
+
+
+def test_the_inbox_sorts_by_when_each_platforms_window_closes(fake_account, account):
+    hour = timedelta(hours=1)
+    fake_sms = make_session(
+        fake_account, ChannelFactory(account=fake_account, medium="sms"), inbound_ago=hour
+    )
+    xms_whatsapp = make_session(
+        account, ChannelFactory(account=account, medium="whatsapp"), inbound_ago=hour
+    )
+    xms_sms = make_session(account, ChannelFactory(account=account, medium="sms"), inbound_ago=hour)
+
+    ordered = sessions_window_closing_first(Session.objects.all(), now=timezone.now())
+
+    # Closes in one hour, then in 23; a medium without a window last.
+    assert list(ordered) == [fake_sms, xms_whatsapp, xms_sms]
