@@ -511,6 +511,11 @@ class Capability(enum.StrEnum):
     test holds the list and the methods together.)
     """
 
+    # Keep conversations as sessions of its own: it opens and ends them and names each
+    # message's, and a session it ended stays ended. Without it the inbox keeps the sessions:
+    # a contact's messages on a channel join their open conversation, and agents resolve,
+    # close and reopen our copy with nothing to tell the platform.
+    SESSIONS = "sessions"
     ROUTE = "route"  # hand a session to a platform queue, team or agent
     RESOLVE = "resolve"  # mark a session resolved at the platform
     CLOSE = "close"  # end a session at the platform
@@ -523,6 +528,7 @@ class Capability(enum.StrEnum):
 
 # What each missing capability is, for the reason the inbox gives ("Acme cannot …").
 CAPABILITY_WORDS: Mapping[Capability, str] = {
+    Capability.SESSIONS: "keep sessions",
     Capability.ROUTE: "route sessions",
     Capability.RESOLVE: "resolve sessions",
     Capability.CLOSE: "close sessions",
@@ -533,7 +539,10 @@ CAPABILITY_WORDS: Mapping[Capability, str] = {
     Capability.CONTACT_LANGUAGE: "keep a contact's language",
 }
 
-# The provider method each capability stands for.
+# What a platform does rather than a call it takes: no method of its own.
+CAPABILITIES_WITHOUT_METHOD = frozenset({Capability.SESSIONS})
+
+# The provider method each other capability stands for.
 CAPABILITY_METHODS: Mapping[Capability, str] = {
     Capability.ROUTE: "session_route",
     Capability.RESOLVE: "session_resolve",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from inbox.models import Message, Session
+from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.selectors.lists import sessions_window_closing_first
 from inbox.services.outbound import Draft, SendRefused, message_send
 from inbox.window import session_window
@@ -37,8 +37,9 @@ def test_a_customer_on_a_polled_platform_reaches_the_thread_and_nothing_is_offer
     assert session.unread_count == 1
     page = admin_client.get(f"/s/{session.pk}/").content.decode()
     assert "Hello from elsewhere" in page
-    # The fake platform can route, resolve and close nothing: the thread offers none of them.
-    for menu in ("action-route-menu", "action-resolve", "action-close"):
+    # The fake platform can route and close nothing: the thread offers neither (resolving is
+    # ours alone there: see below).
+    for menu in ("action-route-menu", "action-close", "action-more-menu"):
         assert f'data-testid="{menu}"' not in page
 
 
@@ -109,3 +110,38 @@ def test_the_inbox_sorts_by_when_each_platforms_window_closes(fake_account, acco
 
     # Closes in one hour, then in 23; a medium without a window last.
     assert list(ordered) == [fake_sms, xms_whatsapp, xms_sms]
+
+
+def test_on_a_platform_without_sessions_an_agent_resolves_and_reopens_our_copy_at_once(
+    fake_account, fake_platform, admin_client, django_capture_on_commit_callbacks
+):
+    fake_platform.customer_writes("cust-4", "Thanks, all good")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=fake_account)
+    page = admin_client.get(f"/s/{session.pk}/").content.decode()
+    assert 'data-testid="action-resolve"' in page  # (nothing at the platform to ask)
+
+    resolved = admin_client.post(f"/s/{session.pk}/resolve/", HTTP_HX_REQUEST="true")
+
+    session.refresh_from_db()
+    assert resolved.status_code == 200
+    assert "Resolved." in resolved.content.decode()
+    assert (session.status, session.resolved_at is not None) == (Session.Status.RESOLVED, True)
+    assert not SessionAction.objects.filter(session=session).exists()  # no platform call
+    assert session.timeline.filter(kind=TimelineEntry.Kind.RESOLVED).count() == 1
+    again = admin_client.post(f"/s/{session.pk}/resolve/", HTTP_HX_REQUEST="true")
+    assert again.status_code == 422
+
+    # Closed, too, is only our copy here: it can be reopened, unlike a session XMS ended.
+    Session.objects.filter(pk=session.pk).update(status=Session.Status.CLOSED)
+    session.refresh_from_db()
+    with pytest.raises(SendRefused, match="reopen it to reply"):
+        message_send(session, Draft(body="Hello?"))
+    assert admin_client.post(f"/s/{session.pk}/reopen/").status_code == 302
+    session.refresh_from_db()
+    assert session.status == Session.Status.OPEN
+
+    # The customer's next message lands in the same conversation.
+    fake_platform.customer_writes("cust-4", "One more thing")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    assert Session.objects.filter(account=fake_account).count() == 1

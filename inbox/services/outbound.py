@@ -89,7 +89,7 @@ from integrations.base import (
 from integrations.leases import database_released, lease_held
 from integrations.models import Channel, ProviderAccount, Template, TemplateApproval
 from integrations.registry import get_provider
-from integrations.services.accounts import account_health_record
+from integrations.services.accounts import account_health_record, account_kind
 
 logger = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
@@ -242,8 +242,11 @@ def _refuse_reply_if_closed(session: Session) -> None:
     The platform ends a closed session for good: the customer's next message opens a new one
     (spec §6.4, §6.6), and only a template may open a conversation.
     """
-    if session.status == Session.Status.CLOSED:
-        raise SendRefused("session_closed", SESSION_CLOSED_REASON)
+    if session.status != Session.Status.CLOSED:
+        return
+    if not get_provider(account_kind(session.account_id)).can(Capability.SESSIONS):
+        raise SendRefused("session_closed", "This conversation is closed; reopen it to reply.")
+    raise SendRefused("session_closed", SESSION_CLOSED_REASON)
 
 
 def message_send(

@@ -22,7 +22,11 @@ from inbox.selectors.visibility import sessions_visible_to
 from inbox.services.labels import session_label_set
 from inbox.services.outbound import SendRefused
 from inbox.services.session_actions import session_action_request, session_assign
-from inbox.services.sessions_local import session_reopen
+from inbox.services.sessions_local import (
+    session_reopen,
+    session_resolve_here,
+    sessions_kept_here,
+)
 from inbox.views.common import HtmxHttpRequest, flash, request_user, session_for_action
 
 _PLATFORM_PENDING = "waiting for the platform to confirm"
@@ -96,8 +100,15 @@ def session_route_view(request: HtmxHttpRequest, session_id: int) -> HttpRespons
 @login_required
 @require_POST
 def session_resolve_view(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
-    """Resolve the session at the platform."""
-    return _request(request, session_id, SessionAction.Kind.RESOLVE, {})
+    """Resolve the session at the platform, or here where the platform keeps no sessions."""
+    session = session_for_action(request, session_id)
+    if not sessions_kept_here(session):
+        return _request(request, session_id, SessionAction.Kind.RESOLVE, {})
+    try:
+        session_resolve_here(session, by=request_user(request))
+    except SendRefused as exc:
+        return flash(request, session, exc.reason, level=messages.ERROR, status=422)
+    return flash(request, session, "Resolved.")
 
 
 @login_required

@@ -326,6 +326,8 @@ def actions_context(request: HtmxHttpRequest, session: Session) -> dict[str, Any
     return {
         "is_supervisor": supervisor,
         "can_reopen": not session_reopen_refusal(session),
+        # (Where the platform keeps no sessions, resolving is ours alone.)
+        "resolve_here": not provider.can(Capability.SESSIONS),
         "assignable_users": list(users_serving_session(session)) if supervisor else [],
         "assignable_teams": list(teams_assignable_by(user)),
         # What the platform can do (integrations.base.Capability): nothing else is offered.

@@ -1,8 +1,8 @@
 """A platform that lives in memory (`FakePlatform`), behind a provider like any other.
 
 The inbox's tests use it so that an inbox test is not an XMS test: it polls (nothing calls
-us), names each message's channel, and can do nothing beyond messages unless a test lists
-capabilities for it. It is not in the registry; a test registers it under "fake".
+us), names each message's channel, keeps no sessions (a message names one only if a test gives
+it), and can do nothing beyond messages unless a test lists capabilities for it. It is not in the registry; a test registers it under "fake".
 
 Its bodies, stored raw like any platform's:
     {"messages": [{"id", "contact", "channel", "medium", "text", "session", "name"}],
@@ -64,7 +64,7 @@ class FakePlatform:
                 "channel": channel,
                 "medium": medium,
                 "text": text,
-                "session": session or f"s-{contact}",
+                **({"session": session} if session else {}),
             }
         )
         return message_id
@@ -106,7 +106,11 @@ class FakeProvider(Provider):
                     contact_external_id=contact,
                     type=MessageType.TEXT,
                     body=str(item.get("text") or ""),
-                    session=SessionRef(external_id=str(item["session"])),
+                    session=(
+                        SessionRef(external_id=str(item["session"]))
+                        if item.get("session")
+                        else None
+                    ),
                     channel_external_id=channel,
                     raw=item,
                 )
