@@ -14,7 +14,7 @@ from bench.context import Bench
 from bench.report import ms, percentile
 from devstack import wait_for
 from inbox.models import Message, Session
-from inbox.services.outbound import Draft, message_send
+from inbox.services.send import Draft, message_send
 from integrations.models import Channel
 
 SECTION = "4. Outbound"

@@ -24,7 +24,8 @@ from inbox.models import (
     SessionAction,
     TimelineEntry,
 )
-from inbox.services.outbound import SendRefused, message_retry
+from inbox.services.refusals import SendRefused
+from inbox.services.send import message_retry
 
 RECENT = 50
 

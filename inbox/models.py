@@ -287,7 +287,7 @@ class Message(models.Model):
                 name="message_outbox_idx",
             ),
             # The replies still to settle, by conversation: what a drain claims and what a
-            # reply waits behind (outbound._in_line), found without reading settled rows.
+            # reply waits behind (deliver.waiting_in_line), found without reading settled rows.
             models.Index(
                 fields=["session", "id"],
                 condition=Q(status__in=["queued", "sending"], direction="out"),

@@ -5,36 +5,36 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from inbox.services import history, outbound, session_actions
+from inbox.services import deliver, history, reconcile, session_actions
 from integrations.base import ProviderError
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=2, retry_jitter=True, max_retries=5)
 def message_deliver(message_id: int) -> str:
-    """Deliver one queued outbound message (see `outbound.message_deliver`)."""
+    """Deliver one queued outbound message (see `deliver.message_deliver`)."""
     try:
-        return outbound.message_deliver(message_id)
-    except outbound.DeliveryDeferred as deferred:
+        return deliver.message_deliver(message_id)
+    except deliver.DeliveryDeferred as deferred:
         message_deliver.apply_async(args=(message_id,), countdown=deferred.countdown)
         return f"deferred {deferred.countdown}s: {deferred.reason}"
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=2, retry_jitter=True, max_retries=5)
 def messages_drain(channel_id: int) -> int:
-    """Send a channel's due replies in batches (see `outbound.messages_drain`)."""
-    return outbound.messages_drain(channel_id)
+    """Send a channel's due replies in batches (see `deliver.messages_drain`)."""
+    return deliver.messages_drain(channel_id)
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)
 def message_reconcile(message_id: int) -> str:
-    """Settle a send the platform never confirmed (see `outbound.message_reconcile`)."""
-    return outbound.message_reconcile(message_id)
+    """Settle a send the platform never confirmed (see `reconcile.message_reconcile`)."""
+    return reconcile.message_reconcile(message_id)
 
 
 @shared_task
 def messages_reap() -> dict[str, int]:
     """Recover outbound messages no worker will finish."""
-    return outbound.messages_reap().__dict__
+    return reconcile.messages_reap().__dict__
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)

@@ -89,7 +89,7 @@ def api_client() -> APIClient:
 @pytest.fixture
 def send(django_capture_on_commit_callbacks: Any) -> Callable[..., Any]:
     """Send a draft and run its delivery task, as the worker would; return the message."""
-    from inbox.services.outbound import message_send
+    from inbox.services.send import message_send
 
     def run(session: Any, draft: Any, **kwargs: Any) -> Any:
         with django_capture_on_commit_callbacks(execute=True):

@@ -23,7 +23,7 @@ from config.celery import app as celery_app
 from devstack import stack as devstack_stack
 from devstack import wait_for
 from inbox.models import Message, Session, SessionAction
-from inbox.services import outbound
+from inbox.services import deliver, reconcile
 from inbox.services.session_actions import session_actions_reap
 from integrations import leases
 from integrations.models import WebhookEvent
@@ -192,7 +192,7 @@ def test_a_send_holds_its_lease_while_the_platform_is_slow(xms_session):
         sent_at=timezone.now(),
     )
 
-    assert outbound.message_deliver(message.pk) == "sent"
+    assert deliver.message_deliver(message.pk) == "sent"
     assert renewed == [1]
     assert leases.leases_renew(now=timezone.now() + timedelta(hours=1)) == 0
 
@@ -209,7 +209,7 @@ def test_a_send_whose_worker_died_is_recovered_in_seconds_and_a_renewed_one_is_l
 
     with leases.lease_held(Message, [alive.pk], alive_since):
         leases.leases_renew()
-        result = outbound.messages_reap()
+        result = reconcile.messages_reap()
 
     assert result.stale_claims == 1
     dead.refresh_from_db()
@@ -235,7 +235,7 @@ def test_a_queued_message_whose_task_died_with_its_worker_is_enqueued_again_in_s
     )
     Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - DEAD_FOR * 2)
 
-    assert outbound.messages_reap().requeued == 1
+    assert reconcile.messages_reap().requeued == 1
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
 

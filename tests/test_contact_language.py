@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from accounts.models import User
 from inbox.models import Session, SessionAction
-from inbox.services.outbound import SendRefused
+from inbox.services.refusals import SendRefused
 from inbox.services.session_actions import session_action_request
 from integrations.base import Language, Provider
 from integrations.registry import get_provider

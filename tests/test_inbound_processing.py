@@ -599,7 +599,7 @@ def test_a_receipt_matches_the_channel_message_id_too_and_teaches_us_the_service
 
 
 def test_a_receipt_that_raced_the_send_answer_is_applied_by_the_reaper(account, post_callback):
-    from inbox.services.outbound import messages_reap
+    from inbox.services.reconcile import messages_reap
 
     post_callback(account, xms("inbound-status-read"))
     message = outbound(account, external_id="1234567")  # stored without applying waiting receipts

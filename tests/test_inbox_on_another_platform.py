@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.selectors.lists import sessions_window_closing_first
-from inbox.services.outbound import Draft, SendRefused, message_send
+from inbox.services.refusals import SendRefused
+from inbox.services.send import Draft, message_send
 from inbox.window import session_window
 from integrations.models import ProviderAccount
 from integrations.services import polling

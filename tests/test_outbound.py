@@ -12,8 +12,14 @@ import responses
 from django.utils import timezone
 
 from inbox.models import Message, Session
-from inbox.services import outbound
-from inbox.services.outbound import Draft, SendRefused, message_send
+from inbox.services import deliver, reconcile
+from inbox.services.refusals import SendRefused
+from inbox.services.send import (
+    Draft,
+    message_resend_as_template,
+    message_retry,
+    message_send,
+)
 from inbox.window import session_window
 from integrations import ratelimit
 from integrations.models import Channel, Template, TemplateApproval
@@ -207,7 +213,7 @@ def test_a_delivery_task_run_twice_sends_once(session, send):
     responses.post(SEND, json=accepted())
     message = send(session, Draft(body="Hi"))
 
-    assert outbound.message_deliver(message.pk) == "not claimable"
+    assert deliver.message_deliver(message.pk) == "not claimable"
     assert len(responses.calls) == 1
 
 
@@ -397,7 +403,7 @@ def test_the_reaper_settles_a_send_cut_short_by_a_killed_worker(session, setting
         claimed_at=timezone.now() - timedelta(seconds=settings.SEND_STALE_SECONDS + 5),
     )
 
-    result = outbound.messages_reap()
+    result = reconcile.messages_reap()
 
     message.refresh_from_db()
     assert result.stale_claims == 1
@@ -419,7 +425,7 @@ def test_the_reaper_enqueues_a_queued_message_whose_task_was_lost(session):
     )
     Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(minutes=5))
 
-    assert outbound.messages_reap().requeued == 1
+    assert reconcile.messages_reap().requeued == 1
 
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
@@ -518,9 +524,9 @@ def test_a_message_refused_for_the_window_is_resent_as_a_template(
     failed.refresh_from_db()
 
     with pytest.raises(SendRefused, match="template"):
-        outbound.message_retry(failed)
+        message_retry(failed)
     with django_capture_on_commit_callbacks(execute=True):
-        replacement = outbound.message_resend_as_template(
+        replacement = message_resend_as_template(
             failed, template, {"amount": "1", "currency": "INR"}
         )
 
@@ -541,7 +547,7 @@ def test_a_failed_message_can_be_retried(
     assert failed.status == Message.Status.FAILED
 
     with django_capture_on_commit_callbacks(execute=True):
-        outbound.message_retry(failed)
+        message_retry(failed)
 
     failed.refresh_from_db()
     assert failed.status == Message.Status.SENT
@@ -594,7 +600,7 @@ def test_failing_a_message_never_overwrites_a_delivery_the_platform_confirmed(se
         sent_at=timezone.now(),
     )
 
-    outbound.message_fail(message, code="unknown_outcome", title="not sure")
+    deliver.message_fail(message, code="unknown_outcome", title="not sure")
 
     message.refresh_from_db()
     assert message.status == Message.Status.DELIVERED
@@ -602,7 +608,7 @@ def test_failing_a_message_never_overwrites_a_delivery_the_platform_confirmed(se
 
 
 def test_the_wait_between_two_attempts_never_exceeds_the_configured_maximum(settings):
-    from inbox.services.outbound import backoff_seconds
+    from inbox.services.deliver import backoff_seconds
 
     settings.SEND_BACKOFF_BASE_SECONDS = 2.0
     settings.SEND_BACKOFF_MAX_SECONDS = 5.0

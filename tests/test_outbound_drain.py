@@ -1,4 +1,4 @@
-"""A channel's replies go out in claimed batches (`outbound.messages_drain`): each once, each
+"""A channel's replies go out in claimed batches (`deliver.messages_drain`): each once, each
 conversation in order, within the rate limit, and a slow answer holds no other reply."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import responses
 from django.utils import timezone
 
 from inbox.models import Message, MessageStatusChange, Session
-from inbox.services import outbound
-from inbox.services.outbound import Draft
+from inbox.services import deliver, send
+from inbox.services.send import Draft
 from integrations import ratelimit
 from tests.factories import make_session
 from tests.test_outbound_once import SEND, accepted, queued
@@ -55,7 +55,7 @@ def test_a_drain_sends_every_reply_of_the_channel_once_and_each_conversation_in_
         for index, session in enumerate(sessions)
     ]
 
-    assert outbound.messages_drain(sessions[0].channel_id, batch=batch) == len(written)
+    assert deliver.messages_drain(sessions[0].channel_id, batch=batch) == len(written)
 
     texts = [text_of(call) for call in responses.calls]
     assert sorted(texts) == sorted(m.body for m in written)  # each once
@@ -78,8 +78,8 @@ def test_two_drains_at_once_claim_different_replies_and_only_the_first_of_a_conv
     later = [queued(session, "Later") for session in sessions]
     now = timezone.now()
 
-    one = outbound._claim_due(sessions[0].channel_id, 2, now)
-    other = outbound._claim_due(sessions[0].channel_id, 25, now)
+    one = deliver._claim_due(sessions[0].channel_id, 2, now)
+    other = deliver._claim_due(sessions[0].channel_id, 25, now)
 
     assert {m.pk for m in one} | {m.pk for m in other} == {m.pk for m in first}
     assert not {m.pk for m in one} & {m.pk for m in other}
@@ -99,13 +99,13 @@ def test_a_drain_sends_no_more_than_the_rate_limit_allows_and_queues_itself_for_
 
     with (
         mock.patch.object(ratelimit, "take", side_effect=take),
-        mock.patch.object(outbound, "enqueue_once_later") as later,
+        mock.patch.object(deliver, "enqueue_once_later") as later,
     ):
-        assert outbound.messages_drain(sessions[0].channel_id) == 2
+        assert deliver.messages_drain(sessions[0].channel_id) == 2
 
     assert len(responses.calls) == 2
     later.assert_called_once()
-    assert later.call_args.args == (outbound.DRAIN_TASK, sessions[0].channel_id)
+    assert later.call_args.args == (deliver.DRAIN_TASK, sessions[0].channel_id)
     assert later.call_args.kwargs["countdown"] == 0.4
     left = Message.objects.get(pk=written[2].pk)
     assert (left.status, left.attempts) == (Message.Status.QUEUED, 0)  # no attempt used
@@ -118,7 +118,7 @@ def test_a_slow_answer_holds_no_other_reply_of_the_batch_and_another_drain_carri
     settings.SEND_COLLECT_SECONDS = 0
     recorded: list[list[str]] = []
     others_recorded = threading.Event()
-    real_accepted = outbound._accepted
+    real_accepted = deliver._accepted
 
     def accepted_spy(pairs: list[tuple[Message, str]], **kwargs: Any) -> None:
         real_accepted(pairs, **kwargs)
@@ -138,10 +138,10 @@ def test_a_slow_answer_holds_no_other_reply_of_the_batch_and_another_drain_carri
     queued(sessions[2], "fast-2")
 
     with (
-        mock.patch.object(outbound, "_accepted", side_effect=accepted_spy),
-        mock.patch.object(outbound, "_drain_successor") as kick,
+        mock.patch.object(deliver, "_accepted", side_effect=accepted_spy),
+        mock.patch.object(deliver, "_drain_successor") as kick,
     ):
-        assert outbound.messages_drain(sessions[0].channel_id) == 3
+        assert deliver.messages_drain(sessions[0].channel_id) == 3
 
     assert sorted(b for r in recorded[:-1] for b in r) == ["fast-1", "fast-2"]
     assert recorded[-1] == ["slow"]
@@ -160,7 +160,7 @@ def test_a_refused_send_in_a_batch_fails_alone_and_the_others_are_sent(sessions)
     refused = queued(sessions[0], "refused")
     sent = [queued(sessions[1], "one"), queued(sessions[2], "two")]
 
-    outbound.messages_drain(sessions[0].channel_id)
+    deliver.messages_drain(sessions[0].channel_id)
 
     refused.refresh_from_db()
     assert refused.status == Message.Status.FAILED and refused.error_title
@@ -172,16 +172,16 @@ def test_a_call_waiting_behind_the_workers_other_calls_is_not_taken_for_a_slow_p
 ):
     settings.SEND_COLLECT_SECONDS = 0.05
     pool = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(outbound, "_call_pool", lambda: pool)
+    monkeypatch.setattr(deliver, "_call_pool", lambda: pool)
     clock = [1000.0]
-    monkeypatch.setattr(outbound.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(deliver.time, "monotonic", lambda: clock[0])
     release = threading.Event()
     pool.submit(release.wait, 30)  # another drain's call holds the only thread
     calls = [(Message(pk=1), lambda: "a"), (Message(pk=2), lambda: "b")]
     rounds: list[list[Any]] = []
     waits: list[int] = []
     consumer = threading.Thread(
-        target=lambda: rounds.extend(outbound._answers(calls, on_wait=lambda: waits.append(1)))
+        target=lambda: rounds.extend(deliver._answers(calls, on_wait=lambda: waits.append(1)))
     )
     consumer.start()
 
@@ -203,13 +203,13 @@ def test_a_drain_that_finds_nothing_more_lets_go_and_starts_one_for_a_reply_that
     late = queued(sessions[0], "late")
     with (
         # Its last claim found nothing: the reply committed just after it.
-        mock.patch.object(outbound, "_claim_due", return_value=[]),
-        mock.patch.object(outbound, "enqueue_once_release") as released,
-        mock.patch.object(outbound, "_drain_kick") as kick,
+        mock.patch.object(deliver, "_claim_due", return_value=[]),
+        mock.patch.object(deliver, "enqueue_once_release") as released,
+        mock.patch.object(deliver, "_drain_kick") as kick,
     ):
-        assert outbound.messages_drain(sessions[0].channel_id) == 0
+        assert deliver.messages_drain(sessions[0].channel_id) == 0
 
-    released.assert_called_once_with(outbound._drain_key(sessions[0].channel_id))
+    released.assert_called_once_with(deliver._drain_key(sessions[0].channel_id))
     kick.assert_called_once_with(sessions[0].channel_id)  # the late reply does not wait
     assert Message.objects.get(pk=late.pk).status == Message.Status.QUEUED
 
@@ -219,14 +219,14 @@ def test_a_reply_is_started_by_a_drain_of_its_channel_one_per_burst(
 ):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     with (
-        mock.patch.object(outbound, "enqueue_once", return_value=True) as kick,
-        mock.patch.object(outbound, "_enqueue_delivery") as own_task,
+        mock.patch.object(deliver, "enqueue_once", return_value=True) as kick,
+        mock.patch.object(deliver, "delivery_enqueue") as own_task,
         django_capture_on_commit_callbacks(execute=True),
     ):
         for session in sessions:
-            outbound.message_send(session, Draft(body="Hi"))
+            send.message_send(session, Draft(body="Hi"))
 
-    assert {c.args for c in kick.call_args_list} == {(outbound.DRAIN_TASK, sessions[0].channel_id)}
+    assert {c.args for c in kick.call_args_list} == {(deliver.DRAIN_TASK, sessions[0].channel_id)}
     own_task.assert_not_called()
 
 
@@ -235,11 +235,11 @@ def test_without_a_way_to_queue_a_drain_each_reply_gets_a_task_of_its_own(
 ):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     with (
-        mock.patch.object(outbound, "enqueue_once", return_value=False),
-        mock.patch.object(outbound, "_enqueue_delivery") as own_task,
+        mock.patch.object(deliver, "enqueue_once", return_value=False),
+        mock.patch.object(deliver, "delivery_enqueue") as own_task,
         django_capture_on_commit_callbacks(execute=True),
     ):
-        message, _ = outbound.message_send(sessions[0], Draft(body="Hi"))
+        message, _ = send.message_send(sessions[0], Draft(body="Hi"))
 
     own_task.assert_called_once_with(message.pk)
 
@@ -263,10 +263,10 @@ def test_a_backlog_older_than_the_order_wait_still_goes_out_in_order(sessions, s
     long_ago = timezone.now() - timedelta(seconds=settings.SEND_ORDER_WAIT_SECONDS + 120)
     backlog = [queued(sessions[0], f"old-{part}", written=long_ago) for part in range(3)]
 
-    claimed = outbound._claim_due(sessions[0].channel_id, 25, timezone.now())
+    claimed = deliver._claim_due(sessions[0].channel_id, 25, timezone.now())
     assert [m.pk for m in claimed] == [backlog[0].pk]  # one at a time, the first first
     Message.objects.filter(pk=backlog[0].pk).update(status=Message.Status.QUEUED, attempts=0)
 
-    outbound.messages_drain(sessions[0].channel_id)
+    deliver.messages_drain(sessions[0].channel_id)
 
     assert [text_of(call) for call in responses.calls] == ["old-0", "old-1", "old-2"]

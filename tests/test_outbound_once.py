@@ -14,10 +14,12 @@ import requests
 import responses
 from django.utils import timezone
 
+from inbox import send_failures
 from inbox.models import Message, MessageCopy, MessageReceipt, Session
-from inbox.services import history, outbound
+from inbox.services import deliver, history, reconcile, send
+from inbox.services.deliver import DeliveryDeferred
 from inbox.services.messages import receipt_record
-from inbox.services.outbound import DeliveryDeferred, Draft
+from inbox.services.send import Draft
 from integrations.base import DeliveryStatus, Receipt
 from tests.factories import ContactFactory, make_session
 
@@ -124,7 +126,7 @@ def test_a_timeout_the_history_never_lists_becomes_unconfirmed_and_is_sent_once(
     assert message.status == Message.Status.UNCONFIRMED
     assert send_calls() == 1
     assert message.external_id == ""
-    assert "may not have been delivered" in outbound.send_failure_text(
+    assert "may not have been delivered" in send_failures.send_failure_text(
         message.error_code, message.error_title
     )
 
@@ -215,7 +217,7 @@ def test_the_reaper_seeks_evidence_from_the_first_attempt_not_from_when_it_recla
     responses.post(HISTORY, json=listed(("found-id", "Lost", first + timedelta(seconds=2))))
     message = ambiguous(session, "Lost", first_attempt=first, outcome_unknown=False)
 
-    assert outbound.messages_reap().stale_claims == 1
+    assert reconcile.messages_reap().stale_claims == 1
 
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
@@ -235,7 +237,7 @@ def test_a_failed_or_ambiguous_answer_never_makes_a_path_beyond_the_attempt_limi
     responses.post(HISTORY, json=listed())
     message = ambiguous(session, "Twice at most", first_attempt=timezone.now(), attempts=2)
 
-    outbound.message_reconcile(message.pk)
+    reconcile.message_reconcile(message.pk)
 
     message.refresh_from_db()
     assert message.status == Message.Status.UNCONFIRMED
@@ -254,7 +256,7 @@ def test_send_again_queues_an_unconfirmed_message_once_more(
     message.refresh_from_db()
 
     with django_capture_on_commit_callbacks(execute=True):
-        outbound.message_retry(message)
+        send.message_retry(message)
 
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
@@ -303,7 +305,7 @@ def test_an_import_racing_a_slow_send_adopts_it_and_the_answer_lands_without_a_c
     responses.post(HISTORY, json=listed(("slow-id", "Slow but fine", now)))
 
     history.session_history_import(session.pk)
-    outbound._accepted([(message, "slow-id")], start_next=True)
+    deliver._accepted([(message, "slow-id")], start_next=True)
 
     message.refresh_from_db()
     assert Message.objects.filter(direction="out").count() == 1
@@ -324,7 +326,7 @@ def test_a_send_answer_naming_a_row_the_history_imported_merges_it_instead_of_cr
         sent_at=now,
     )
 
-    outbound._accepted([(message, "raced-id")], start_next=True)
+    deliver._accepted([(message, "raced-id")], start_next=True)
 
     message.refresh_from_db()
     assert not Message.objects.filter(pk=imported.pk).exists()
@@ -392,7 +394,7 @@ def test_receipts_that_came_while_the_send_hung_settle_it_when_the_timeout_is_re
     responses.post(HISTORY, json=listed())
     Message.objects.filter(pk=message.pk).update(outcome_unknown=True)
 
-    outbound.message_reconcile(message.pk)
+    reconcile.message_reconcile(message.pk)
 
     message.refresh_from_db()
     assert (message.external_id, message.status) == ("hung-id", Message.Status.READ)
@@ -453,7 +455,7 @@ def test_a_reply_waits_while_an_earlier_one_in_its_conversation_is_unsettled(ses
     later = queued(session, "Second")
 
     with pytest.raises(DeliveryDeferred):
-        outbound.message_deliver(later.pk)
+        deliver.message_deliver(later.pk)
 
     later.refresh_from_db()
     assert (later.status, later.attempts) == (Message.Status.QUEUED, 0)
@@ -476,7 +478,7 @@ def test_replies_in_other_conversations_and_after_an_unconfirmed_one_go_at_once(
     ambiguous(other, "Pending elsewhere", first_attempt=timezone.now())
     mine = queued(session, "After the unconfirmed one")
 
-    assert outbound.message_deliver(mine.pk) == "sent"
+    assert deliver.message_deliver(mine.pk) == "sent"
     assert json.loads(responses.calls[0].request.body)["text"]["body"] == mine.body
 
 
@@ -487,7 +489,7 @@ def test_the_wait_for_an_earlier_reply_is_bounded(session, settings):
 
     with responses.RequestsMock() as mock:
         mock.post(SEND, json=accepted("late"))
-        assert outbound.message_deliver(later.pk) == "sent"
+        assert deliver.message_deliver(later.pk) == "sent"
     assert earlier.pk < later.pk
 
 
@@ -503,16 +505,19 @@ def test_a_burst_of_replies_to_one_customer_starts_one_at_a_time_in_order(
     def start(message_id: int, channel_id: int) -> None:
         started.append(message_id)
 
-    with mock.patch.object(outbound, "_start_delivery", side_effect=start):
+    with (  # (a send starts its delivery; a settled one starts the next in line)
+        mock.patch.object(send, "delivery_start", side_effect=start),
+        mock.patch.object(deliver, "delivery_start", side_effect=start),
+    ):
         with django_capture_on_commit_callbacks(execute=True):  # one transaction, committed
             burst = [
-                outbound.message_send(session, Draft(body=f"Part {index}"))[0] for index in range(3)
+                send.message_send(session, Draft(body=f"Part {index}"))[0] for index in range(3)
             ]
         assert started == [burst[0].pk]  # only the head of the line is started
 
         for index, message in enumerate(burst):
             with django_capture_on_commit_callbacks(execute=True):  # its successor starts at commit
-                assert outbound.message_deliver(message.pk) == "sent"
+                assert deliver.message_deliver(message.pk) == "sent"
             assert started == [m.pk for m in burst[: index + 2]][:3]
 
     texts = [json.loads(c.request.body)["text"]["body"] for c in responses.calls]
@@ -526,13 +531,13 @@ def test_the_reaper_leaves_a_reply_waiting_in_line_and_restarts_a_lost_head(sess
     behind = queued(session, "Behind", written=long_ago)
     started: list[tuple[object, ...]] = []
     with (
-        mock.patch.object(outbound, "enqueue", side_effect=lambda *a, **k: started.append(a)),
-        mock.patch.object(outbound, "queue_length", return_value=0),
+        mock.patch.object(reconcile, "enqueue", side_effect=lambda *a, **k: started.append(a)),
+        mock.patch.object(reconcile, "queue_length", return_value=0),
     ):
-        assert outbound.messages_reap().requeued == 1
+        assert reconcile.messages_reap().requeued == 1
     # A drain of the channel is started, and it finds the head due and the other in line.
-    assert started == [(outbound.DRAIN_TASK, session.channel_id)]
-    assert [m.pk for m in outbound._due(session.channel_id, timezone.now())] == [head.pk]
+    assert started == [(deliver.DRAIN_TASK, session.channel_id)]
+    assert [m.pk for m in deliver._due(session.channel_id, timezone.now())] == [head.pk]
     behind.refresh_from_db()
     assert behind.next_attempt_at is None  # not taken for lost
 
@@ -547,14 +552,14 @@ def test_behind_a_backlog_in_the_platform_lane_a_queued_reply_is_not_taken_for_l
     )
     started: list[tuple[object, ...]] = []
     with (
-        mock.patch.object(outbound, "enqueue", side_effect=lambda *a, **k: started.append(a)),
-        mock.patch.object(outbound, "queue_length", return_value=1500),
+        mock.patch.object(reconcile, "enqueue", side_effect=lambda *a, **k: started.append(a)),
+        mock.patch.object(reconcile, "queue_length", return_value=1500),
     ):
-        assert outbound.messages_reap().requeued == 0
+        assert reconcile.messages_reap().requeued == 0
         assert started == []
         settings.SEND_REQUEUE_BEHIND_BACKLOG_SECONDS = waited - 1
-        assert outbound.messages_reap().requeued == 1
-    assert started == [(outbound.DRAIN_TASK, message.session.channel_id)]
+        assert reconcile.messages_reap().requeued == 1
+    assert started == [(deliver.DRAIN_TASK, message.session.channel_id)]
 
 
 @responses.activate
@@ -583,7 +588,7 @@ def test_no_attempt_is_made_beyond_the_limit_whoever_queued_the_message(session,
     Message.objects.filter(pk=message.pk).update(status=Message.Status.QUEUED)
 
     with responses.RequestsMock():  # any platform call fails the test
-        assert outbound.message_deliver(message.pk) == "failed"
+        assert deliver.message_deliver(message.pk) == "failed"
 
     message.refresh_from_db()
     assert message.status == Message.Status.FAILED
@@ -605,9 +610,9 @@ def test_a_send_settled_by_the_history_starts_the_next_reply_of_its_conversation
         started.append(message_id)
 
     with (
-        mock.patch.object(outbound, "_start_delivery", side_effect=start),
+        mock.patch.object(deliver, "delivery_start", side_effect=start),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        assert outbound.message_reconcile(first.pk) == "found (history)"
+        assert reconcile.message_reconcile(first.pk) == "found (history)"
 
     assert started == [second.pk]  # not left for the reaper to find

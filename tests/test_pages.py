@@ -1611,7 +1611,7 @@ def test_the_label_service_writes_one_timeline_line_per_change_and_nothing_when_
 
 
 def test_reopening_an_open_session_is_refused(session, agent):
-    from inbox.services.outbound import SendRefused
+    from inbox.services.refusals import SendRefused
     from inbox.services.sessions_local import session_reopen
 
     with pytest.raises(SendRefused):

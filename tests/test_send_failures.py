@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from accounts.models import AgentProfile, User
 from inbox.models import Message, Session
-from inbox.services import outbound
-from inbox.services.outbound import DeliveryDeferred, Draft, message_send, send_failure_text
+from inbox.send_failures import send_failure_text
+from inbox.services import deliver
+from inbox.services.deliver import DeliveryDeferred
+from inbox.services.send import Draft, message_send
 from inbox.templatetags.inbox_tags import iso
 from tests.factories import (
     AgentProfileFactory,
@@ -164,7 +166,7 @@ def test_a_send_being_retried_says_which_attempt_failed_and_when_the_next_one_is
     with responses.RequestsMock() as stub:
         stub.post(SEND, status=503)
         with pytest.raises(DeliveryDeferred):
-            outbound.message_deliver(message.pk)
+            deliver.message_deliver(message.pk)
     message.refresh_from_db()
     assert message.status == Message.Status.QUEUED and message.attempts == 1
 

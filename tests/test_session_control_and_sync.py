@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.services.history import session_history_import
-from inbox.services.outbound import SendRefused
+from inbox.services.refusals import SendRefused
 from inbox.services.session_actions import session_action_request, session_assign
 from integrations.models import Channel, SyncRun, Template, TemplateApproval
 from integrations.sandbox import catalog, envelopes

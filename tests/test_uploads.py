@@ -236,7 +236,8 @@ def test_the_words_typed_with_an_audio_file_go_as_a_text_right_after_it(
 
 
 def test_an_audio_message_with_a_caption_is_refused_not_sent_without_it(account, channel):
-    from inbox.services.outbound import Draft, SendRefused, message_send
+    from inbox.services.refusals import SendRefused
+    from inbox.services.send import Draft, message_send
 
     session = make_session(account, channel)
 

@@ -371,7 +371,7 @@ WEBHOOK_STALE_CLAIM_SECONDS = env_float("WEBHOOK_STALE_CLAIM_SECONDS", CLAIM_LEA
 # platform's rule, per medium: each provider's `messaging_windows`, WhatsApp 24 h.)
 # Per-channel send rate, shared by all workers through Redis when REDIS_URL is set (0: no limit).
 SEND_RATE_LIMIT_PER_SECOND = env_int("SEND_RATE_LIMIT_PER_SECOND", 80)
-# A channel's replies go out in batches (`outbound.messages_drain`): at most this many claimed
+# A channel's replies go out in batches (`deliver.messages_drain`): at most this many claimed
 # at once, their platform calls side by side on SEND_CALL_THREADS threads per worker process;
 # answers from a call that waited on its platform longer than SEND_COLLECT_SECONDS are recorded
 # as they come, and another drain carries on with the channel meanwhile.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inbox.services.outbound import SENDABLE_TYPES
+from inbox.services.send import SENDABLE_TYPES
 
 # Choice sets shared by the serializers and ENUM_NAME_OVERRIDES, so each enum gets a clear name.
 SENDABLE_TYPE_CHOICES = sorted(t.value for t in SENDABLE_TYPES)

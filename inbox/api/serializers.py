@@ -23,7 +23,7 @@ from inbox.selectors.sessions import (
     session_timeline_recent,
     session_window_from_row,
 )
-from inbox.services.outbound import send_failure_text
+from inbox.send_failures import send_failure_text
 from inbox.window import window_hours
 from integrations.models import Channel, Template, TemplateApproval
 

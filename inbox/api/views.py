@@ -49,13 +49,8 @@ from inbox.selectors.visibility import (
     session_actions_visible_to,
     sessions_visible_to,
 )
-from inbox.services.outbound import (
-    Draft,
-    SendRefused,
-    message_resend_as_template,
-    message_retry,
-    message_send,
-)
+from inbox.services.refusals import SendRefused
+from inbox.services.send import Draft, message_resend_as_template, message_retry, message_send
 from inbox.services.session_actions import session_action_request, session_assign
 from integrations.base import MessageType
 from integrations.models import Channel, Template

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 
 from inbox import live
 from inbox.models import Note, Session
-from inbox.services.outbound import SendRefused
+from inbox.services.refusals import SendRefused
 
 NOTE_MAX_LENGTH = 10_000
 

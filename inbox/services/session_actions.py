@@ -22,7 +22,8 @@ from accounts.models import Team
 from config.queue import enqueue
 from inbox import live
 from inbox.models import Session, SessionAction, TimelineEntry
-from inbox.services.outbound import SendRefused, backoff_seconds
+from inbox.services.deliver import backoff_seconds
+from inbox.services.refusals import SendRefused
 from inbox.services.sessions import session_event_apply
 from inbox.services.timeline import timeline_add
 from integrations.base import (

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from inbox import live
 from inbox.models import Session, TimelineEntry
-from inbox.services.outbound import SendRefused
+from inbox.services.refusals import SendRefused
 from inbox.services.timeline import timeline_add
 from integrations.base import Capability
 from integrations.registry import get_provider

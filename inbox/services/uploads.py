@@ -25,7 +25,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inbox.models import Message, Session
-from inbox.services.outbound import Draft, SendRefused, message_send
+from inbox.services.refusals import SendRefused
+from inbox.services.send import Draft, message_send
 from integrations.base import MessageType
 
 logger = logging.getLogger(__name__)

@@ -209,7 +209,7 @@ def template_source(template: Any) -> str:
 @register.filter
 def failure_text(message: Any) -> str:
     """Return why a message failed, in words without internals (`send_failure_text`)."""
-    from inbox.services.outbound import send_failure_text
+    from inbox.send_failures import send_failure_text
 
     return send_failure_text(message.error_code, message.error_title)
 

@@ -20,7 +20,7 @@ from inbox.models import Label, SessionAction
 from inbox.request_checks import id_from
 from inbox.selectors.visibility import sessions_visible_to
 from inbox.services.labels import session_label_set
-from inbox.services.outbound import SendRefused
+from inbox.services.refusals import SendRefused
 from inbox.services.session_actions import session_action_request, session_assign
 from inbox.services.sessions_local import (
     session_reopen,

@@ -20,13 +20,8 @@ from django_htmx.http import trigger_client_event
 from inbox.models import Message, Session
 from inbox.selectors.sessions import session_window_from_row
 from inbox.services.notes import note_add
-from inbox.services.outbound import (
-    Draft,
-    SendRefused,
-    message_resend_as_template,
-    message_retry,
-    message_send,
-)
+from inbox.services.refusals import SendRefused
+from inbox.services.send import Draft, message_resend_as_template, message_retry, message_send
 from inbox.services.uploads import message_send_upload
 from inbox.views.common import (
     HtmxHttpRequest,

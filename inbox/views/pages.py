@@ -56,7 +56,7 @@ from inbox.selectors.visibility import (
     sessions_visible_to,
     user_sees_everything,
 )
-from inbox.services.outbound import template_render
+from inbox.services.send import template_render
 from inbox.services.sessions_local import session_mark_read, session_reopen_refusal
 from inbox.views.common import (
     PAGE_SIZE,
