@@ -219,6 +219,15 @@ class Media:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaUpload:
+    """A file to hand the platform before the message that uses it (`Provider.media_upload`)."""
+
+    filename: str
+    mime_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
     """A shared location."""
 
@@ -524,6 +533,9 @@ class Capability(enum.StrEnum):
     CHANNELS = "channels"  # list the account's channels (numbers, bots, pages)
     WEBHOOK = "webhook"  # take the URL its callbacks go to
     CONTACT_LANGUAGE = "contact_language"  # keep a contact's preferred language
+    # Take a file uploaded before the send that uses it (`media_upload`), as MessageWhiz
+    # requires; without it the platform fetches media from the link we send (XMS).
+    MEDIA_UPLOAD = "media_upload"
 
 
 # What each missing capability is, for the reason the inbox gives ("Acme cannot …").
@@ -537,6 +549,7 @@ CAPABILITY_WORDS: Mapping[Capability, str] = {
     Capability.CHANNELS: "list its channels",
     Capability.WEBHOOK: "take a callback URL",
     Capability.CONTACT_LANGUAGE: "keep a contact's language",
+    Capability.MEDIA_UPLOAD: "take uploaded files",
 }
 
 # What a platform does rather than a call it takes: no method of its own.
@@ -552,6 +565,7 @@ CAPABILITY_METHODS: Mapping[Capability, str] = {
     Capability.CHANNELS: "list_channels",
     Capability.WEBHOOK: "register_webhook",
     Capability.CONTACT_LANGUAGE: "contact_set_language",
+    Capability.MEDIA_UPLOAD: "media_upload",
 }
 
 
@@ -695,6 +709,14 @@ class Provider(abc.ABC):
     ) -> None:
         """Tell the platform a contact's preferred language (locale, e.g. en_US)."""
         raise self.unsupported(Capability.CONTACT_LANGUAGE)
+
+    def media_upload(self, account: AccountConfig, upload: MediaUpload) -> Media:
+        """Hand the platform a file; return the `Media` a send names it by (its `media_id`).
+
+        Nothing is sent to a customer: a lost answer here is a `TransientError` to the caller,
+        never an ambiguous send.
+        """
+        raise self.unsupported(Capability.MEDIA_UPLOAD)
 
     def contact_language_find(self, code: str) -> Language | None:
         """Return the listed language `code` names (case and `-`/`_` aside), or None."""

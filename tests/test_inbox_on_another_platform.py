@@ -7,13 +7,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from inbox.models import Message, Session, SessionAction, TimelineEntry
 from inbox.selectors.lists import sessions_window_closing_first
 from inbox.services.refusals import SendRefused
 from inbox.services.send import Draft, message_send
+from inbox.services.uploads import message_send_upload
 from inbox.window import session_window
+from integrations.base import AmbiguousError
+from integrations.fake.provider import FakeProvider
 from integrations.models import ProviderAccount
 from integrations.services import polling
 from tests.factories import ChannelFactory, make_session
@@ -146,3 +150,72 @@ def test_on_a_platform_without_sessions_an_agent_resolves_and_reopens_our_copy_a
     fake_platform.customer_writes("cust-4", "One more thing")
     poll(fake_account, django_capture_on_commit_callbacks)
     assert Session.objects.filter(account=fake_account).count() == 1
+
+
+PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+def test_a_file_goes_to_a_platform_that_takes_only_uploads_as_an_upload_named_in_the_send(
+    fake_account, fake_platform, admin_user, django_capture_on_commit_callbacks
+):
+    fake_platform.customer_writes("cust-5", "Can you send the invoice?")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=fake_account)
+    attached = SimpleUploadedFile("invoice.pdf", PDF, content_type="application/pdf")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        message, _ = message_send_upload(session, attached, "Here it is", author=admin_user)
+
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert [(u.filename, u.mime_type, u.content) for u in fake_platform.uploaded] == [
+        ("invoice.pdf", "application/pdf", PDF)
+    ]
+    (request,) = fake_platform.sent
+    assert request.media is not None and request.media.media_id == "media-1"
+    assert request.media.caption == "Here it is"
+
+
+def test_an_upload_the_platform_did_not_answer_is_simply_tried_again_not_reconciled(
+    fake_account, fake_platform, admin_user, django_capture_on_commit_callbacks, monkeypatch
+):
+    fake_platform.customer_writes("cust-6", "The invoice, please")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=fake_account)
+    real = FakeProvider.media_upload
+    answers_lost = [AmbiguousError("no answer in time")]  # (the first upload's answer)
+
+    def upload_once_unanswered(self: FakeProvider, account: Any, upload: Any) -> Any:
+        if answers_lost:
+            raise answers_lost.pop()
+        return real(self, account, upload)
+
+    monkeypatch.setattr(FakeProvider, "media_upload", upload_once_unanswered)
+    attached = SimpleUploadedFile("invoice.pdf", PDF, content_type="application/pdf")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        message, _ = message_send_upload(session, attached, "", author=admin_user)
+
+    message.refresh_from_db()
+    # Nothing had reached the customer: not an ambiguous send, just a second attempt.
+    assert (message.status, message.attempts) == (Message.Status.SENT, 2)
+    assert not message.outcome_unknown
+    assert len(fake_platform.uploaded) == 1 and len(fake_platform.sent) == 1
+
+
+def test_a_media_link_is_refused_in_words_where_the_platform_takes_only_uploads(
+    fake_account, fake_platform, django_capture_on_commit_callbacks
+):
+    fake_platform.customer_writes("cust-7", "Hi")
+    poll(fake_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=fake_account)
+
+    with pytest.raises(SendRefused) as refused:
+        message_send(
+            session,
+            Draft(type="image", media_url="https://cdn.example.com/cat.jpg", media_filename="c"),
+        )
+
+    assert refused.value.code == "media_link"
+    assert "takes files only as uploads" in refused.value.reason
+    assert not fake_platform.sent and not fake_platform.uploaded

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inbox.models import Message, Session
-from inbox.services.uploads import UPLOAD_PATH, safe_filename, upload_content_disposition
+from inbox.services.stored_files import UPLOAD_PATH
+from inbox.services.uploads import safe_filename, upload_content_disposition
 from integrations.models import Channel
 from tests.factories import make_session
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -50,16 +51,21 @@ from inbox.send_failures import DETAIL
 from inbox.services.messages import (
     messages_adopt,
 )
+from inbox.services.stored_files import upload_path_of, upload_read
 from integrations import ratelimit
 from integrations.base import (
     AmbiguousError,
     AuthenticationError,
     Button,
+    Capability,
     Location,
     Media,
+    MediaUpload,
     MessageType,
     OutboundRequest,
+    Provider,
     ProviderError,
+    RejectedError,
     SendResult,
     TransientError,
     UnsupportedError,
@@ -463,7 +469,11 @@ def _deliver_batch(messages: list[Message], *, drain_of: int | None = None) -> d
         (
             message,
             partial(
-                _send_one, message.account.kind, configs[message.account_id], _request_for(message)
+                _send_one,
+                message.account.kind,
+                configs[message.account_id],
+                _request_for(message),
+                _upload_path(message),
             ),
         )
         for message in messages
@@ -486,9 +496,22 @@ def _deliver_batch(messages: list[Message], *, drain_of: int | None = None) -> d
     return outcomes
 
 
-def _send_one(kind: str, config: Any, request: OutboundRequest) -> SendResult | ProviderError:
+def _upload_path(message: Message) -> str:
+    """The stored file to hand over before the send, for a platform that takes only uploads."""
+    if not message.media_url:
+        return ""
+    if not get_provider(message.account.kind).can(Capability.MEDIA_UPLOAD):
+        return ""
+    return upload_path_of(message.media_url) or ""
+
+
+def _send_one(
+    kind: str, config: Any, request: OutboundRequest, upload_path: str = ""
+) -> SendResult | ProviderError:
     provider = get_provider(kind)
     try:
+        if upload_path:
+            request = _with_upload(provider, config, request, upload_path)
         return with_fresh_credentials(
             provider, config, lambda fresh: provider.send_message(fresh, request)
         )
@@ -499,6 +522,33 @@ def _send_one(kind: str, config: Any, request: OutboundRequest) -> SendResult | 
         # so it is settled by evidence like a timeout, never sent again blindly.
         logger.exception("sending failed unexpectedly")
         return AmbiguousError(f"The send failed unexpectedly: {exc!r}")
+
+
+def _with_upload(
+    provider: Provider, config: Any, request: OutboundRequest, path: str
+) -> OutboundRequest:
+    """Hand the platform the stored file first; return the request naming it by its id.
+
+    Nothing has reached the customer yet: a lost answer is a plain transient error (the file
+    is uploaded again with the next attempt), and a file gone from our storage a refusal.
+    """
+    media = request.media
+    assert media is not None  # (a message with a media link)
+    try:
+        content = upload_read(path)
+    except OSError as exc:
+        raise RejectedError(
+            f"the attached file cannot be read: {exc}",
+            detail="The attached file is no longer stored; attach it again.",
+        ) from exc
+    upload = MediaUpload(filename=media.filename, mime_type=media.mime_type, content=content)
+    try:
+        taken = with_fresh_credentials(
+            provider, config, lambda fresh: provider.media_upload(fresh, upload)
+        )
+    except AmbiguousError as exc:
+        raise TransientError(f"the upload went unanswered: {exc}", detail=exc.detail) from exc
+    return replace(request, media=replace(media, media_id=taken.media_id, link=taken.link))
 
 
 _pool: ThreadPoolExecutor | None = None

@@ -37,6 +37,7 @@ from inbox.services.deliver import (
     waiting_in_line,
 )
 from inbox.services.refusals import SendRefused
+from inbox.services.stored_files import upload_path_of
 from inbox.services.timeline import timeline_add
 from inbox.window import session_window
 from integrations.base import (
@@ -136,6 +137,7 @@ def _check(session: Session, draft: Draft) -> None:
         raise SendRefused("contacts", "A contact message needs at least one contact card.")
     if len(draft.buttons) > 3:
         raise SendRefused("buttons", "At most 3 buttons can be attached.")
+    _refuse_media_link_if_uploads_only(session, draft)
     if kind is MessageType.TEMPLATE:
         provider = get_provider(session.account.kind)
         if not provider.can(Capability.TEMPLATES):
@@ -163,6 +165,19 @@ def _check(session: Session, draft: Draft) -> None:
     window = session_window(session)
     if not window.is_open:
         raise SendRefused("window_closed", window.reason)
+
+
+def _refuse_media_link_if_uploads_only(session: Session, draft: Draft) -> None:
+    """Refuse a media link on a platform that takes files only as uploads, unless it is one of
+    our stored uploads (the delivery hands that file over)."""
+    if not draft.media_url or upload_path_of(draft.media_url) is not None:
+        return
+    provider = get_provider(account_kind(session.account_id))
+    if provider.can(Capability.MEDIA_UPLOAD):
+        raise SendRefused(
+            "media_link",
+            f"{provider.label} takes files only as uploads, not links: attach the file instead.",
+        )
 
 
 SESSION_CLOSED_REASON = (

@@ -18,22 +18,18 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.urls import reverse
 from django.utils import timezone
 
 from inbox.models import Message, Session
 from inbox.services.refusals import SendRefused
 from inbox.services.send import Draft, message_send
+from inbox.services.stored_files import UPLOAD_PREFIX, upload_delete, upload_url
 from integrations.base import MessageType
 
 logger = logging.getLogger(__name__)
 UPLOAD_MAX_BYTES = 16 * 1024 * 1024
-UPLOAD_PREFIX = "uploads"
-# A stored path: uploads/2025/11/<22+ url-safe characters>/<file name without slashes>.
-UPLOAD_PATH = re.compile(r"^uploads/\d{4}/\d{2}/[A-Za-z0-9_-]{20,64}/[^/\\]{1,150}$")
 
 OFFICE_TYPES = frozenset(
     {
@@ -167,12 +163,6 @@ def upload_content_disposition(filename: str, *, inline: bool) -> str:
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-def upload_url(path: str) -> str:
-    """Return the public URL a platform downloads a stored upload from."""
-    relative = path.removeprefix(f"{UPLOAD_PREFIX}/")
-    return f"{settings.PUBLIC_BASE_URL}{reverse('upload-serve', kwargs={'path': relative})}"
-
-
 def upload_store(file: UploadedFile) -> StoredUpload:
     """Check and store an uploaded file; raise `SendRefused` with the reason if refused."""
     name = file.name or "file"
@@ -204,14 +194,6 @@ def upload_store(file: UploadedFile) -> StoredUpload:
         size=size,
         message_type=message_type_for(mime_type),
     )
-
-
-def upload_delete(path: str) -> None:
-    """Delete a stored upload (a missing one is fine)."""
-    try:
-        default_storage.delete(path)
-    except OSError:
-        logger.warning("could not delete the upload %s", path, exc_info=True)
 
 
 def message_send_upload(

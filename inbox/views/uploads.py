@@ -11,9 +11,8 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_safe
 
+from inbox.services.stored_files import UPLOAD_PATH, UPLOAD_PREFIX
 from inbox.services.uploads import (
-    UPLOAD_PATH,
-    UPLOAD_PREFIX,
     upload_allowed,
     upload_content_disposition,
     upload_mime_type,

@@ -2,7 +2,8 @@
 
 The inbox's tests use it so that an inbox test is not an XMS test: it polls (nothing calls
 us), names each message's channel, keeps no sessions (a message names one only if a test gives
-it), and can do nothing beyond messages unless a test lists capabilities for it. It is not in the registry; a test registers it under "fake".
+it), takes files only as uploads (never a link), and can do nothing else beyond messages
+unless a test lists capabilities for it. It is not in the registry; a test registers it under "fake".
 
 Its bodies, stored raw like any platform's:
     {"messages": [{"id", "contact", "channel", "medium", "text", "session", "name"}],
@@ -19,9 +20,12 @@ from integrations.base import (
     JSON,
     AccountConfig,
     Callback,
+    Capability,
     ContactProfile,
     DeliveryStatus,
     InboundMessage,
+    Media,
+    MediaUpload,
     MessageType,
     OutboundRequest,
     PayloadError,
@@ -41,6 +45,7 @@ class FakePlatform:
 
     written: list[JSON] = field(default_factory=list)
     sent: list[OutboundRequest] = field(default_factory=list)
+    uploaded: list[MediaUpload] = field(default_factory=list)
     page_size: int = 2
     failing: ProviderError | None = None
     polls: int = 0
@@ -84,6 +89,8 @@ class FakeProvider(Provider):
     ingest = "poll"
     # Unlike XMS (WhatsApp's 24 h, nothing on SMS): a window on SMS only, of two hours.
     messaging_windows = {"sms": 2.0}
+    # Unlike XMS, it never fetches a link: a file is uploaded before the send that uses it.
+    capabilities = frozenset({Capability.MEDIA_UPLOAD})
 
     def parse_callback(self, body: JSON) -> Callback:
         if not isinstance(body, dict):
@@ -127,6 +134,18 @@ class FakeProvider(Provider):
             raise platform.failing
         platform.sent.append(request)
         return SendResult(external_id=f"out-{len(platform.sent)}")
+
+    def media_upload(self, account: AccountConfig, upload: MediaUpload) -> Media:
+        platform = platform_of(account)
+        if platform.failing is not None:
+            raise platform.failing
+        platform.uploaded.append(upload)
+        return Media(
+            link="",
+            mime_type=upload.mime_type,
+            filename=upload.filename,
+            media_id=f"media-{len(platform.uploaded)}",
+        )
 
     def poll(self, account: AccountConfig, cursor: str) -> PollPage:
         platform = platform_of(account)

@@ -74,7 +74,8 @@ class XmsProvider(Provider):
     kind = "xms"
     label = "Mehery XMS"
     ingest = "webhook"
-    capabilities = frozenset(Capability)  # sessions with routing, history, HSM templates
+    # Sessions with routing, history, HSM templates; media goes by link (it fetches it).
+    capabilities = frozenset(Capability) - {Capability.MEDIA_UPLOAD}
     # WhatsApp's 24-hour customer-care window (spec §5.0, implied by error 470).
     messaging_windows = {"whatsapp": 24.0}
     # §4.0: the platform may post to the registered URL as-is or with these paths appended.
