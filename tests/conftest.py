@@ -274,12 +274,13 @@ def _poster(api_client: APIClient, capture: Any, *, run_on_commit: bool = True) 
         subpath: str = "",
         raw: bytes | None = None,
         content_type: str = "application/json",
+        auth_header: str = "HTTP_X_VERIFY_TOKEN",
     ) -> Any:
         url = account.webhook_path + (f"{subpath}" if subpath else "")
         headers = {}
         token = account.verify_token if token is None else token
         if token:
-            headers["HTTP_X_VERIFY_TOKEN"] = token
+            headers[auth_header] = token
         data = raw if raw is not None else json.dumps(body).encode()
         with capture(execute=run_on_commit):
             return api_client.generic("POST", url, data, content_type=content_type, **headers)

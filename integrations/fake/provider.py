@@ -5,14 +5,20 @@ us), names each message's channel, keeps no sessions (a message names one only i
 it), takes files only as uploads (never a link), and can do nothing else beyond messages
 unless a test lists capabilities for it. It is not in the registry; a test registers it under "fake".
 
-Its bodies, stored raw like any platform's:
+Its polled pages, stored raw like any platform's:
     {"messages": [{"id", "contact", "channel", "medium", "text", "session", "name"}],
      "receipts": [{"id", "status"}]}
+
+Its webhook takes the contract's own types, `{"callback": <integrations.fake.wire JSON>}`,
+with the account's verify token in `x-fake-token`: an inbox behaviour test builds a `Callback`
+and posts it the way any platform's callback arrives.
 """
 
 from __future__ import annotations
 
+import hmac
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +30,7 @@ from integrations.base import (
     ContactProfile,
     DeliveryStatus,
     InboundMessage,
+    InboundSecrets,
     Media,
     MediaUpload,
     MessageType,
@@ -33,9 +40,11 @@ from integrations.base import (
     Provider,
     ProviderError,
     Receipt,
+    RequestCheck,
     SendResult,
     SessionRef,
 )
+from integrations.fake.wire import callback_read
 
 
 @dataclass
@@ -75,6 +84,8 @@ class FakePlatform:
         return message_id
 
 
+VERIFY_HEADER = "x-fake-token"
+
 # Fake platforms by account base URL (one per account a test makes).
 PLATFORMS: dict[str, FakePlatform] = {}
 
@@ -92,9 +103,20 @@ class FakeProvider(Provider):
     # Unlike XMS, it never fetches a link: a file is uploaded before the send that uses it.
     capabilities = frozenset({Capability.MEDIA_UPLOAD})
 
+    request_secret_headers = frozenset({VERIFY_HEADER})
+
+    def verify_request(self, secrets: InboundSecrets, headers: Mapping[str, str]) -> RequestCheck:
+        token = next((v for k, v in headers.items() if k.lower() == VERIFY_HEADER), "")
+        if not token:
+            return RequestCheck.MISSING
+        matches = [hmac.compare_digest(token, accepted) for accepted in secrets.verify_tokens]
+        return RequestCheck.ACCEPTED if any(matches) else RequestCheck.WRONG
+
     def parse_callback(self, body: JSON) -> Callback:
         if not isinstance(body, dict):
             raise PayloadError("a fake platform's body is a JSON object")
+        if "callback" in body:  # (what a test posted to the webhook)
+            return callback_read(body["callback"])
         callback = Callback()
         for item in body.get("messages") or []:
             contact = str(item["contact"])
