@@ -245,3 +245,32 @@ def test_a_resolved_event_from_the_platform_resolves_the_session_once(tell):
     session = Session.objects.get()
     assert session.status == Session.Status.RESOLVED
     assert session.timeline.filter(kind=TimelineEntry.Kind.RESOLVED).count() == 1
+
+
+def test_a_body_that_is_not_a_callback_fails_alone_with_its_reason_and_the_next_applies(
+    post_callback_each_path, fake_account, tell
+):
+    post_callback_each_path(
+        fake_account,
+        {"callback": {"messages": [{"unheard_of": 1}]}},
+        auth_header="HTTP_X_FAKE_TOKEN",
+    )
+    tell(says("Hello"))
+
+    bad, good = WebhookEvent.objects.filter(account=fake_account).order_by("id")
+    assert bad.state == WebhookEvent.State.FAILED
+    assert "not a callback" in bad.error and "unheard_of" in bad.error
+    assert good.state == WebhookEvent.State.PROCESSED
+    assert Message.objects.get().body == "Hello"
+
+
+def test_the_fake_platforms_webhook_refuses_a_wrong_token(api_client, fake_account):
+    response = api_client.post(
+        fake_account.webhook_path,
+        {"callback": callback_json(says("Hello"))},
+        format="json",
+        HTTP_X_FAKE_TOKEN="not-the-token",
+    )
+
+    assert response.status_code == 401
+    assert not WebhookEvent.objects.filter(account=fake_account).exists()
