@@ -17,6 +17,9 @@ from django.utils import timezone
 from django.utils.html import conditional_escape
 from django.utils.safestring import SafeString, mark_safe
 
+from inbox.selectors.thread import message_shown_state
+from inbox.send_failures import send_failure_text
+
 register = template.Library()
 
 # A URL in *escaped* text: it cannot contain a raw quote or angle bracket (escaping removed
@@ -209,8 +212,6 @@ def template_source(template: Any) -> str:
 @register.filter
 def failure_text(message: Any) -> str:
     """Return why a message failed, in words without internals (`send_failure_text`)."""
-    from inbox.send_failures import send_failure_text
-
     return send_failure_text(message.error_code, message.error_title)
 
 
@@ -218,8 +219,6 @@ def failure_text(message: Any) -> str:
 def shown_state(message: Any) -> str:
     """Return what the thread shows of a message's delivery: its status, and the attempt of a
     send being retried ("queued-2"), so a live refresh redraws each new attempt."""
-    from inbox.selectors.thread import message_shown_state
-
     return message_shown_state(message)
 
 
