@@ -30,14 +30,25 @@ def poll(account: ProviderAccount, capture: Any) -> None:
         polling.account_poll(str(account.pk))
 
 
+@pytest.fixture
+def customer_writes(
+    fake_account: ProviderAccount, fake_platform: Any, django_capture_on_commit_callbacks: Any
+) -> Any:
+    """A customer writes on the fake platform and we poll it; return their conversation."""
+
+    def wrote(contact: str, text: str) -> Session:
+        fake_platform.customer_writes(contact, text)
+        poll(fake_account, django_capture_on_commit_callbacks)
+        return Session.objects.get(account=fake_account, contact__identities__external_id=contact)
+
+    return wrote
+
+
 def test_a_customer_on_a_polled_platform_reaches_the_thread_and_nothing_is_offered_it_lacks(
-    fake_account, fake_platform, admin_client, django_capture_on_commit_callbacks
+    customer_writes, admin_client
 ):
-    fake_platform.customer_writes("cust-1", "Hello from elsewhere", channel="fake:main")
+    session = customer_writes("cust-1", "Hello from elsewhere")
 
-    poll(fake_account, django_capture_on_commit_callbacks)
-
-    session = Session.objects.get(account=fake_account)
     assert session.channel.external_id == "fake:main"
     assert session.unread_count == 1
     page = admin_client.get(f"/s/{session.pk}/").content.decode()
@@ -49,11 +60,9 @@ def test_a_customer_on_a_polled_platform_reaches_the_thread_and_nothing_is_offer
 
 
 def test_an_agents_reply_goes_out_once_through_the_sessions_own_platform(
-    fake_account, fake_platform, admin_user, django_capture_on_commit_callbacks
+    customer_writes, fake_platform, admin_user, django_capture_on_commit_callbacks
 ):
-    fake_platform.customer_writes("cust-2", "Where is my order?")
-    poll(fake_account, django_capture_on_commit_callbacks)
-    session = Session.objects.get(account=fake_account)
+    session = customer_writes("cust-2", "Where is my order?")
 
     with django_capture_on_commit_callbacks(execute=True):
         message, created = message_send(
@@ -71,11 +80,9 @@ def test_an_agents_reply_goes_out_once_through_the_sessions_own_platform(
 
 
 def test_a_template_is_refused_in_words_on_a_platform_without_templates(
-    fake_account, fake_platform, django_capture_on_commit_callbacks
+    customer_writes, fake_platform
 ):
-    fake_platform.customer_writes("cust-3", "Hi")
-    poll(fake_account, django_capture_on_commit_callbacks)
-    session = Session.objects.get(account=fake_account)
+    session = customer_writes("cust-3", "Hi")
 
     with pytest.raises(SendRefused) as refused:
         message_send(session, Draft(type="template"))
@@ -118,11 +125,9 @@ def test_the_inbox_sorts_by_when_each_platforms_window_closes(fake_account, acco
 
 
 def test_on_a_platform_without_sessions_an_agent_resolves_and_reopens_our_copy_at_once(
-    fake_account, fake_platform, admin_client, django_capture_on_commit_callbacks
+    customer_writes, fake_account, fake_platform, admin_client, django_capture_on_commit_callbacks
 ):
-    fake_platform.customer_writes("cust-4", "Thanks, all good")
-    poll(fake_account, django_capture_on_commit_callbacks)
-    session = Session.objects.get(account=fake_account)
+    session = customer_writes("cust-4", "Thanks, all good")
     page = admin_client.get(f"/s/{session.pk}/").content.decode()
     assert 'data-testid="action-resolve"' in page  # (nothing at the platform to ask)
 
@@ -156,11 +161,9 @@ PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
 def test_a_file_goes_to_a_platform_that_takes_only_uploads_as_an_upload_named_in_the_send(
-    fake_account, fake_platform, admin_user, django_capture_on_commit_callbacks
+    customer_writes, fake_platform, admin_user, django_capture_on_commit_callbacks
 ):
-    fake_platform.customer_writes("cust-5", "Can you send the invoice?")
-    poll(fake_account, django_capture_on_commit_callbacks)
-    session = Session.objects.get(account=fake_account)
+    session = customer_writes("cust-5", "Can you send the invoice?")
     attached = SimpleUploadedFile("invoice.pdf", PDF, content_type="application/pdf")
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -177,11 +180,9 @@ def test_a_file_goes_to_a_platform_that_takes_only_uploads_as_an_upload_named_in
 
 
 def test_an_upload_the_platform_did_not_answer_is_simply_tried_again_not_reconciled(
-    fake_account, fake_platform, admin_user, django_capture_on_commit_callbacks, monkeypatch
+    customer_writes, fake_platform, admin_user, django_capture_on_commit_callbacks, monkeypatch
 ):
-    fake_platform.customer_writes("cust-6", "The invoice, please")
-    poll(fake_account, django_capture_on_commit_callbacks)
-    session = Session.objects.get(account=fake_account)
+    session = customer_writes("cust-6", "The invoice, please")
     real = FakeProvider.media_upload
     answers_lost = [AmbiguousError("no answer in time")]  # (the first upload's answer)
 
@@ -204,11 +205,9 @@ def test_an_upload_the_platform_did_not_answer_is_simply_tried_again_not_reconci
 
 
 def test_a_media_link_is_refused_in_words_where_the_platform_takes_only_uploads(
-    fake_account, fake_platform, django_capture_on_commit_callbacks
+    customer_writes, fake_platform
 ):
-    fake_platform.customer_writes("cust-7", "Hi")
-    poll(fake_account, django_capture_on_commit_callbacks)
-    session = Session.objects.get(account=fake_account)
+    session = customer_writes("cust-7", "Hi")
 
     with pytest.raises(SendRefused) as refused:
         message_send(
