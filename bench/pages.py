@@ -93,8 +93,23 @@ def groups_for(world: World, size: Size) -> list[Group]:
     # the middle of the thread.
     first_older = newest[min(39, len(newest) - 1)]
     middle = newest[len(newest) // 2]
-    phone = thread.contact.phone
     s = f"/s/{thread.pk}/"
+    return [
+        *_list_groups(support, team, label, thread.contact.phone),
+        Group("Thread page `/s/<id>/`, the long thread", (Page("thread", "agent", s),)),
+        Group("Conversation pane (htmx)", (Page("conversation", "agent", s, htmx=True),)),
+        Group(
+            "Older messages: first page back, mid-thread",
+            (
+                Page("first older", "agent", f"{s}older/?before={first_older}"),
+                Page("mid-thread", "agent", f"{s}older/?before={middle}"),
+            ),
+        ),
+    ]
+
+
+def _list_groups(support: Channel, team: Team, label: Label, phone: str) -> list[Group]:
+    """The inbox page and the list: views, filters, sorts, the last page and searches."""
     return [
         Group("Inbox page `/` (agent)", (Page("inbox", "agent", "/"),)),
         Group(
@@ -158,15 +173,6 @@ def groups_for(world: World, size: Size) -> list[Group]:
                 Page("superuser", "admin", f"/list/?status=any&q={COMMON_WORD}"),
             ),
             target=None,
-        ),
-        Group("Thread page `/s/<id>/`, the long thread", (Page("thread", "agent", s),)),
-        Group("Conversation pane (htmx)", (Page("conversation", "agent", s, htmx=True),)),
-        Group(
-            "Older messages: first page back, mid-thread",
-            (
-                Page("first older", "agent", f"{s}older/?before={first_older}"),
-                Page("mid-thread", "agent", f"{s}older/?before={middle}"),
-            ),
         ),
     ]
 

@@ -101,36 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     _recreate_database(database_url)
     _check_redis(redis_url)
 
-    # This process and the servers share one environment: production settings, the run's
-    # own database, queue and secrets, and the baseline endpoints mounted.
-    from cryptography.fernet import Fernet
-
-    os.environ.update(
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
-    )
-    sys.path.insert(0, str(ROOT))
-    from devstack import Stack
-
-    stack = Stack(
-        database_url=database_url,
-        redis_url=redis_url,
-        web_workers=2,  # the Dockerfile's production setting on this 2-core machine
-        worker_concurrency=2,  # docker-compose's worker
-        sandbox_args=("--no-customers", "--receipt-delays", "0.2,0.4,0.6"),
-        extra_env={
-            "BENCH_ENDPOINTS": "1",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-            "SEND_RATE_LIMIT_PER_SECOND": "0",  # the issue: outbound with the rate limit off
-            "IMPORT_SESSION_HISTORY": "0",  # bench sessions have no history at the sandbox
-            # The normal path: workers process callbacks. The web process's fallback is for
-            # worker outages, and stage 1 stops the worker on purpose, to measure the webhook
-            # alone; with the fallback on, the web process would process them instead.
-            "WEBHOOK_PROCESS_IN_WEB": "0",
-            "LOG_LEVEL": "WARNING",
-        },
-        log_dir=Path(args.out) / "logs",
-    )
+    stack = _stack(database_url, redis_url, Path(args.out) / "logs")
     os.environ.update(stack.env())
     import django
 
@@ -165,6 +136,41 @@ def main(argv: list[str] | None = None) -> int:
     path = report.write(Path(args.out))
     print(f"\n{len(report.figures)} figures in {report.seconds:.0f} s; JSON: {path}")
     return 0
+
+
+def _stack(database_url: str, redis_url: str, log_dir: Path) -> Stack:
+    """The real processes the benchmark measures, configured as in production."""
+    # This process and the servers share one environment: production settings, the run's
+    # own database, queue and secrets, and the baseline endpoints mounted.
+    from cryptography.fernet import Fernet
+
+    os.environ.update(
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+    )
+    sys.path.insert(0, str(ROOT))
+    from devstack import Stack
+
+    stack = Stack(
+        database_url=database_url,
+        redis_url=redis_url,
+        web_workers=2,  # the Dockerfile's production setting on this 2-core machine
+        worker_concurrency=2,  # docker-compose's worker
+        sandbox_args=("--no-customers", "--receipt-delays", "0.2,0.4,0.6"),
+        extra_env={
+            "BENCH_ENDPOINTS": "1",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+            "SEND_RATE_LIMIT_PER_SECOND": "0",  # the issue: outbound with the rate limit off
+            "IMPORT_SESSION_HISTORY": "0",  # bench sessions have no history at the sandbox
+            # The normal path: workers process callbacks. The web process's fallback is for
+            # worker outages, and stage 1 stops the worker on purpose, to measure the webhook
+            # alone; with the fallback on, the web process would process them instead.
+            "WEBHOOK_PROCESS_IN_WEB": "0",
+            "LOG_LEVEL": "WARNING",
+        },
+        log_dir=log_dir,
+    )
+    return stack
 
 
 def _prepare_database() -> None:

@@ -320,6 +320,28 @@ def seed_world(*, tag: str = "bench") -> World:
         )
         for name, medium, lane, _ in CHANNELS
     ]
+    agent, others = _seed_people(tag)
+    teams, team_members = _seed_teams(tag, channels, agent, others)
+    labels = []
+    for name, color in LABELS:
+        label, _ = Label.objects.get_or_create(name=name, defaults={"color": color})
+        labels.append(label)
+    templates = _seed_templates(tag, account, channels)
+    _seed_canned_replies(tag, teams)
+    return World(
+        account=account,
+        channels=channels,
+        teams=teams,
+        team_members=team_members,
+        agent=agent,
+        agent_ids=[agent.pk, *(o.pk for o in others)],
+        labels=labels,
+        templates=templates,
+    )
+
+
+def _seed_people(tag: str) -> tuple[User, list[User]]:
+    """The agent the benchmark signs in as, the other agents, and a supervisor."""
     unusable = make_password(None)
     agent = User.objects.create_user(
         username=AGENT_USERNAME if tag == "bench" else f"{tag}-{AGENT_USERNAME}",
@@ -352,6 +374,13 @@ def seed_world(*, tag: str = "bench") -> World:
         ]
         + [AgentProfile(user=supervisor, role=AgentProfile.Role.SUPERVISOR)]
     )
+    return agent, others
+
+
+def _seed_teams(
+    tag: str, channels: list[Channel], agent: User, others: list[User]
+) -> tuple[list[Team], dict[int, list[int]]]:
+    """The teams, the channels each serves and their members (the agent in the first two)."""
     teams: list[Team] = []
     team_members: dict[int, list[int]] = {}
     for index, (name, channel_indexes) in enumerate(TEAMS):
@@ -365,10 +394,11 @@ def seed_world(*, tag: str = "bench") -> World:
         team.members.set(members)
         teams.append(team)
         team_members[team.pk] = [m.pk for m in members]
-    labels = []
-    for name, color in LABELS:
-        label, _ = Label.objects.get_or_create(name=name, defaults={"color": color})
-        labels.append(label)
+    return teams, team_members
+
+
+def _seed_templates(tag: str, account: ProviderAccount, channels: list[Channel]) -> list[Template]:
+    """A few templates, approved on every WhatsApp channel."""
     templates = Template.objects.bulk_create(
         [
             Template(
@@ -401,6 +431,10 @@ def seed_world(*, tag: str = "bench") -> World:
             if c.medium == "whatsapp"
         ]
     )
+    return templates
+
+
+def _seed_canned_replies(tag: str, teams: list[Team]) -> None:
     CannedReply.objects.bulk_create(
         [
             CannedReply(
@@ -415,16 +449,6 @@ def seed_world(*, tag: str = "bench") -> World:
                 ("bye", "Closing", "Thanks for writing to us! {{agent.name}}", None),
             ]
         ]
-    )
-    return World(
-        account=account,
-        channels=channels,
-        teams=teams,
-        team_members=team_members,
-        agent=agent,
-        agent_ids=[agent.pk, *(o.pk for o in others)],
-        labels=labels,
-        templates=templates,
     )
 
 
@@ -677,23 +701,7 @@ class _Step:
 
     def write(self, cursor: Any, plan: _Plan, thread_messages: int) -> None:
         world = self.world
-        thread_index: int | None = None
-        if world.thread_id is None:
-            # The thread's customer: a long-standing business customer on the main WhatsApp line.
-            plan.contacts.append(("de_DE", "Katharina", "Schröder-Okonkwo"))
-            plan.sessions.append(
-                _SessionPlan(
-                    contact=len(plan.contacts) - 1,
-                    channel=0,
-                    status="open",
-                    messages=0,
-                    last_at=self.now - timedelta(minutes=7),
-                    team_id=world.teams[0].pk,
-                    assignee_id=world.agent.pk,
-                    last_inbound=True,
-                )
-            )
-            thread_index = len(plan.sessions) - 1
+        thread_index = self._thread_customer(plan)
         n_messages = sum(p.messages for p in plan.sessions) + thread_messages
         contact0 = self._reserve(cursor, "inbox_contact", len(plan.contacts))
         session0 = self._reserve(cursor, "inbox_session", len(plan.sessions))
@@ -702,55 +710,8 @@ class _Step:
         identity0 = self._reserve(cursor, "inbox_contactidentity", len(pairs))
         identity_of = {pair: identity0 + i for i, pair in enumerate(pairs)}
         phones = [self._phone(lang, contact0 + i) for i, (lang, _, _) in enumerate(plan.contacts)]
-        created = self.now - timedelta(days=200)
-        updated = self.now - timedelta(days=1)
-
-        self._copy(
-            cursor,
-            "inbox_contact",
-            "id, uid, account_id, name, email, phone, language, business_profile_id, profile,"
-            " created_at, updated_at",
-            (
-                (
-                    contact0 + i,
-                    uuid.uuid4(),
-                    self.account,
-                    f"{first} {last}",
-                    f"{_ascii(first)}.{_ascii(last)}{contact0 + i}@example.com"
-                    if i % 3 == 0 and _ascii(first) and _ascii(last)
-                    else "",
-                    phones[i],
-                    lang,
-                    f"CRM-{contact0 + i:08d}" if i % 4 == 0 else "",
-                    '{"source": "callback"}',
-                    created,
-                    updated,
-                )
-                for i, (lang, first, last) in enumerate(plan.contacts)
-            ),
-        )
-        self._copy(
-            cursor,
-            "inbox_contactidentity",
-            "id, account_id, contact_id, channel_id, medium, external_id, address, profile_name,"
-            " raw, created_at, updated_at",
-            (
-                (
-                    identity_of[(c, ch)],
-                    self.account,
-                    contact0 + c,
-                    world.channels[ch].pk,
-                    CHANNELS[ch][1],
-                    f"{CHANNELS[ch][1][:2]}{phones[c]}_{CHANNELS[ch][2]}",
-                    phones[c],
-                    plan.contacts[c][1],
-                    "{}",
-                    created,
-                    updated,
-                )
-                for c, ch in pairs
-            ),
-        )
+        self._write_contacts(cursor, plan, contact0, phones)
+        self._write_identities(cursor, plan, contact0, phones, identity_of)
         # Messages before sessions (the foreign keys are checked at commit): a session's last
         # message, last inbound time and unread count come out of writing its messages.
         states: dict[int, _SessionState] = {}
@@ -776,7 +737,99 @@ class _Step:
         self._copy(cursor, "inbox_session", _SESSION_COLUMNS, sessions)
         if thread_index is not None:
             world.thread_id = session0 + thread_index
+        self._write_around_sessions(cursor, plan, session0, contact0, states, thread_index)
 
+    def _thread_customer(self, plan: _Plan) -> int | None:
+        """Plan the thread's customer in the first batch (a long-standing business customer on
+        the main WhatsApp line); return the index of their session, or None later."""
+        if self.world.thread_id is not None:
+            return None
+        plan.contacts.append(("de_DE", "Katharina", "Schröder-Okonkwo"))
+        plan.sessions.append(
+            _SessionPlan(
+                contact=len(plan.contacts) - 1,
+                channel=0,
+                status="open",
+                messages=0,
+                last_at=self.now - timedelta(minutes=7),
+                team_id=self.world.teams[0].pk,
+                assignee_id=self.world.agent.pk,
+                last_inbound=True,
+            )
+        )
+        return len(plan.sessions) - 1
+
+    def _write_contacts(self, cursor: Any, plan: _Plan, contact0: int, phones: list[str]) -> None:
+        created = self.now - timedelta(days=200)
+        updated = self.now - timedelta(days=1)
+        self._copy(
+            cursor,
+            "inbox_contact",
+            "id, uid, account_id, name, email, phone, language, business_profile_id, profile,"
+            " created_at, updated_at",
+            (
+                (
+                    contact0 + i,
+                    uuid.uuid4(),
+                    self.account,
+                    f"{first} {last}",
+                    f"{_ascii(first)}.{_ascii(last)}{contact0 + i}@example.com"
+                    if i % 3 == 0 and _ascii(first) and _ascii(last)
+                    else "",
+                    phones[i],
+                    lang,
+                    f"CRM-{contact0 + i:08d}" if i % 4 == 0 else "",
+                    '{"source": "callback"}',
+                    created,
+                    updated,
+                )
+                for i, (lang, first, last) in enumerate(plan.contacts)
+            ),
+        )
+
+    def _write_identities(
+        self,
+        cursor: Any,
+        plan: _Plan,
+        contact0: int,
+        phones: list[str],
+        identity_of: dict[tuple[int, int], int],
+    ) -> None:
+        created = self.now - timedelta(days=200)
+        updated = self.now - timedelta(days=1)
+        self._copy(
+            cursor,
+            "inbox_contactidentity",
+            "id, account_id, contact_id, channel_id, medium, external_id, address, profile_name,"
+            " raw, created_at, updated_at",
+            (
+                (
+                    identity,
+                    self.account,
+                    contact0 + c,
+                    self.world.channels[ch].pk,
+                    CHANNELS[ch][1],
+                    f"{CHANNELS[ch][1][:2]}{phones[c]}_{CHANNELS[ch][2]}",
+                    phones[c],
+                    plan.contacts[c][1],
+                    "{}",
+                    created,
+                    updated,
+                )
+                for (c, ch), identity in identity_of.items()
+            ),
+        )
+
+    def _write_around_sessions(
+        self,
+        cursor: Any,
+        plan: _Plan,
+        session0: int,
+        contact0: int,
+        states: dict[int, _SessionState],
+        thread_index: int | None,
+    ) -> None:
+        """The sessions' labels, timeline entries and notes."""
         links = [
             (session0 + i, label.pk)
             for i, p in enumerate(plan.sessions)
@@ -831,74 +884,12 @@ class _Step:
         author: int | None,
         text: str | None = None,
     ) -> tuple[Any, ...]:
-        rng = self.rng
         mtype = "text" if text is not None else self._pick_type()
         if mtype == "template" and direction == "in":
             mtype = "text"
         medium = CHANNELS[channel][1]
-        body = text if text is not None else self._body(family, direction)
-        caption = media_url = mime = filename = sha = media_id = ""
-        size: int | None = None
-        attachments = "[]"
-        latitude: float | None = None
-        longitude: float | None = None
-        place = address = ""
-        template: int | None = None
-        template_data = "{}"
-        if mtype != "text":
-            body = ""
-            if mtype == "template":
-                chosen = self.world.templates[mid % len(self.world.templates)]
-                template = chosen.pk
-                body = chosen.text.replace("{{name}}", "Anna")
-                template_data = '{"name": "Anna"}'
-            elif mtype == "location":
-                latitude = round(rng.uniform(-40, 60), 6)
-                longitude = round(rng.uniform(-120, 140), 6)
-                place = rng.choice(("Home", "Office", "Warehouse 3", "Hauptbahnhof", "Plaza Mayor"))
-                address = f"{rng.randrange(1, 200)} Example Street"
-            elif mtype == "contact":
-                attachments = (
-                    '[{"name": {"formatted_name": "Chris Example"},'
-                    ' "phones": [{"phone": "+4915112345678"}]}]'
-                )
-            else:
-                ext, mime = _MEDIA[mtype]
-                filename = f"{mtype}-{mid}.{ext}" if mtype in ("document", "audio") else ""
-                media_url = f"https://media.example.com/{medium}/{mid:x}.{ext}"
-                size = rng.randrange(8_000, 4_000_000)
-                sha = f"{mid:064x}"
-                media_id = f"media-{mid}"
-                if rng.random() < 0.3:
-                    caption = self._body(family, direction)
-        error_code = error_title = ""
-        delivered = read = failed = accepted = None
-        if direction == "in":
-            status = "received"
-            external_id = f"in-{mid:x}"
-            external_ext = f"wamid.HBgM{mid:012d}" if medium == "whatsapp" else ""
-            raw = f'{{"id": "{external_id}", "type": "{mtype}"}}'
-            attempts = 0
-        else:
-            roll = rng.random()
-            accepted = at
-            attempts = 1
-            external_id = f"out-{mid:x}"
-            external_ext = f"wamid.HBgN{mid:012d}" if medium == "whatsapp" else ""
-            raw = "{}"
-            if roll < 0.03:
-                status = "failed"
-                failed = at + timedelta(seconds=2)
-                error_code, error_title = _FAILURES[mid % len(_FAILURES)]
-            elif roll < 0.15:
-                status = "sent"
-            elif roll < 0.40:
-                status = "delivered"
-                delivered = at + timedelta(seconds=3)
-            else:
-                status = "read"
-                delivered = at + timedelta(seconds=3)
-                read = at + timedelta(seconds=rng.randrange(10, 3600))
+        c = self._content(mid, medium, family, direction, mtype, text)
+        d = self._delivery(mid, medium, mtype, direction, at)
         return (
             mid,
             self.account,
@@ -906,40 +897,131 @@ class _Step:
             direction,
             mtype,
             mtype if medium != "whatsapp" else mtype.upper(),
-            body,
-            caption,
-            media_url,
-            mime,
-            filename,
-            size,
-            sha,
-            media_id,
-            attachments,
-            latitude,
-            longitude,
-            place,
-            address,
+            c["body"],
+            c["caption"],
+            c["media_url"],
+            c["mime"],
+            c["filename"],
+            c["size"],
+            c["sha"],
+            c["media_id"],
+            c["attachments"],
+            c["latitude"],
+            c["longitude"],
+            c["place"],
+            c["address"],
             "",
-            external_id,
-            external_ext,
-            status,
+            d["external_id"],
+            d["external_ext"],
+            d["status"],
             at,
-            delivered,
-            read,
-            failed,
-            error_code,
-            error_title,
-            author if direction == "out" and template is None else None,
-            raw,
+            d["delivered"],
+            d["read"],
+            d["failed"],
+            d["error_code"],
+            d["error_title"],
+            author if direction == "out" and c["template"] is None else None,
+            d["raw"],
             at + timedelta(milliseconds=350),
             "",
-            template,
-            template_data,
+            c["template"],
+            c["template_data"],
             "[]",
-            attempts,
-            accepted,
+            d["attempts"],
+            d["accepted"],
             False,
         )
+
+    def _content(
+        self, mid: int, medium: str, family: str, direction: str, mtype: str, text: str | None
+    ) -> dict[str, Any]:
+        """What a message says or carries: its body, media, location, card or template."""
+        rng = self.rng
+        c: dict[str, Any] = {
+            "body": text if text is not None else self._body(family, direction),
+            **dict.fromkeys(("caption", "media_url", "mime", "filename", "sha", "media_id"), ""),
+            "size": None,
+            "attachments": "[]",
+            "latitude": None,
+            "longitude": None,
+            "place": "",
+            "address": "",
+            "template": None,
+            "template_data": "{}",
+        }
+        if mtype == "text":
+            return c
+        c["body"] = ""
+        if mtype == "template":
+            chosen = self.world.templates[mid % len(self.world.templates)]
+            c["template"] = chosen.pk
+            c["body"] = chosen.text.replace("{{name}}", "Anna")
+            c["template_data"] = '{"name": "Anna"}'
+        elif mtype == "location":
+            c["latitude"] = round(rng.uniform(-40, 60), 6)
+            c["longitude"] = round(rng.uniform(-120, 140), 6)
+            c["place"] = rng.choice(
+                ("Home", "Office", "Warehouse 3", "Hauptbahnhof", "Plaza Mayor")
+            )
+            c["address"] = f"{rng.randrange(1, 200)} Example Street"
+        elif mtype == "contact":
+            c["attachments"] = (
+                '[{"name": {"formatted_name": "Chris Example"},'
+                ' "phones": [{"phone": "+4915112345678"}]}]'
+            )
+        else:
+            ext, c["mime"] = _MEDIA[mtype]
+            c["filename"] = f"{mtype}-{mid}.{ext}" if mtype in ("document", "audio") else ""
+            c["media_url"] = f"https://media.example.com/{medium}/{mid:x}.{ext}"
+            c["size"] = rng.randrange(8_000, 4_000_000)
+            c["sha"] = f"{mid:064x}"
+            c["media_id"] = f"media-{mid}"
+            if rng.random() < 0.3:
+                c["caption"] = self._body(family, direction)
+        return c
+
+    def _delivery(
+        self, mid: int, medium: str, mtype: str, direction: str, at: datetime
+    ) -> dict[str, Any]:
+        """Where a message's delivery stands: received, or sent and on to delivered, read or
+        failed (a few per cent)."""
+        whatsapp = medium == "whatsapp"
+        d: dict[str, Any] = {
+            **dict.fromkeys(("error_code", "error_title"), ""),
+            **dict.fromkeys(("delivered", "read", "failed", "accepted"), None),
+        }
+        if direction == "in":
+            external_id = f"in-{mid:x}"
+            d.update(
+                status="received",
+                external_id=external_id,
+                external_ext=f"wamid.HBgM{mid:012d}" if whatsapp else "",
+                raw=f'{{"id": "{external_id}", "type": "{mtype}"}}',
+                attempts=0,
+            )
+            return d
+        roll = self.rng.random()
+        d.update(
+            accepted=at,
+            attempts=1,
+            external_id=f"out-{mid:x}",
+            external_ext=f"wamid.HBgN{mid:012d}" if whatsapp else "",
+            raw="{}",
+        )
+        if roll < 0.03:
+            d.update(status="failed", failed=at + timedelta(seconds=2))
+            d["error_code"], d["error_title"] = _FAILURES[mid % len(_FAILURES)]
+        elif roll < 0.15:
+            d["status"] = "sent"
+        elif roll < 0.40:
+            d.update(status="delivered", delivered=at + timedelta(seconds=3))
+        else:
+            d.update(
+                status="read",
+                delivered=at + timedelta(seconds=3),
+                read=at + timedelta(seconds=self.rng.randrange(10, 3600)),
+            )
+        return d
 
     def _conversation(
         self,

@@ -225,12 +225,38 @@ async def _with_streams(
     return streams, page_times, webhook, opening, idle, latency
 
 
+@dataclass
+class _Measured:
+    """What the stage measured, for the report."""
+
+    total: int
+    streams: list[Stream]
+    opening: float
+    quiet_idle: float
+    busy_idle: float
+    quiet_pages: list[float]
+    busy_pages: list[float]
+    quiet_webhook: LoadResult
+    busy_webhook: LoadResult
+    at_once: list[float]
+    after_quiet: list[float]
+
+
 def run(bench: Bench) -> None:
     sizes = QUICK if bench.quick else FULL
     processes = bench.stack.web_workers
-    total = sizes.streams_per_process * processes
     if "worker" not in bench.stack.processes:
         bench.stack.start_worker()
+    measured = _measure(bench, sizes, sizes.streams_per_process * processes)
+    label = f"{sizes.streams_per_process * processes} streams open"
+    label += f" ({sizes.streams_per_process} per web process × {processes})"
+    _report_streams(bench, sizes, label, measured)
+    _report_load(bench, sizes, label, measured)
+
+
+def _measure(bench: Bench, sizes: Sizes, total: int) -> _Measured:
+    """Rounds of pages and webhooks without streams, then with `total` streams open; the last
+    round also leaves the streams quiet before a customer writes."""
     http = _signed_in(bench.web_url, ADMIN_USERNAME, ADMIN_PASSWORD)
     cookie = http.cookies["sessionid"]
     mix = Mix("bs", 50, tenant=bench.tenant())
@@ -273,11 +299,28 @@ def run(bench: Bench) -> None:
     opening = max(openings)
     total *= sizes.rounds
 
+    return _Measured(
+        total=total,
+        streams=streams,
+        opening=opening,
+        quiet_idle=quiet_idle,
+        busy_idle=busy_idle,
+        quiet_pages=quiet_pages,
+        busy_pages=busy_pages,
+        quiet_webhook=quiet_webhook,
+        busy_webhook=busy_webhook,
+        at_once=at_once,
+        after_quiet=after_quiet,
+    )
+
+
+def _report_streams(bench: Bench, sizes: Sizes, label: str, m: _Measured) -> None:
+    """Streams opened and live, the web processes' idle CPU with them open."""
+    streams, total, opening = m.streams, m.total, m.opening
+    busy_idle, quiet_idle = m.busy_idle, m.quiet_idle
     opened = sum(1 for s in streams if s.status == 200)
     live_ = sum(1 for s in streams if s.status == 200 and PROBE in s.types)
     errors = sum(1 for s in streams if "live.error" in s.types)
-    label = f"{sizes.streams_per_process * processes} streams open"
-    label += f" ({sizes.streams_per_process} per web process × {processes})"
     bench.report.add(
         SECTION,
         "streams opened, and live (received a test event)",
@@ -300,6 +343,13 @@ def run(bench: Bench) -> None:
         cpu_share=round(busy_idle, 4),
         baseline_cpu_share=round(quiet_idle, 4),
     )
+
+
+def _report_load(bench: Bench, sizes: Sizes, label: str, m: _Measured) -> None:
+    """A message after a quiet spell, pages and the webhook with the streams open."""
+    at_once, after_quiet = m.at_once, m.after_quiet
+    quiet_pages, busy_pages = m.quiet_pages, m.busy_pages
+    quiet_webhook, busy_webhook = m.quiet_webhook, m.busy_webhook
     reached = sum(1 for t in after_quiet if t != float("inf"))
     late_p50, late_max = percentile(after_quiet, 0.5), max(after_quiet)
     soon_p50, soon_max = percentile(at_once, 0.5), max(at_once)
