@@ -104,6 +104,9 @@ class SandboxServer:
         # Callbacks scheduled before the control API last ended every session are dropped: a
         # test's late receipts must not reach the next test's account.
         self.generation = 0
+        # Sends waiting while the hold_sends fault is on, and what lets them go (set: no hold).
+        self.held_sends = 0
+        self._sends_released: asyncio.Event | None = None
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class SandboxServer:
                 ),
             )
         if route == "message/send" and request.method == "POST":
+            if faults.hold_sends:
+                await self._held()
             return await self._send(body, roll)
         answer = self._answer(request, route, body)
         if answer is None:
@@ -231,6 +236,21 @@ class SandboxServer:
         status, envelope, callbacks = answer
         self.schedule(callbacks)
         return Response(status, envelope)
+
+    def _release(self) -> asyncio.Event:
+        if self._sends_released is None:
+            self._sends_released = asyncio.Event()
+            self._sends_released.set()
+        return self._sends_released
+
+    async def _held(self) -> None:
+        """Wait, unanswered, until the hold_sends fault is switched off."""
+        release = self._release()
+        self.held_sends += 1
+        try:
+            await release.wait()
+        finally:
+            self.held_sends -= 1
 
     async def _injected_fault(self, roll: float) -> Response | None:
         """Answer with an injected 503 or timeout before the request is processed, or None."""
@@ -327,6 +347,7 @@ class SandboxServer:
             state["uptimeSeconds"] = round(time.monotonic() - self.started, 1)
             state["scenarioDone"] = self.scenario_done.is_set() if self.scenario_done else None
             state["pendingCallbacks"] = self.pending
+            state["heldSends"] = self.held_sends
             return Response(200, state)
         if route == "inbound" and request.method == "POST":
             return self._control_inbound(body)
@@ -334,6 +355,10 @@ class SandboxServer:
             unknown = platform.faults.update(body or {})
             if unknown:
                 return Response(400, {"error": f"unknown fault settings: {', '.join(unknown)}"})
+            if platform.faults.hold_sends:
+                self._release().clear()
+            else:
+                self._release().set()  # the held sends are taken now
             return Response(200, platform.faults.__dict__)
         if route == "sessions/end" and request.method == "POST":
             self.generation += 1  # callbacks not yet delivered are dropped too

@@ -66,6 +66,9 @@ class Faults:
     duplicate_rate: float = 0.0
     reorder_rate: float = 0.0
     drop_rate: float = 0.0
+    # Every `message/send` waits, unanswered and not yet taken, until this is switched off:
+    # a test kills its sender while sends are in flight at the platform, with no race.
+    hold_sends: bool = False
 
     def update(self, values: dict[str, Any]) -> list[str]:
         """Set the given fields; return the names that are not fault settings."""
