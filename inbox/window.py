@@ -72,7 +72,12 @@ def window_at(
 ) -> Window:
     """Return the window a customer's last message on a channel of this account's `medium`
     leaves open."""
-    hours = window_hours(account_id, medium)
+    return _window(window_hours(account_id, medium), last_inbound_at, now=now)
+
+
+def _window(
+    hours: float | None, last_inbound_at: datetime | None, *, now: datetime | None
+) -> Window:
     if hours is None:
         return Window(applies=False, is_open=True)
     if last_inbound_at is None:
@@ -88,7 +93,8 @@ def window_at(
 
 def session_window(session: Session, *, now: datetime | None = None) -> Window:
     """Return the window of the session's contact on its channel (across its sessions)."""
-    if window_hours(session.account_id, session.channel.medium) is None:
+    hours = window_hours(session.account_id, session.channel.medium)
+    if hours is None:
         return Window(applies=False, is_open=True)
     last = session.last_inbound_at
     other = (
@@ -98,4 +104,4 @@ def session_window(session: Session, *, now: datetime | None = None) -> Window:
     )
     if other is not None and (last is None or other > last):
         last = other
-    return window_at(session.account_id, session.channel.medium, last, now=now)
+    return _window(hours, last, now=now)

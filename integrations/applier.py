@@ -16,6 +16,7 @@ not settled yet to be retried.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,6 +105,11 @@ def database_outage(exc: BaseException) -> bool:
         return False
     sqlstate = getattr(exc.__cause__, "sqlstate", None)
     return not sqlstate or sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
+
+
+def error_text(exc: BaseException) -> str:
+    """Return an error as the reason a callback or event failed: its type and message."""
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 def outage_blame(exc: BaseException, key: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -498,6 +499,18 @@ class InboundSecrets:
     """
 
     verify_tokens: tuple[str, ...] = ()
+
+    def token_check(self, headers: Mapping[str, str], header: str) -> RequestCheck:
+        """Check a shared token sent in `header` (any case) against every accepted token, in
+        constant time (every one is compared, whatever matches first)."""
+        token = next((v for k, v in headers.items() if k.lower() == header), "")
+        if not token:
+            return RequestCheck.MISSING
+        matches = [
+            hmac.compare_digest(token.encode(), accepted.encode())
+            for accepted in self.verify_tokens
+        ]
+        return RequestCheck.ACCEPTED if any(matches) else RequestCheck.WRONG
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ twice, or two copies at once, leaves one of everything.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +40,7 @@ from integrations.applier import (
     Settle,
     StoredCallback,
     database_outage,
+    error_text,
     outage_blame,
 )
 from integrations.base import (
@@ -101,7 +101,7 @@ def _bulk_apply(
             logger.warning(
                 "a bulk run of %s callbacks failed (%s); applying them one at a time",
                 len(run),
-                _error_text(exc)[:500],
+                error_text(exc)[:500],
             )
             channels_cache_clear()
             return set()
@@ -128,19 +128,15 @@ def _one_apply(account: ProviderAccount, item: StoredCallback, settle: Settle) -
             channels_cache_clear()
             if attempt == 2:
                 logger.exception("callback %s failed", item.key)
-                outcome = Outcome(failed=_error_text(exc))
+                outcome = Outcome(failed=error_text(exc))
         except Exception as exc:
             if database_outage(exc):
                 outage_blame(exc, item.key)
                 raise
             logger.exception("callback %s failed", item.key)
-            outcome = Outcome(failed=_error_text(exc))
+            outcome = Outcome(failed=error_text(exc))
             break
     settle({item.key: outcome})  # (rolled back: the reason, on its own)
-
-
-def _error_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 @dataclass

@@ -37,6 +37,7 @@ from inbox.services.deliver import (
     waiting_in_line,
 )
 from inbox.services.refusals import SendRefused
+from inbox.services.sessions_local import sessions_kept_here
 from inbox.services.stored_files import upload_path_of
 from inbox.services.timeline import timeline_add
 from inbox.window import session_window
@@ -194,7 +195,7 @@ def _refuse_reply_if_closed(session: Session) -> None:
     """
     if session.status != Session.Status.CLOSED:
         return
-    if not get_provider(account_kind(session.account_id)).can(Capability.SESSIONS):
+    if sessions_kept_here(session):
         raise SendRefused("session_closed", "This conversation is closed; reopen it to reply.")
     raise SendRefused("session_closed", SESSION_CLOSED_REASON)
 

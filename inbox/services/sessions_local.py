@@ -53,7 +53,10 @@ def session_reopen(session: Session, *, by: Any = None) -> Session:
 
 def sessions_kept_here(session: Session) -> bool:
     """Say whether the session's platform keeps no sessions, so that ours is the only one."""
-    return not get_provider(account_kind(session.account_id)).can(Capability.SESSIONS)
+    # (The account row when it is loaded already; else the process's map of kinds.)
+    loaded = Session.account.is_cached(session)
+    kind = session.account.kind if loaded else account_kind(session.account_id)
+    return not get_provider(kind).can(Capability.SESSIONS)
 
 
 def session_resolve_here(session: Session, *, by: Any = None) -> Session:

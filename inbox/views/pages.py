@@ -57,7 +57,11 @@ from inbox.selectors.visibility import (
     user_sees_everything,
 )
 from inbox.services.send import template_render
-from inbox.services.sessions_local import session_mark_read, session_reopen_refusal
+from inbox.services.sessions_local import (
+    session_mark_read,
+    session_reopen_refusal,
+    sessions_kept_here,
+)
 from inbox.views.common import (
     PAGE_SIZE,
     HtmxHttpRequest,
@@ -327,7 +331,7 @@ def actions_context(request: HtmxHttpRequest, session: Session) -> dict[str, Any
         "is_supervisor": supervisor,
         "can_reopen": not session_reopen_refusal(session),
         # (Where the platform keeps no sessions, resolving is ours alone.)
-        "resolve_here": not provider.can(Capability.SESSIONS),
+        "resolve_here": sessions_kept_here(session),
         "assignable_users": list(users_serving_session(session)) if supervisor else [],
         "assignable_teams": list(teams_assignable_by(user)),
         # What the platform can do (integrations.base.Capability): nothing else is offered.

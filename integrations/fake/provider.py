@@ -16,7 +16,6 @@ and posts it the way any platform's callback arrives.
 
 from __future__ import annotations
 
-import hmac
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,11 +105,7 @@ class FakeProvider(Provider):
     request_secret_headers = frozenset({VERIFY_HEADER})
 
     def verify_request(self, secrets: InboundSecrets, headers: Mapping[str, str]) -> RequestCheck:
-        token = next((v for k, v in headers.items() if k.lower() == VERIFY_HEADER), "")
-        if not token:
-            return RequestCheck.MISSING
-        matches = [hmac.compare_digest(token, accepted) for accepted in secrets.verify_tokens]
-        return RequestCheck.ACCEPTED if any(matches) else RequestCheck.WRONG
+        return secrets.token_check(headers, VERIFY_HEADER)
 
     def parse_callback(self, body: JSON) -> Callback:
         if not isinstance(body, dict):

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -36,6 +35,7 @@ from integrations.applier import (
     StoredCallback,
     callback_applier,
     database_outage,
+    error_text,
     outage_blamed,
 )
 from integrations.base import JSON, Callback, PayloadError
@@ -271,7 +271,7 @@ def _settle(
 def _fail(event_ids: list[int], error: BaseException | str) -> dict[int, str]:
     """Mark events failed with the error, keeping their bodies for a replay."""
     if isinstance(error, BaseException):
-        error = "".join(traceback.format_exception_only(type(error), error)).strip()
+        error = error_text(error)
     WebhookEvent.objects.filter(pk__in=event_ids).update(
         state=WebhookEvent.State.FAILED,
         error=text_clean(error[:4000]) or "failed",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -95,15 +94,7 @@ class XmsProvider(Provider):
 
         The token is the only authentication XMS callbacks have: no signature of the body.
         """
-        token = next((v for k, v in headers.items() if k.lower() == VERIFY_TOKEN_HEADER), "")
-        if not token:
-            return RequestCheck.MISSING
-        # Every accepted token is compared, whatever matches first.
-        matches = [
-            hmac.compare_digest(token.encode(), accepted.encode())
-            for accepted in secrets.verify_tokens
-        ]
-        return RequestCheck.ACCEPTED if any(matches) else RequestCheck.WRONG
+        return secrets.token_check(headers, VERIFY_TOKEN_HEADER)
 
     def parse_callback(self, body: JSON) -> Callback:
         """Dispatch on the body's shape (§4.0)."""
