@@ -264,12 +264,13 @@ def test_a_body_that_is_not_a_callback_fails_alone_with_its_reason_and_the_next_
     assert Message.objects.get().body == "Hello"
 
 
-def test_the_fake_platforms_webhook_refuses_a_wrong_token(api_client, fake_account):
+@pytest.mark.parametrize("token", ["not-the-token", "tökén-ünïcödé"])
+def test_the_fake_platforms_webhook_refuses_a_wrong_token(api_client, fake_account, token):
     response = api_client.post(
         fake_account.webhook_path,
         {"callback": callback_json(says("Hello"))},
         format="json",
-        HTTP_X_FAKE_TOKEN="not-the-token",
+        HTTP_X_FAKE_TOKEN=token,
     )
 
     assert response.status_code == 401
