@@ -36,7 +36,7 @@ run: $(STAMP) ## Migrate, create the demo admin, start web + workers + beat + pl
 	@echo "Live updates and tasks: $${REDIS_URL:-embedded (no Redis found on 127.0.0.1:6379; pages poll)}"
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_admin
-	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker platform beat)
+	exec $(BIN)/honcho --procfile Procfile.dev start $(if $(filter 0,$(SANDBOX)),web worker platform media beat)
 
 test: $(STAMP) ## Lint, type-check, check import contracts and migrations, run the whole test suite
 	$(BIN)/ruff check .

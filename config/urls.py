@@ -16,6 +16,7 @@ from drf_spectacular.views import (
 )
 
 from inbox import live_views
+from inbox.views import media as media_views
 from inbox.views.uploads import upload_serve
 
 
@@ -65,6 +66,8 @@ urlpatterns = [
     path("api/redoc/", RedirectView.as_view(pattern_name="api-docs"), name="api-redoc"),
     # Files agents attach, fetched by the platforms by their unguessable path (no sign-in).
     path("media/uploads/<path:path>", upload_serve, name="upload-serve"),
+    path("media/<int:media_id>/", media_views.media_file, name="media-file"),
+    path("media/<int:media_id>/thumbnail/", media_views.media_thumbnail, name="media-thumbnail"),
     # The agent pages; the root URL is the inbox.
     path("", include("inbox.urls")),
 ]

@@ -31,7 +31,7 @@ from devstack.waiting import PATIENCE_SECONDS, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # The Celery workers of the production set, by the name of their process here.
-WORKERS = ("worker", "platform")
+WORKERS = ("worker", "platform", "media")
 PYTHON = sys.executable
 
 
@@ -219,10 +219,11 @@ class Stack:
         return f"{self.queue}.platform"
 
     def start_worker(self, lanes: Sequence[str] = WORKERS) -> None:
-        """Start the Celery workers (both lanes, or those named) and wait until they take tasks.
+        """Start the Celery workers (every lane, or those named) and wait until they take tasks.
 
         "worker": inbound callbacks and housekeeping, prefork; "platform": platform calls, a
-        thread pool (config/settings/base.py, CELERY_TASK_ROUTES).
+        thread pool; "media": media downloads, a thread pool (config/settings/base.py,
+        CELERY_TASK_ROUTES).
         """
         for lane in lanes:
             running = self.processes.get(lane)
@@ -234,6 +235,8 @@ class Stack:
             if lane == "platform":
                 args += ["-Q", self.platform_queue, "--pool", "threads"]
                 args += ["--concurrency", str(self.platform_concurrency)]
+            elif lane == "media":
+                args += ["-Q", f"{self.queue}.media", "--pool", "threads", "--concurrency", "4"]
             else:
                 args += ["-Q", self.queue, "--concurrency", str(self.worker_concurrency)]
             args += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]

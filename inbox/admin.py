@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.contrib import messages as admin_messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -17,6 +18,7 @@ from inbox.models import (
     Contact,
     ContactIdentity,
     Label,
+    MediaFile,
     Message,
     MessageReceipt,
     MessageStatusChange,
@@ -24,8 +26,10 @@ from inbox.models import (
     SessionAction,
     TimelineEntry,
 )
+from inbox.services.media import media_retry
 from inbox.services.refusals import SendRefused
 from inbox.services.send import message_retry
+from integrations.base import MEDIA_TYPES
 
 RECENT = 50
 
@@ -193,7 +197,7 @@ class SessionAdmin(admin.ModelAdmin):
 def _content(message: Message) -> str:
     if message.body:
         return message.body[:200]
-    if message.media_url:
+    if message.type in MEDIA_TYPES:
         name = message.media_filename or message.media_mime_type or "media"
         return f"[{name}] {message.caption}".strip()[:200]
     if message.latitude is not None:
@@ -290,3 +294,40 @@ class LabelAdmin(admin.ModelAdmin):
     @admin.display(description="Sessions", ordering="session_total")
     def session_count(self, obj: Label) -> int:
         return int(getattr(obj, "session_total", 0))
+
+
+@admin.register(MediaFile)
+class MediaFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every media file and where it stands: what failed and why, what is stored and how big."""
+
+    list_display = (
+        "id",
+        "created_at",
+        "channel",
+        "filename",
+        "state",
+        "content_type",
+        "size_shown",
+        "attempts",
+        "short_error",
+    )
+    list_filter = ("state", "inline", "channel")
+    search_fields = ("filename", "error", "source_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("channel",)
+    actions = ["retry"]
+    # The platform's own link is kept for the fetch; it is not shown, even here.
+    exclude = ("source_url",)
+
+    @admin.display(description="size", ordering="size")
+    def size_shown(self, media: MediaFile) -> str:
+        return filesizeformat(media.size) if media.size is not None else "—"
+
+    @admin.display(description="error")
+    def short_error(self, media: MediaFile) -> str:
+        return media.error[:120]
+
+    @admin.action(description="Download the selected failed files again")
+    def retry(self, request: HttpRequest, queryset: QuerySet[MediaFile]) -> None:
+        retried = sum(media_retry(media) for media in queryset.select_related("message"))
+        self.message_user(request, f"Downloading {retried} file(s) again.", admin_messages.SUCCESS)

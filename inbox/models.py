@@ -583,3 +583,74 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class MediaFile(models.Model):
+    """A message's file as kept in our storage, with where it stands in its lifecycle.
+
+    Inbound: the row is written with its message (`pending`, naming the platform's copy in
+    `source_*`), and a task fetches the file through the provider into our storage (`stored`),
+    or says why it could not (`failed`, which an agent can retry; `expired`: the platform no
+    longer has it). Outbound: an agent's upload is `stored` from the start. Retention deletes
+    the stored bytes (`deleted`) and keeps the row, so the thread says what was there.
+    One row per message (the first media item; further items stay in `Message.attachments`).
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        STORED = "stored", "Stored"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+        DELETED = "deleted", "Deleted"
+
+    account = models.ForeignKey(
+        "integrations.ProviderAccount", on_delete=models.PROTECT, related_name="media_files"
+    )
+    channel = models.ForeignKey(
+        "integrations.Channel", on_delete=models.PROTECT, related_name="media_files"
+    )
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="media_file")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    # What the platform said about its copy (inbound): never shown to a browser.
+    source_url = models.TextField(blank=True)
+    source_id = models.CharField(max_length=255, blank=True)
+    declared_type = models.CharField(max_length=255, blank=True)
+    declared_sha256 = models.CharField(max_length=128, blank=True)
+    # Our copy.
+    path = models.CharField(max_length=500, blank=True)
+    filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(
+        max_length=255, blank=True, help_text="Sniffed from the bytes, not taken from the platform."
+    )
+    inline = models.BooleanField(
+        default=False, help_text="Shown in the page (False: offered as a download only)."
+    )
+    size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    thumbnail_path = models.CharField(max_length=500, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    # The fetch.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    stored_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # What the sweeper looks for: fetches due (or whose worker died), oldest first.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(state="pending"),
+                name="mediafile_pending_idx",
+            ),
+            # Retention: a channel's stored files by age; storage used per channel.
+            models.Index(fields=["channel", "state", "stored_at"], name="mediafile_channel_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.filename or 'media'} ({self.get_state_display()})"

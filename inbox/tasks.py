@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from inbox.services import deliver, history, reconcile, session_actions
+from inbox.services import deliver, history, media, reconcile, session_actions
 from integrations.base import ProviderError
 
 
@@ -58,3 +58,21 @@ def session_actions_reap() -> int:
 def session_history_import(session_id: int) -> int:
     """Import a session's earlier messages from the platform."""
     return history.session_history_import(session_id)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, retry_jitter=True, max_retries=5)
+def media_fetch(media_id: int) -> str:
+    """Fetch one inbound media file into our storage (see `media.media_fetch`)."""
+    return media.media_fetch(media_id)
+
+
+@shared_task
+def media_sweep() -> int:
+    """Enqueue media fetches whose task was lost."""
+    return media.media_sweep()
+
+
+@shared_task
+def media_retention_apply() -> int:
+    """Delete media files older than their channel keeps them."""
+    return media.media_retention_apply()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from inbox.views import actions, auth, compose, pages
+from inbox.views import actions, auth, compose, media, pages
 
 app_name = "inbox"
 
@@ -22,6 +22,11 @@ urlpatterns = [
         "s/<int:session_id>/m/<int:message_id>/retry/",
         compose.message_retry_view,
         name="message-retry",
+    ),
+    path(
+        "s/<int:session_id>/media/<int:media_id>/retry/",
+        media.media_retry_view,
+        name="media-retry",
     ),
     path("s/<int:session_id>/send/", compose.compose_send, name="send"),
     path("s/<int:session_id>/send-template/", compose.compose_template, name="send-template"),

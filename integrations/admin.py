@@ -9,8 +9,9 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -326,11 +327,38 @@ class ChannelAdmin(admin.ModelAdmin):
         "lane",
         "is_active",
         "discovered",
+        "media_retention",
+        "media_used",
     )
     list_filter = ("account", "medium", "is_active", "discovered")
     search_fields = ("name", "external_id", "lane")
-    readonly_fields = ("raw", "created_at", "updated_at")
+    readonly_fields = ("raw", "created_at", "updated_at", "media_used")
     list_select_related = ("account",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Channel]:
+        # Storage used, summed in the list's one query (the inbox's files name their channel).
+        stored = Q(media_files__state="stored")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                stored_bytes=Sum("media_files__size", filter=stored),
+                stored_files=Count("media_files", filter=stored),
+            )
+        )
+
+    @admin.display(description="keeps media")
+    def media_retention(self, channel: Channel) -> str:
+        days = channel.media_retention_days
+        return "forever" if days is None else f"{days} days"
+
+    @admin.display(description="media stored", ordering="stored_bytes")
+    def media_used(self, channel: Channel) -> str:
+        files = getattr(channel, "stored_files", 0) or 0
+        if not files:
+            return "none"
+        size = filesizeformat(getattr(channel, "stored_bytes", 0) or 0)
+        return f"{size} in {files} file{'s' if files != 1 else ''}"
 
 
 @admin.register(WebhookEvent)

@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -180,6 +180,15 @@ class RejectedError(ProviderError):
         self.field = field
 
 
+class GoneError(RejectedError):
+    """The platform no longer has what was asked for (a 404 or 410 for a media file whose link
+    has expired); asking again will not bring it back."""
+
+
+class TooLargeError(RejectedError):
+    """A file is larger than we take; it was not read past the limit."""
+
+
 class UnsupportedError(ProviderError):
     """The request cannot be expressed for this platform (a message type it cannot send, a
     media message without its media); nothing was sent."""
@@ -217,6 +226,17 @@ class Media:
     sha256: str = ""
     media_id: str = ""
     size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFetched:
+    """A platform's media file, written whole into the caller's file by `Provider.media_fetch`.
+
+    `content_type` is what the platform's server called it: a claim, not a fact.
+    """
+
+    size: int
+    content_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,6 +750,18 @@ class Provider(abc.ABC):
         never an ambiguous send.
         """
         raise self.unsupported(Capability.MEDIA_UPLOAD)
+
+    def media_fetch(
+        self, account: AccountConfig, media: Media, into: IO[bytes], *, max_bytes: int
+    ) -> MediaFetched:
+        """Download a media file the platform sent us (`Media` of an inbound message) into
+        `into`, never reading more than `max_bytes`.
+
+        Raise `TransientError` when trying later may help, `GoneError` when the platform no
+        longer has it, `TooLargeError` past the limit, `AuthenticationError` or `RejectedError`
+        otherwise. (`integrations.downloads.media_download` does it for a plain link.)
+        """
+        raise NotImplementedError(f"{self.kind} cannot fetch media")
 
     def contact_language_find(self, code: str) -> Language | None:
         """Return the listed language `code` names (case and `-`/`_` aside), or None."""

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import requests
 from django.conf import settings
@@ -87,6 +87,22 @@ class RejectedError(HttpError):
 class AmbiguousError(TransientError):
     """The request may have reached the platform (a read timeout, a connection dropped after
     sending): the outcome is unknown."""
+
+
+class TooLargeError(RejectedError):
+    """A download was larger than the caller allows; it was stopped there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A file written whole into the caller's file: its size and what the server called it."""
+
+    size: int
+    content_type: str
+    elapsed_ms: float
+
+
+DOWNLOAD_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +190,70 @@ def request(
     if status in (408, 425, 429) or status >= 500:
         raise TransientError(detail, status=status, body=body)
     raise RejectedError(detail, status=status, body=body if body is not None else response.text)
+
+
+def download(
+    url: str,
+    into: IO[bytes],
+    *,
+    max_bytes: int,
+    headers: Mapping[str, str] | None = None,
+    timeout: tuple[float, float] | None = None,
+) -> Downloaded:
+    """Stream a GET's body into `into`, a chunk at a time; raise a classified `HttpError`.
+
+    Never more than `max_bytes` is read: a larger Content-Length is refused before the body,
+    and a body that runs past it is cut off there (`TooLargeError`). A GET changes nothing, so
+    a timeout or a dropped connection is a plain `TransientError`, never an ambiguous one.
+    Redirects are followed only when no headers (credentials) go with the request: a media
+    link may well point at a CDN, but a platform's key must not follow it there.
+    """
+    timeout = timeout or (settings.PLATFORM_CONNECT_TIMEOUT, settings.PLATFORM_READ_TIMEOUT)
+    started = time.monotonic()
+    try:
+        with _session.get(
+            url,
+            headers=dict(headers or {}),
+            timeout=timeout,
+            stream=True,
+            allow_redirects=not headers,
+        ) as response:
+            _download_check(url, response, max_bytes)
+            size = 0
+            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLargeError(
+                        f"GET {url}: the file is larger than {max_bytes:,} bytes", status=200
+                    )
+                into.write(chunk)
+            content_type = response.headers.get("content-type", "")
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+        raise RejectedError(f"GET {url}: not a link that can be downloaded") from exc
+    except requests.exceptions.InvalidSchema as exc:
+        raise RejectedError(f"GET {url}: not a link that can be downloaded") from exc
+    except requests.RequestException as exc:
+        raise TransientError(f"GET {url}: {exc.__class__.__name__} while downloading") from exc
+    elapsed_ms = (time.monotonic() - started) * 1000
+    logger.debug("GET %s -> %s bytes in %.0f ms", url, size, elapsed_ms)
+    return Downloaded(size=size, content_type=content_type, elapsed_ms=elapsed_ms)
+
+
+def _download_check(url: str, response: requests.Response, max_bytes: int) -> None:
+    """Raise for an answer that is not a file we may read whole."""
+    status = response.status_code
+    detail = f"GET {url}: HTTP {status}"
+    if 300 <= status < 400:
+        raise RejectedError(f"{detail} redirect (not followed)", status=status)
+    if status in (401, 403):
+        raise AuthError(detail, status=status)
+    if status in (408, 425, 429) or status >= 500:
+        raise TransientError(detail, status=status)
+    if not 200 <= status < 300:
+        raise RejectedError(detail, status=status)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise TooLargeError(
+            f"GET {url}: the file is {int(declared):,} bytes, over the limit of {max_bytes:,}",
+            status=status,
+        )

@@ -143,6 +143,12 @@ class Channel(models.Model):
         blank=True,
         help_text="Messages per second this channel may send (blank: SEND_RATE_LIMIT_PER_SECOND).",
     )
+    media_retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Delete the channel's media files this many days after they were stored "
+        "(blank: keep them forever). The messages stay and say the file was deleted.",
+    )
     raw = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

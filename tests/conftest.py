@@ -16,6 +16,9 @@ from rest_framework.test import APIClient
 from integrations.models import ProviderAccount
 from tests.factories import ProviderAccountFactory
 
+# The S3 storage fixture (`s3_storage`: a fresh bucket of the S3 server .ci/run starts).
+pytest_plugins = ["tests.s3"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 # The Redis database the tests of live events and drain kicks write to (they flush their keys);
 # not the benchmark's (14) nor the end-to-end stack's (E2E_REDIS_URL, 9).

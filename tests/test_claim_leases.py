@@ -58,7 +58,10 @@ INBOUND_TASKS = (
     "inbox.tasks.messages_reap",
     "inbox.tasks.session_actions_reap",
     "integrations.tasks.accounts_poll_due",  # queues polls; the polls are platform calls
+    "inbox.tasks.media_sweep",  # queues fetches; the fetches have their own lane
+    "inbox.tasks.media_retention_apply",
 )
+MEDIA_TASKS = ("inbox.tasks.media_fetch",)
 
 
 def queue_of(task: str) -> str:
@@ -111,28 +114,37 @@ def test_every_platform_call_runs_in_the_platform_lane_and_callbacks_in_their_ow
     assert {queue_of(task) for task in INBOUND_TASKS} == {default}
     celery_app.loader.import_default_modules()  # what a worker imports when it starts
     registered = {name for name in celery_app.tasks if name.startswith(("inbox.", "integrations."))}
-    assert registered == set(PLATFORM_TASKS) | set(INBOUND_TASKS), "route every new task"
+    assert registered == set(PLATFORM_TASKS) | set(INBOUND_TASKS) | set(MEDIA_TASKS), (
+        "route every new task"
+    )
+    assert {queue_of(task) for task in MEDIA_TASKS} == {f"{default}.media"}
     # Their rows make platform calls durable; the broker's copy is acknowledged at the start.
     assert not any(celery_app.tasks[task].acks_late for task in PLATFORM_TASKS)
     assert all(celery_app.tasks[task].acks_late for task in INBOUND_TASKS)
 
 
-def test_make_run_docker_compose_and_the_end_to_end_stack_serve_both_lanes():
+def test_make_run_docker_compose_and_the_end_to_end_stack_serve_every_lane():
     procfile = dict(
         line.split(": ", 1) for line in (ROOT / "Procfile.dev").read_text().splitlines() if line
     )
     assert re.search(r"-Q \$\{CELERY_TASK_DEFAULT_QUEUE:-celery\}(\s|$)", procfile["worker"])
     assert "-Q ${CELERY_TASK_DEFAULT_QUEUE:-celery}.platform" in procfile["platform"]
     assert "--pool threads" in procfile["platform"]
-    assert "platform" in (ROOT / "Makefile").read_text().split("web worker", 1)[1].split()[0]
+    assert "-Q ${CELERY_TASK_DEFAULT_QUEUE:-celery}.media" in procfile["media"]
+    assert "--pool threads" in procfile["media"]
+    without_sandbox = (ROOT / "Makefile").read_text().split("web worker", 1)[1].split(")")[0]
+    assert without_sandbox.split() == ["platform", "media", "beat"]
 
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     worker, platform = services["worker"]["command"], services["platform"]["command"]
     assert worker[worker.index("-Q") + 1] == "celery"
     assert platform[platform.index("-Q") + 1] == "celery.platform"
     assert platform[platform.index("--pool") + 1] == "threads"
+    media = services["media"]["command"]
+    assert media[media.index("-Q") + 1] == "celery.media"
+    assert media[media.index("--pool") + 1] == "threads"
 
-    assert devstack_stack.WORKERS == ("worker", "platform")
+    assert devstack_stack.WORKERS == ("worker", "platform", "media")
 
 
 def test_a_killed_workers_claims_are_recovered_within_the_bound_by_default():

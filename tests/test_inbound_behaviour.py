@@ -275,3 +275,34 @@ def test_the_fake_platforms_webhook_refuses_a_wrong_token(api_client, fake_accou
 
     assert response.status_code == 401
     assert not WebhookEvent.objects.filter(account=fake_account).exists()
+
+
+def test_a_customers_file_is_fetched_once_through_the_provider_into_our_storage(
+    tell, fake_account, fake_platform
+):
+    from inbox.models import MediaFile
+    from integrations.base import Media
+
+    fake_platform.files["f-1"] = b"%PDF-1.4\n%%EOF\n"
+    photo = says("", message_id="m-file")
+    message = photo.messages[0]
+    photo.messages[0] = InboundMessage(
+        external_id=message.external_id,
+        contact_external_id=message.contact_external_id,
+        type=MessageType.DOCUMENT,
+        body="",
+        session=message.session,
+        sent_at=message.sent_at,
+        channel_external_id=CHANNEL,
+        media=Media(link="", media_id="f-1", filename="invoice.pdf", mime_type="application/pdf"),
+    )
+
+    tell(photo, photo)
+
+    media = MediaFile.objects.get()
+    assert (media.state, media.filename, media.content_type) == (
+        "stored",
+        "invoice.pdf",
+        "application/pdf",
+    )
+    assert fake_platform.downloads == ["f-1"]

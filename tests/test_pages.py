@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import responses
@@ -19,6 +21,7 @@ from accounts.models import AgentProfile, User
 from config.redis import redis_client
 from inbox.models import (
     Contact,
+    MediaFile,
     Message,
     Note,
     Session,
@@ -544,6 +547,22 @@ def _thread_item(html: str, test_id: str, pk: int | None = None) -> str:
     return html[start : html.index("</li>", start)]
 
 
+def stored(message: Message, content_type: str, **fields: Any) -> MediaFile:
+    """Give a message the stored file the media task would have made of its platform link."""
+    return MediaFile.objects.create(
+        account=message.account,
+        channel=message.session.channel,
+        message=message,
+        state=MediaFile.State.STORED,
+        source_url=message.media_url,
+        path=f"media/test/{message.pk}",
+        filename=fields.pop("filename", f"file-{message.pk}"),
+        content_type=content_type,
+        inline=content_type.split("/")[0] in ("image", "video", "audio"),
+        **fields,
+    )
+
+
 def test_the_thread_renders_every_message_type_as_what_it_is(as_agent, session):
     text = InboundMessageFactory(session=session, body="See https://example.com/track?id=1&x=2.")
     image = InboundMessageFactory(
@@ -594,6 +613,13 @@ def test_the_thread_renders_every_message_type_as_what_it_is(as_agent, session):
             }
         ],
     )
+    files = {
+        image.pk: stored(image, "image/jpeg", thumbnail_path="media/test/t", width=800, height=600),
+        video.pk: stored(video, "video/mp4"),
+        audio.pk: stored(audio, "audio/mpeg"),
+        voice.pk: stored(voice, "audio/ogg", duration_seconds=12.4),
+        document.pk: stored(document, "application/pdf", filename="invoice.pdf", size=123_456),
+    }
     template = TemplateFactory(account=session.account, code="ORDER_UPDATE", text="Hi {{name}}")
     sent_template = OutboundMessageFactory(
         session=session,
@@ -617,20 +643,25 @@ def test_the_thread_renders_every_message_type_as_what_it_is(as_agent, session):
         '<a href="https://example.com/track?id=1&amp;x=2" rel="noopener noreferrer nofollow" target="_blank">'
         in html
     )
+    # Every file from our storage, through the media view: never the platform's link.
+    assert "cdn.example" not in html
     item = _thread_item(html, "", image.pk)
     assert (
-        'src="https://cdn.example/receipt.jpg"' in item
+        f'src="/media/{files[image.pk].pk}/thumbnail/"' in item
+        and f'href="/media/{files[image.pk].pk}/"' in item
+        and 'width="480" height="360"' in item
         and "data-viewer" in item
         and "My receipt" in item
     )
     assert '<video class="sb-video" controls' in _thread_item(html, "", video.pk)
     assert '<audio class="sb-audio" controls' in _thread_item(html, "", audio.pk)
-    assert "Voice message" in _thread_item(html, "", voice.pk)
+    item = _thread_item(html, "", voice.pk)
+    assert "Voice message" in item and "0:12" in item
     item = _thread_item(html, "", document.pk)
     assert (
         "invoice.pdf" in item
         and "120.6\xa0KB" in item
-        and 'href="https://cdn.example/invoice.pdf"' in item
+        and f'href="/media/{files[document.pk].pk}/"' in item
     )
     item = _thread_item(html, "", location.pk)
     assert "Eiffel Tower" in item and "48.858400, 2.294500" in item
@@ -683,7 +714,7 @@ def test_media_links_that_are_not_http_are_not_links(as_agent, session):
 
     item = _thread_item(html, "", message.pk)
     assert "javascript:" not in item
-    assert "x.pdf" in item
+    assert "Document not available" in item
 
 
 @pytest.mark.parametrize(
@@ -1190,7 +1221,7 @@ PNG = (
 )
 
 
-def test_an_uploaded_png_is_stored_and_sent_as_an_image_with_a_public_url(
+def test_an_uploaded_png_is_stored_and_sent_as_an_image_with_a_link_signed_for_the_platform(
     as_agent, session, settings, django_capture_on_commit_callbacks
 ):
     from django.core.files.storage import default_storage
@@ -1213,14 +1244,22 @@ def test_an_uploaded_png_is_stored_and_sent_as_an_image_with_a_public_url(
         r"^https://inbox\.example\.com/media/uploads/\d{4}/\d{2}/[\w-]{20,}/My_receipt_1\.png$",
         message.media_url,
     )
-    assert body["image"] == {"link": message.media_url, "caption": "Here it is"}
+    assert body["image"]["caption"] == "Here it is"
+    assert body["image"]["link"].startswith(f"{message.media_url}?sig=")
     stored = message.media_url.split("/media/", 1)[1]
     assert default_storage.exists(stored)
-    served = browser(None).get(message.media_url.removeprefix("https://inbox.example.com"))
+    # The platform fetches it by the signed link, without signing in; the bare link serves nothing.
+    served = browser(None).get(body["image"]["link"].removeprefix("https://inbox.example.com"))
     assert served.status_code == 200
     assert served["Content-Type"] == "image/png"
     assert served["X-Content-Type-Options"] == "nosniff"
     assert b"".join(served.streaming_content) == PNG
+    bare = message.media_url.removeprefix("https://inbox.example.com")
+    assert browser(None).get(bare).status_code == 404
+    # Agents see it as they see the session, through the media view.
+    media = MediaFile.objects.get(message=message)
+    assert (media.state, media.path, media.content_type) == ("stored", stored, "image/png")
+    assert b"".join(as_agent.get(f"/media/{media.pk}/").streaming_content) == PNG
 
 
 @pytest.mark.parametrize(
@@ -1264,14 +1303,32 @@ def test_an_upload_over_16_mib_is_refused(as_agent, session):
     assert "at most 16 MiB" in text_of(response)
 
 
-def test_uploads_are_served_only_by_their_full_unguessable_path():
+def platform_link(path: str) -> str:
+    """The link a delivery gives the platform for a stored upload (signed), as a local path."""
+    from inbox.services.stored_files import upload_link_for_platform, upload_url
+
+    return upload_link_for_platform(upload_url(path)).split("://", 1)[1].split("/", 1)[1]
+
+
+def test_uploads_are_served_only_by_their_full_path_with_a_signature_for_that_path(settings):
+    from django.core import signing
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
     default_storage.save("uploads/2025/11/abcdefghijklmnopqrstuvwx/a.png", ContentFile(PNG))
+    default_storage.save("uploads/2025/11/abcdefghijklmnopqrstuvwx/b.png", ContentFile(PNG))
     client = browser(None)
+    signed = "/" + platform_link("uploads/2025/11/abcdefghijklmnopqrstuvwx/a.png")
+    signature = signed.split("?sig=", 1)[1]
 
-    assert client.get("/media/uploads/2025/11/abcdefghijklmnopqrstuvwx/a.png").status_code == 200
+    assert client.get(signed).status_code == 200
+    assert client.get(signed.split("?", 1)[0]).status_code == 404
+    other = f"/media/uploads/2025/11/abcdefghijklmnopqrstuvwx/b.png?sig={signature}"
+    assert client.get(other).status_code == 404
+    with mock.patch.object(signing, "time") as clock:  # a link signed two days ago
+        clock.time.return_value = time.time() - 2 * 24 * 3600
+        old = "/" + platform_link("uploads/2025/11/abcdefghijklmnopqrstuvwx/a.png")
+    assert client.get(old).status_code == 404
     assert client.get("/media/uploads/2025/11/abcdefghijklmnopqrstuvwx/").status_code == 404
     assert client.get("/media/uploads/2025/11/").status_code == 404
     assert (
@@ -1584,8 +1641,8 @@ def test_a_document_upload_is_served_as_a_download_and_media_inline():
     default_storage.save("uploads/2025/11/abcdefghijklmnopqrstuvwx/voice.ogg", ContentFile(b"OggS"))
     client = browser(None)
 
-    pdf = client.get("/media/uploads/2025/11/abcdefghijklmnopqrstuvwx/invoice.pdf")
-    ogg = client.get("/media/uploads/2025/11/abcdefghijklmnopqrstuvwx/voice.ogg")
+    pdf = client.get("/" + platform_link("uploads/2025/11/abcdefghijklmnopqrstuvwx/invoice.pdf"))
+    ogg = client.get("/" + platform_link("uploads/2025/11/abcdefghijklmnopqrstuvwx/voice.ogg"))
 
     assert pdf["Content-Type"] == "application/pdf"
     assert pdf["Content-Disposition"].startswith("attachment")

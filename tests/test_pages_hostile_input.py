@@ -18,7 +18,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import AgentProfile, User
-from inbox.models import Message, Note, Session, SessionAction
+from inbox.models import MediaFile, Message, Note, Session, SessionAction
 from integrations.models import Channel, ProviderAccount
 from tests.factories import (
     AgentProfileFactory,
@@ -96,6 +96,10 @@ def session(account: ProviderAccount, channel: Channel) -> Session:
     contact = ContactFactory(account=account, name="Anna Müller", phone="4915112345678")
     session = make_session(account, channel, contact=contact, external_id="xsds34434")
     InboundMessageFactory(session=session, body="Where is my order?")
+    photo = InboundMessageFactory(session=session, type="image", body="")
+    MediaFile.objects.create(
+        account=account, channel=channel, message=photo, state=MediaFile.State.FAILED
+    )
     OutboundMessageFactory(session=session, status=Message.Status.FAILED, error_code="470")
     NoteFactory(session=session)
     TemplateApprovalFactory(template__account=account, channel=channel)
@@ -123,7 +127,9 @@ def field_names(client: Client, session: Session) -> list[str]:
 def ids_for(session: Session) -> dict[str, str]:
     message = session.messages.order_by("id").first()
     assert message is not None
-    return {"session_id": str(session.pk), "message_id": str(message.pk)}
+    media = MediaFile.objects.filter(message__session=session).first()
+    assert media is not None
+    return {"session_id": str(session.pk), "message_id": str(message.pk), "media_id": str(media.pk)}
 
 
 def answers(

@@ -191,14 +191,88 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+
+# Stored files (uploads, media) go through Django's storage API: the filesystem under var/media
+# by default, S3-compatible object storage (AWS S3, MinIO, ...) when S3_BUCKET is set. With S3
+# every file is private and reached through links signed for MEDIA_SIGNED_URL_SECONDS.
+MEDIA_URL = "media/"
+MEDIA_ROOT = VAR_DIR / "media"
+MEDIA_SIGNED_URL_SECONDS = env_int("MEDIA_SIGNED_URL_SECONDS", 300)
+_S3_ADDRESSING_STYLES = ("auto", "path", "virtual")
+
+
+def s3_storage_options(
+    bucket: str,
+    *,
+    endpoint_url: str = "",
+    region: str = "us-east-1",
+    access_key_id: str = "",
+    secret_access_key: str = "",
+    addressing_style: str = "",
+    location: str = "",
+    signed_url_seconds: int = 300,
+) -> dict[str, object]:
+    """Return the OPTIONS of django-storages' S3Storage for one bucket.
+
+    Objects get no ACL (they stay private: links are signed, SigV4), a new file never replaces
+    one of the same name, and a file read through the storage spills to a temporary file past
+    2 MiB instead of sitting in memory whole. Without keys boto3 finds its own credentials
+    (AWS_* variables, an instance or task role). tests/s3.py builds its storage from this too.
+    """
+    style = addressing_style or ("path" if endpoint_url else "auto")
+    if style not in _S3_ADDRESSING_STYLES:
+        raise ImproperlyConfigured(
+            f"S3_ADDRESSING_STYLE must be one of {', '.join(_S3_ADDRESSING_STYLES)}, not {style!r}."
+        )
+    if bool(access_key_id) != bool(secret_access_key):
+        raise ImproperlyConfigured(
+            "Set both S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY, or neither."
+        )
+    options: dict[str, object] = {
+        "bucket_name": bucket,
+        "region_name": region,
+        "addressing_style": style,
+        "default_acl": None,
+        "file_overwrite": False,
+        "querystring_auth": True,
+        "querystring_expire": signed_url_seconds,
+        "signature_version": "s3v4",
+        # django-storages' default (0) keeps a whole object in memory while it is read.
+        "max_memory_size": 2 * 1024 * 1024,
+    }
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if access_key_id:
+        options["access_key"] = access_key_id
+        options["secret_key"] = secret_access_key
+    if location:
+        options["location"] = location
+    return options
+
+
+MEDIA_STORAGE_IS_S3 = bool(env_str("S3_BUCKET"))
+STORAGES: dict[str, dict[str, object]] = {
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": s3_storage_options(
+                env_str("S3_BUCKET"),
+                endpoint_url=env_str("S3_ENDPOINT_URL"),
+                region=env_str("S3_REGION", "us-east-1"),
+                access_key_id=env_str("S3_ACCESS_KEY_ID"),
+                secret_access_key=env_str("S3_SECRET_ACCESS_KEY"),
+                addressing_style=env_str("S3_ADDRESSING_STYLE"),
+                location=env_str("S3_LOCATION"),
+                signed_url_seconds=MEDIA_SIGNED_URL_SECONDS,
+            ),
+        }
+        if MEDIA_STORAGE_IS_S3
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-MEDIA_URL = "media/"
-MEDIA_ROOT = VAR_DIR / "media"
 
 REDIS_URL = env_str("REDIS_URL")
 
@@ -269,7 +343,13 @@ PLATFORM_TASKS = (
     "integrations.tasks.channels_sync_all",
     "integrations.tasks.account_poll",
 )
-CELERY_TASK_ROUTES = {name: {"queue": PLATFORM_QUEUE} for name in PLATFORM_TASKS}
+# <default>.media: fetching inbound media files from the platforms (a thread-pool worker).
+MEDIA_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.media"
+MEDIA_TASKS = ("inbox.tasks.media_fetch",)
+CELERY_TASK_ROUTES = {
+    **{name: {"queue": PLATFORM_QUEUE} for name in PLATFORM_TASKS},
+    **{name: {"queue": MEDIA_QUEUE} for name in MEDIA_TASKS},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Platform calls are acknowledged when they start: what makes them durable is their row (a
@@ -313,11 +393,41 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.channels_sync_all",
         "schedule": float(env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)),
     },
+    "media-sweep": {
+        "task": "inbox.tasks.media_sweep",
+        "schedule": env_float("MEDIA_SWEEP_INTERVAL_SECONDS", 15.0),
+    },
+    "media-retention": {
+        "task": "inbox.tasks.media_retention_apply",
+        "schedule": env_float("MEDIA_RETENTION_INTERVAL_SECONDS", 3600.0),
+    },
     "accounts-poll": {
         "task": "integrations.tasks.accounts_poll_due",
         "schedule": POLL_INTERVAL_SECONDS,
     },
 }
+
+# Media files (issue 15). Every inbound file is fetched from the platform into our storage by
+# a task on its own lane (MEDIA_QUEUE: a slow download never holds up a callback or a reply).
+MEDIA_MAX_BYTES = env_int("MEDIA_MAX_BYTES", 32 * 1024 * 1024)
+# A download may wait this long for its next bytes (files are larger and slower than API calls).
+MEDIA_READ_TIMEOUT_SECONDS = env_float("MEDIA_READ_TIMEOUT_SECONDS", 30.0)
+# Tries of a fetch that failed in a way that may pass (a 5xx, a timeout, a wrong checksum),
+# the first wait between them (doubling each time), and how long a claimed fetch may run
+# before the sweep takes it for lost (a killed worker).
+MEDIA_FETCH_ATTEMPTS = env_int("MEDIA_FETCH_ATTEMPTS", 6)
+MEDIA_FETCH_BACKOFF_SECONDS = env_float("MEDIA_FETCH_BACKOFF_SECONDS", 10.0)
+MEDIA_FETCH_LEASE_SECONDS = env_int("MEDIA_FETCH_LEASE_SECONDS", 300)
+MEDIA_SWEEP_INTERVAL_SECONDS = env_float("MEDIA_SWEEP_INTERVAL_SECONDS", 15.0)
+MEDIA_THUMBNAIL_EDGE = env_int("MEDIA_THUMBNAIL_EDGE", 480)
+# With object storage, a browser allowed to see a file is sent on to a signed URL of the bucket
+# (the app streams nothing); off, the app streams it, for a bucket browsers cannot reach (the
+# compose file's MinIO answers only inside its network).
+MEDIA_SERVE_REDIRECT = env_bool("MEDIA_SERVE_REDIRECT", True)
+# How long a link that lets a platform fetch one of our uploads (no sign-in) stays valid.
+MEDIA_PLATFORM_LINK_SECONDS = env_int("MEDIA_PLATFORM_LINK_SECONDS", 24 * 3600)
+# How often retention runs (it deletes files older than their channel keeps them).
+MEDIA_RETENTION_INTERVAL_SECONDS = env_float("MEDIA_RETENTION_INTERVAL_SECONDS", 3600.0)
 
 # Webhooks.
 # `make bench` mounts its baseline endpoints under /_bench/ (bench/views.py); nothing else does.

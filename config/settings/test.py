@@ -39,3 +39,4 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+MEDIA_STORAGE_IS_S3 = False  # the files above are in memory, whatever .env says

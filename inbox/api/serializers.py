@@ -15,9 +15,17 @@ from rest_framework import serializers
 from accounts.models import Team, User
 from inbox.api.permissions import request_user
 from inbox.api.schema import BUTTON_TYPE_CHOICES, SENDABLE_TYPE_CHOICES
-from inbox.models import ContactIdentity, Message, Session, SessionAction, TimelineEntry
+from inbox.models import (
+    ContactIdentity,
+    MediaFile,
+    Message,
+    Session,
+    SessionAction,
+    TimelineEntry,
+)
 from inbox.selectors.contacts import contact_identities_visible
-from inbox.selectors.messages import message_preview_text
+from inbox.selectors.media import media_url_signed
+from inbox.selectors.messages import message_media, message_preview_text
 from inbox.selectors.sessions import (
     session_actions_unfinished,
     session_timeline_recent,
@@ -191,10 +199,77 @@ class SessionDetailSerializer(SessionSerializer):
 
 
 class MediaSerializer(serializers.Serializer[Any]):
-    url = serializers.CharField(source="media_url", read_only=True)
-    mime_type = serializers.CharField(source="media_mime_type", read_only=True)
-    filename = serializers.CharField(source="media_filename", read_only=True)
-    size = serializers.IntegerField(source="media_size", read_only=True, allow_null=True)
+    state = serializers.ChoiceField(
+        choices=[*MediaFile.State.values, "link"],
+        read_only=True,
+        help_text="pending: being downloaded from the platform; stored: `url` serves it; "
+        "failed: see `error` (an agent can retry); expired: the platform no longer had it; "
+        "deleted: removed by the channel's retention; link: sent from a link the API was given.",
+    )
+    url = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="Where to download the file: a link signed for the caller, valid for "
+        "MEDIA_SIGNED_URL_SECONDS (stored files only; never the platform's own link).",
+    )
+    thumbnail_url = serializers.CharField(read_only=True, allow_null=True)
+    mime_type = serializers.CharField(
+        read_only=True, help_text="Read from the file's bytes once stored; before, as declared."
+    )
+    filename = serializers.CharField(read_only=True)
+    size = serializers.IntegerField(read_only=True, allow_null=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    width = serializers.IntegerField(read_only=True, allow_null=True)
+    height = serializers.IntegerField(read_only=True, allow_null=True)
+    error = serializers.CharField(read_only=True)
+
+
+def media_data(message: Message, request: Any) -> dict[str, Any] | None:
+    """Return what the API says of a message's file, with links for the asking user."""
+    media = message_media(message)
+    if media is None:
+        if message.direction == Message.Direction.OUTBOUND and message.media_url:
+            return _media_link(message)
+        return None
+    stored = media.state == MediaFile.State.STORED
+    user = getattr(request, "user", None)
+    if not (stored and isinstance(user, User)):
+        user = None
+    return {
+        "state": media.state,
+        "url": _absolute(request, media_url_signed(media, user)) if user else None,
+        "thumbnail_url": (
+            _absolute(request, media_url_signed(media, user, thumbnail=True))
+            if user and media.thumbnail_path
+            else None
+        ),
+        "mime_type": media.content_type or media.declared_type,
+        "filename": media.filename,
+        "size": media.size,
+        "duration_seconds": media.duration_seconds,
+        "width": media.width,
+        "height": media.height,
+        "error": media.error,
+    }
+
+
+def _media_link(message: Message) -> dict[str, Any]:
+    return {
+        "state": "link",
+        "url": message.media_url,
+        "thumbnail_url": None,
+        "mime_type": message.media_mime_type,
+        "filename": message.media_filename,
+        "size": message.media_size,
+        "duration_seconds": None,
+        "width": None,
+        "height": None,
+        "error": "",
+    }
+
+
+def _absolute(request: Any, path: str) -> str:
+    return request.build_absolute_uri(path) if request is not None else path
 
 
 class LocationSerializer(serializers.Serializer[Any]):
@@ -261,7 +336,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
 
     @extend_schema_field(MediaSerializer(allow_null=True))
     def get_media(self, message: Message) -> dict[str, Any] | None:
-        return MediaSerializer(message).data if message.media_url else None
+        return media_data(message, self.context.get("request"))
 
     @extend_schema_field(LocationSerializer(allow_null=True))
     def get_location(self, message: Message) -> dict[str, Any] | None:

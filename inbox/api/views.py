@@ -305,7 +305,9 @@ class SessionMessagesView(CodedErrors, generics.GenericAPIView[Message]):
     )
     def get(self, request: Request, session_id: int) -> Response:
         page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        return self.get_paginated_response(
+            MessageSerializer(page, many=True, context={"request": request}).data
+        )
 
     @extend_schema(
         summary="Send a message",
@@ -344,7 +346,7 @@ class SessionMessagesView(CodedErrors, generics.GenericAPIView[Message]):
         except SendRefused as exc:
             raise refused(exc) from exc
         return Response(
-            MessageSerializer(message).data,
+            MessageSerializer(message, context={"request": request}).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -365,6 +367,7 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
                 "account",
                 "author",
                 "template",
+                "media_file",
                 "session__account",
                 "session__channel",
                 "session__contact",
@@ -392,7 +395,7 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
             message = message_retry(message, by=request_user(request))
         except SendRefused as exc:
             raise refused(exc) from exc
-        return Response(MessageSerializer(message).data)
+        return Response(MessageSerializer(message, context={"request": request}).data)
 
     @extend_schema(
         summary="Re-send a failed message as a template",
@@ -420,7 +423,10 @@ class MessageViewSet(CodedErrors, mixins.RetrieveModelMixin, viewsets.GenericVie
             )
         except SendRefused as exc:
             raise refused(exc) from exc
-        return Response(MessageSerializer(replacement).data, status=status.HTTP_201_CREATED)
+        return Response(
+            MessageSerializer(replacement, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 @extend_schema(tags=["sessions"])

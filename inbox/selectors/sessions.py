@@ -31,7 +31,9 @@ def sessions_for_list(sessions: QuerySet[Session]) -> QuerySet[Session]:
     `sessions_with_contact_last_inbound`), so `session_window_from_row` needs no query per row.
     """
     return sessions_with_contact_last_inbound(
-        sessions.select_related("channel", "contact", "assignee", "team", "last_message")
+        sessions.select_related(
+            "channel", "contact", "assignee", "team", "last_message", "last_message__media_file"
+        )
         # Raw platform payloads can be large and a list shows none of them.
         .defer("channel__raw", "last_message__raw")
     )

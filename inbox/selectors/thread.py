@@ -12,6 +12,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from inbox.models import Message, Note, Session, TimelineEntry
+from inbox.selectors.messages import message_media
 
 THREAD_PAGE_SIZE = 40
 
@@ -43,7 +44,7 @@ class ThreadPage:
 def _thread_messages(session: Session) -> QuerySet[Message]:
     return (
         Message.objects.filter(session=session)
-        .select_related("author", "template")
+        .select_related("author", "template", "media_file")
         .prefetch_related("replaced_by", "copies")
         .defer("raw")
     )
@@ -144,7 +145,13 @@ def message_shown_state(message: Message) -> str:
     )
     # A copy the platform accepted again changes what the thread says ("delivered twice").
     copies = len(message.copies.all()) if message.direction == Message.Direction.OUTBOUND else 0
-    return f"{state}+{copies}" if copies else state
+    if copies:
+        state = f"{state}+{copies}"
+    # So does a file that arrived, failed or was deleted, and each new download attempt.
+    media = message_media(message)
+    if media is not None:
+        state = f"{state}~{media.state}-{media.attempts}"
+    return state
 
 
 def thread_messages_changed(session: Session, shown: dict[int, str]) -> list[Message]:

@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from accounts.models import AgentProfile, Team, User
-from inbox.models import Message, Session, SessionAction
+from inbox.models import MediaFile, Message, Session, SessionAction
 from integrations.models import Channel, Template
 
 
@@ -55,6 +55,14 @@ def messages_visible_to(user: User) -> QuerySet[Message]:
     if user_sees_everything(user):
         return messages
     return messages.filter(session__channel_id__in=_served_channel_ids(user))
+
+
+def media_files_visible_to(user: User) -> QuerySet[MediaFile]:
+    """Return the media files of the sessions a user may see (others: 404, also by id)."""
+    files = MediaFile.objects.all()
+    if user_sees_everything(user):
+        return files
+    return files.filter(channel_id__in=_served_channel_ids(user))
 
 
 def session_actions_visible_to(user: User) -> QuerySet[SessionAction]:

@@ -51,7 +51,7 @@ from inbox.send_failures import DETAIL
 from inbox.services.messages import (
     messages_adopt,
 )
-from inbox.services.stored_files import upload_path_of, upload_read
+from inbox.services.stored_files import upload_link_for_platform, upload_path_of, upload_read
 from integrations import ratelimit
 from integrations.base import (
     AmbiguousError,
@@ -117,7 +117,7 @@ def _request_for(message: Message) -> OutboundRequest:
     media = None
     if message.media_url:
         media = Media(
-            link=message.media_url,
+            link=upload_link_for_platform(message.media_url),
             mime_type=message.media_mime_type,
             filename=message.media_filename,
             caption=message.caption,

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from inbox import live
 from inbox.models import Message, MessageCopy, Session, TimelineEntry
+from inbox.services.media import media_track
 from inbox.services.messages import (
     CLOCK_SKEW,
     evidence_window,
@@ -113,6 +114,7 @@ def session_messages_mirror(session: Session, items: Sequence[HistoryMessage]) -
             message_receipts_apply_pending(message)
     if added:
         _session_date_from(session.pk, added)
+        media_track(added)
     return added
 
 

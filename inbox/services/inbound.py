@@ -27,6 +27,7 @@ from inbox.services.contacts import identity_upsert
 from inbox.services.history import session_messages_mirror
 from inbox.services.inbound_bulk import messages_apply_bulk
 from inbox.services.inbound_rules import message_row, session_bump
+from inbox.services.media import media_track
 from inbox.services.messages import receipt_record
 from inbox.services.sessions import (
     session_event_apply,
@@ -333,6 +334,7 @@ def _message_apply(
     # savepoint here: two round trips on every message for a race that is rare.)
     row = message_row(account, message, session, at=at)
     row.save(force_insert=True)
+    media_track([row])
     _session_note_inbound(session, row, at=at)  # (session_for_inbound locked it)
     live.publish(
         live.MESSAGE_CREATED,

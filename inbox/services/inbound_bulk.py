@@ -22,6 +22,7 @@ from inbox import live
 from inbox.models import Contact, ContactIdentity, Message, Session
 from inbox.services.contacts import identities_create_new, identity_refresh, profile_phone
 from inbox.services.inbound_rules import message_row, plain_message, run_keys, session_bump
+from inbox.services.media import media_track
 from inbox.services.sessions import session_ref_changes, sessions_open_new
 from integrations.applier import StoredCallback
 from integrations.base import ContactProfile, InboundMessage, SessionRef
@@ -252,6 +253,7 @@ def _bulk_write(
     rows = Message.objects.bulk_create(
         [message_row(account, message, session, at=at) for _, message, session, at in ready]
     )
+    media_track(rows)
     touched: dict[int, Session] = {}
     changed: set[str] = set()
     for (_, _, session, at), row in zip(ready, rows, strict=True):

@@ -1,9 +1,11 @@
 """Where the files agents attach are kept, and how a kept one is found again from its link.
 
-An upload is stored under an unguessable path (`uploads/<yyyy>/<mm>/<random>/<safe name>`) and
-served without sign-in at its public link (`inbox.views.uploads.upload_serve`), which a
-platform that fetches media downloads; for a platform that takes files only as uploads
-(`Capability.MEDIA_UPLOAD`) the delivery reads the file back (`upload_read`) and hands it over.
+An upload is stored under an unguessable path (`uploads/<yyyy>/<mm>/<random>/<safe name>`).
+The message names it by its link (`upload_url`), which serves nothing by itself: a platform
+that fetches media is given the link signed for MEDIA_PLATFORM_LINK_SECONDS
+(`upload_link_for_platform`, checked by `inbox.views.uploads.upload_serve`), and agents see the
+file through the media view, as they may see its session. For a platform that takes files only
+as uploads (`Capability.MEDIA_UPLOAD`) the delivery reads the file back (`upload_read`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from urllib.parse import unquote
 
 from django.conf import settings
+from django.core import signing
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
@@ -26,6 +29,28 @@ def upload_url(path: str) -> str:
     """Return the public URL a platform downloads a stored upload from."""
     relative = path.removeprefix(f"{UPLOAD_PREFIX}/")
     return f"{settings.PUBLIC_BASE_URL}{reverse('upload-serve', kwargs={'path': relative})}"
+
+
+_PLATFORM_LINK = signing.TimestampSigner(salt="inbox.uploads.platform-link")
+
+
+def upload_link_for_platform(url: str) -> str:
+    """Return the link a platform fetches one of our uploads from: `url` with a signature that
+    expires (any other link is returned as it is)."""
+    path = upload_path_of(url)
+    if path is None:
+        return url
+    signature = _PLATFORM_LINK.sign(path).removeprefix(f"{path}:")
+    return f"{url}?sig={signature}"
+
+
+def upload_link_valid(path: str, signature: str) -> bool:
+    """Say whether a platform link's signature is good for this stored path and not too old."""
+    try:
+        _PLATFORM_LINK.unsign(f"{path}:{signature}", max_age=settings.MEDIA_PLATFORM_LINK_SECONDS)
+    except signing.BadSignature:
+        return False
+    return True
 
 
 def upload_path_of(url: str) -> str | None:

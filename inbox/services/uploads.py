@@ -22,7 +22,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
 
-from inbox.models import Message, Session
+from inbox.models import MediaFile, Message, Session
 from inbox.services.refusals import SendRefused
 from inbox.services.send import Draft, message_send
 from inbox.services.stored_files import UPLOAD_PREFIX, upload_delete, upload_url
@@ -196,6 +196,25 @@ def upload_store(file: UploadedFile) -> StoredUpload:
     )
 
 
+def _upload_track(message: Message, stored: StoredUpload) -> None:
+    """Record an agent's upload as the message's stored file, served like every other."""
+    MediaFile.objects.get_or_create(
+        message=message,
+        defaults={
+            "account_id": message.account_id,
+            "channel_id": message.session.channel_id,
+            "state": MediaFile.State.STORED,
+            "path": stored.path,
+            "filename": stored.filename,
+            "content_type": stored.mime_type,
+            "declared_type": stored.mime_type,
+            "inline": stored.mime_type.split("/", 1)[0] in ("image", "video", "audio"),
+            "size": stored.size,
+            "stored_at": timezone.now(),
+        },
+    )
+
+
 def message_send_upload(
     session: Session,
     file: UploadedFile,
@@ -231,6 +250,8 @@ def message_send_upload(
         raise
     if message.media_url != stored.url:
         upload_delete(stored.path)
+    elif created:
+        _upload_track(message, stored)
     if audio and caption.strip() and created:
         key = f"{idempotency_key.strip()[:90]}:caption" if idempotency_key.strip() else ""
         message_send(

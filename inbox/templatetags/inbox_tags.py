@@ -17,6 +17,12 @@ from django.utils import timezone
 from django.utils.html import conditional_escape
 from django.utils.safestring import SafeString, mark_safe
 
+from inbox.selectors.messages import (
+    MEDIA_TYPE_VALUES,
+    clock_duration,
+    media_kind_label,
+    message_media,
+)
 from inbox.selectors.thread import message_shown_state
 from inbox.send_failures import send_failure_text
 
@@ -228,3 +234,58 @@ def send_attempts_max() -> int:
     from django.conf import settings
 
     return int(settings.SEND_MAX_ATTEMPTS)
+
+
+@register.simple_tag
+def media_attempts_max() -> int:
+    """Return how many attempts a media download gets before it fails (MEDIA_FETCH_ATTEMPTS)."""
+    from django.conf import settings
+
+    return int(settings.MEDIA_FETCH_ATTEMPTS)
+
+
+@register.filter
+def is_media(message: Any) -> bool:
+    """Say whether a message's type carries a file (image, video, audio, voice, document)."""
+    return str(message.type) in MEDIA_TYPE_VALUES
+
+
+@register.filter
+def media_file(message: Any) -> Any:
+    """Return a message's stored-file row, or None (the thread's query selected it)."""
+    return message_media(message)
+
+
+@register.filter
+def media_label(message: Any) -> str:
+    """Return what a media message is called in words ("Photo", "Voice note")."""
+    return media_kind_label(str(message.type))
+
+
+@register.filter
+def duration_clock(seconds: Any) -> str:
+    """Return a length in seconds as m:ss (or h:mm:ss)."""
+    return clock_duration(seconds)
+
+
+def _thumb_edge(media: Any) -> tuple[int, int]:
+    from django.conf import settings
+
+    edge = int(settings.MEDIA_THUMBNAIL_EDGE)
+    width, height = int(media.width or 0), int(media.height or 0)
+    if not width or not height:
+        return 0, 0
+    scale = min(1.0, edge / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@register.filter
+def thumb_width(media: Any) -> int:
+    """Return the width a picture's thumbnail is shown at (its size kept, so nothing jumps)."""
+    return _thumb_edge(media)[0]
+
+
+@register.filter
+def thumb_height(media: Any) -> int:
+    """Return the height a picture's thumbnail is shown at."""
+    return _thumb_edge(media)[1]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from integrations.base import (
     JSON,
@@ -28,9 +28,11 @@ from integrations.base import (
     Capability,
     ContactProfile,
     DeliveryStatus,
+    GoneError,
     InboundMessage,
     InboundSecrets,
     Media,
+    MediaFetched,
     MediaUpload,
     MessageType,
     OutboundRequest,
@@ -42,6 +44,7 @@ from integrations.base import (
     RequestCheck,
     SendResult,
     SessionRef,
+    TooLargeError,
 )
 from integrations.fake.wire import callback_read
 
@@ -54,6 +57,9 @@ class FakePlatform:
     written: list[JSON] = field(default_factory=list)
     sent: list[OutboundRequest] = field(default_factory=list)
     uploaded: list[MediaUpload] = field(default_factory=list)
+    # The files its customers' media messages name, by media id; each download is counted.
+    files: dict[str, bytes] = field(default_factory=dict)
+    downloads: list[str] = field(default_factory=list)
     page_size: int = 2
     failing: ProviderError | None = None
     polls: int = 0
@@ -163,6 +169,22 @@ class FakeProvider(Provider):
             filename=upload.filename,
             media_id=f"media-{len(platform.uploaded)}",
         )
+
+    def media_fetch(
+        self, account: AccountConfig, media: Media, into: IO[bytes], *, max_bytes: int
+    ) -> MediaFetched:
+        """Hand over a file by its media id (no links: like MessageWhiz, files need our token)."""
+        platform = platform_of(account)
+        if platform.failing is not None:
+            raise platform.failing
+        platform.downloads.append(media.media_id)
+        content = platform.files.get(media.media_id)
+        if content is None:
+            raise GoneError(f"no media {media.media_id!r}", status=404)
+        if len(content) > max_bytes:
+            raise TooLargeError(f"media {media.media_id!r} is {len(content)} bytes")
+        into.write(content)
+        return MediaFetched(size=len(content))
 
     def poll(self, account: AccountConfig, cursor: str) -> PollPage:
         platform = platform_of(account)

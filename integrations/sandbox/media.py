@@ -1,16 +1,26 @@
-"""Small media files the sandbox generates and serves, so threads can show real media."""
+"""Small media files the sandbox generates and serves, so threads can show real media.
+
+Also big files made of a repeating pattern, streamed in chunks and never held whole, and the
+byte-level faults its media links inject (spec §3.2 InBoundMsgMedia).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import struct
 import wave
 import zlib
-from functools import cache
+from collections.abc import Iterable, Iterator
+from functools import cache, lru_cache
 from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
+CHUNK_BYTES = 64 * 1024
+# A generated file bigger than this is refused: enough to exceed any sane upload limit.
+MAX_GENERATED_BYTES = 200 * 1024 * 1024
+_PATTERN = bytes(range(256)) * (CHUNK_BYTES // 256)
 
 
 def _png(width: int, height: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> bytes:
@@ -101,3 +111,59 @@ def media_files() -> dict[str, tuple[str, bytes]]:
         if path.exists():
             files[name] = (mime, path.read_bytes())
     return files
+
+
+@cache
+def file_sha256(name: str) -> str:
+    """Return the lowercase hex SHA-256 of a served file (the media object's `sha256`)."""
+    return hashlib.sha256(media_files()[name][1]).hexdigest()
+
+
+def content_type_for(name: str) -> str:
+    """Return the Content-Type for a file name, from the types of the files the sandbox serves."""
+    suffix = Path(name).suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return "image/jpeg"
+    for served, (mime, _) in media_files().items():
+        if Path(served).suffix == suffix:
+            return mime
+    return "application/octet-stream"
+
+
+def file_chunks(data: bytes) -> Iterator[bytes]:
+    """Yield a file's bytes in chunks."""
+    for start in range(0, len(data), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]
+
+
+def generated_chunks(size: int) -> Iterator[bytes]:
+    """Yield `size` deterministic bytes (0..255 repeating) in chunks; nothing is held but one."""
+    whole, rest = divmod(size, CHUNK_BYTES)
+    for _ in range(whole):
+        yield _PATTERN
+    if rest:
+        yield _PATTERN[:rest]
+
+
+@lru_cache(maxsize=32)
+def generated_sha256(size: int) -> str:
+    """Return the hex SHA-256 of the generated file of `size` bytes."""
+    digest = hashlib.sha256()
+    for chunk in generated_chunks(size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def corrupted(chunks: Iterable[bytes], at: int) -> Iterator[bytes]:
+    """Yield the chunks with the byte at offset `at` inverted.
+
+    The length and the first bytes stay as they were, so the file still looks like its type and
+    only a checksum check notices.
+    """
+    offset = 0
+    for chunk in chunks:
+        if offset <= at < offset + len(chunk):
+            i = at - offset
+            chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+        offset += len(chunk)
+        yield chunk

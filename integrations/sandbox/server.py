@@ -2,8 +2,14 @@
 
 Routes:
   /xms/api/v1/...            the platform API (also without the /xms prefix), x-api-key checked
-  /media/<name>              the media files its messages link to
-  /_sandbox/...              control for tests and demos: state, inbound, faults, templates, sessions/end
+  /media/<id>/<name>         one message's media link: per message, may expire, with the media_*
+                             faults (slow, 503, 404 once older than the ttl, corrupted bytes)
+  /media/<name>              the media files themselves, always served (templates link to them)
+  /media/generated/<size>/<name>
+                             <size> bytes of a repeating pattern, streamed (up to 200 MiB)
+  /_sandbox/...              control for tests and demos: state, inbound, faults, templates,
+                             sessions/end, media (every link) and media/<id> (one link's counts;
+                             POST {"age_seconds": n} to make it that old)
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +28,9 @@ from urllib.parse import parse_qs
 
 import requests
 
-from integrations.sandbox import envelopes
+from integrations.sandbox import envelopes, media
 from integrations.sandbox.media import media_files
-from integrations.sandbox.state import Outgoing, SandboxPlatform, now_ms
+from integrations.sandbox.state import MediaLink, Outgoing, SandboxPlatform, now_ms
 
 logger = logging.getLogger("sandbox")
 
@@ -59,6 +66,10 @@ class Response:
     body: Any = None
     content_type: str = "application/json"
     raw: bytes | None = None
+    # A body sent chunk by chunk as it is made, `length` bytes in all (a big file is never
+    # held whole); with no stream, `length` alone answers a HEAD.
+    stream: AsyncGenerator[bytes, None] | None = None
+    length: int | None = None
 
 
 @dataclass
@@ -134,18 +145,53 @@ class SandboxServer:
         except Exception:
             logger.exception("sandbox error on %s %s", request.method, request.path)
             response = Response(500, {"error": "sandbox error"})
-        payload = response.raw if response.raw is not None else json.dumps(response.body).encode()
+        await self._respond(response, request.method, receive, send)
+
+    async def _respond(self, response: Response, method: str, receive: Receive, send: Send) -> None:
+        payload = b""
+        if response.stream is None and response.length is None:
+            payload = (
+                response.raw if response.raw is not None else json.dumps(response.body).encode()
+            )
+        length = len(payload) if response.length is None else response.length
         await send(
             {
                 "type": "http.response.start",
                 "status": response.status,
                 "headers": [
                     (b"content-type", response.content_type.encode()),
-                    (b"content-length", str(len(payload)).encode()),
+                    (b"content-length", str(length).encode()),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": payload})
+        if response.stream is None or method == "HEAD":
+            if response.stream is not None:
+                await response.stream.aclose()
+            await send({"type": "http.response.body", "body": b"" if method == "HEAD" else payload})
+            return
+        await self._stream(response.stream, receive, send)
+
+    async def _stream(
+        self, chunks: AsyncGenerator[bytes, None], receive: Receive, send: Send
+    ) -> None:
+        """Send the chunks as the client takes them; stop making them once it has gone."""
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            # The request body is read, so the next message is the client disconnecting.
+            if (await receive())["type"] == "http.disconnect":
+                gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if gone.is_set():
+                    break
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            await chunks.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -177,10 +223,7 @@ class SandboxServer:
         if path.startswith("/api/v1/"):
             return await self.api(request, path[len("/api/v1/") :].rstrip("/"))
         if path.startswith("/media/") and request.method in ("GET", "HEAD"):
-            item = media_files().get(path[len("/media/") :])
-            if item is None:
-                return Response(404, {"error": "no such media"})
-            return Response(200, content_type=item[0], raw=item[1])
+            return await self.media(request, path[len("/media/") :])
         if path.startswith("/_sandbox/"):
             return await self.control(request, path[len("/_sandbox/") :].rstrip("/"))
         if path in ("/", "/healthz"):
@@ -336,6 +379,75 @@ class SandboxServer:
             return (*platform.echo(body, f"/api/v1/{route}"), [])
         return None
 
+    # --- Media ----------------------------------------------------------------------------------
+
+    async def media(self, request: Request, route: str) -> Response:
+        parts = route.split("/")
+        if len(parts) == 1:
+            item = media_files().get(parts[0])
+            if item is None:
+                return Response(404, {"error": "no such media"})
+            return Response(200, content_type=item[0], raw=item[1])
+        if len(parts) == 3 and parts[0] == "generated":
+            return self._generated(parts[1], parts[2])
+        if len(parts) == 2:
+            return await self._media_link(request, parts[0], parts[1])
+        return Response(404, {"error": "no such media"})
+
+    def _generated(self, size_text: str, name: str) -> Response:
+        """Answer `size` bytes of a repeating pattern, streamed: a big file, never held whole."""
+        size = int(size_text) if size_text.isdigit() else -1
+        if not 0 <= size <= media.MAX_GENERATED_BYTES:
+            return Response(
+                400, {"error": f"size must be 0..{media.MAX_GENERATED_BYTES} bytes, in digits"}
+            )
+        return Response(
+            200,
+            content_type=media.content_type_for(name),
+            stream=self._chunks(media.generated_chunks(size)),
+            length=size,
+        )
+
+    async def _media_link(self, request: Request, link_id: str, name: str) -> Response:
+        """Serve one message's media link, with the media faults; count what happened."""
+        platform, faults = self.platform, self.platform.faults
+        link = platform.media_links.get(link_id)
+        if link is None or link.name != name:
+            platform.media_count(None, "unknown_404")
+            return Response(404, {"error": "no such media"})
+        platform.media_count(link, "requests")
+        if faults.media_latency_ms:
+            platform.media_count(link, "delayed")
+            await asyncio.sleep(faults.media_latency_ms / 1000)
+        if link.expired(faults.media_ttl_seconds, now_ms()):
+            platform.media_count(link, "gone_404")
+            return Response(404, {"error": "media link expired"})
+        if faults.media_error_rate and self.rng.random() < faults.media_error_rate:
+            platform.media_count(link, "refused_5xx")
+            return Response(503, {"error": "Injected fault: media service unavailable"})
+        if request.method == "HEAD":
+            return Response(200, content_type=link.mime_type, length=link.size)
+        corrupt = bool(faults.media_corrupt_rate) and self.rng.random() < faults.media_corrupt_rate
+        platform.media_count(link, "served")
+        if corrupt:
+            platform.media_count(link, "corrupted")
+        return Response(
+            200,
+            content_type=link.mime_type,
+            stream=self._chunks(link.chunks(corrupt=corrupt), link),
+            length=link.size,
+        )
+
+    async def _chunks(
+        self, chunks: Iterator[bytes], link: MediaLink | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Hand the chunks over one at a time, counting the bytes against the link."""
+        for chunk in chunks:
+            if link is not None:
+                self.platform.media_count(link, "bytes_sent", len(chunk))
+            yield chunk
+            await asyncio.sleep(0)  # a big file must not keep the other requests waiting
+
     # --- Control API --------------------------------------------------------------------------
 
     async def control(self, request: Request, route: str) -> Response:
@@ -352,7 +464,12 @@ class SandboxServer:
         if route == "inbound" and request.method == "POST":
             return self._control_inbound(body)
         if route == "faults" and request.method in ("POST", "PUT"):
-            unknown = platform.faults.update(body or {})
+            if not isinstance(body, dict):
+                return Response(400, {"error": "faults take a JSON object"})
+            try:
+                unknown = platform.faults.update(body)
+            except ValueError as exc:
+                return Response(400, {"error": str(exc)})
             if unknown:
                 return Response(400, {"error": f"unknown fault settings: {', '.join(unknown)}"})
             if platform.faults.hold_sends:
@@ -360,6 +477,8 @@ class SandboxServer:
             else:
                 self._release().set()  # the held sends are taken now
             return Response(200, platform.faults.__dict__)
+        if route == "media" or route.startswith("media/"):
+            return self._control_media(request, route.removeprefix("media").strip("/"), body)
         if route == "sessions/end" and request.method == "POST":
             self.generation += 1  # callbacks not yet delivered are dropped too
             return Response(200, {"ended": platform.sessions_end_quietly()})
@@ -380,6 +499,28 @@ class SandboxServer:
             return Response(200, {"key": customer.key, "contactId": customer.contact_id})
         return Response(404, {"error": f"no control route {request.method} /_sandbox/{route}"})
 
+    def _control_media(self, request: Request, link_id: str, body: Any) -> Response:
+        """List the media links, or show one; POST {"age_seconds": n} makes one n seconds old."""
+        platform = self.platform
+        if not link_id and request.method == "GET":
+            return Response(
+                200, {"links": [platform.media_describe(x) for x in platform.media_links.values()]}
+            )
+        link = platform.media_links.get(link_id)
+        if link is None:
+            return Response(404, {"error": f"no media link {link_id!r}"})
+        if request.method == "POST":
+            try:
+                age = float(body["age_seconds"])
+            except (KeyError, TypeError, ValueError):
+                age = math.nan
+            if not math.isfinite(age) or age < 0:
+                return Response(400, {"error": "give age_seconds, a number from 0 up"})
+            link.issued_ms = now_ms() - int(age * 1000)
+        elif request.method != "GET":
+            return Response(405, {"error": f"{request.method} /_sandbox/media/{link_id}"})
+        return Response(200, platform.media_describe(link))
+
     def _control_inbound(self, body: dict[str, Any]) -> Response:
         platform = self.platform
         key = str(body.get("customer", ""))
@@ -393,9 +534,17 @@ class SandboxServer:
         at_ms = int(body["timestamp"]) if body.get("timestamp") else None
         if body.get("hoursAgo"):
             at_ms = now_ms() - int(float(body["hoursAgo"]) * 3600 * 1000)
-        callbacks, summary = platform.customer_message(
-            key, kind=kind, text=body.get("text"), at_ms=at_ms, message_id=body.get("id")
-        )
+        try:
+            callbacks, summary = platform.customer_message(
+                key,
+                kind=kind,
+                text=body.get("text"),
+                at_ms=at_ms,
+                message_id=body.get("id"),
+                media_size=int(body["mediaSize"]) if body.get("mediaSize") else None,
+            )
+        except ValueError as exc:
+            return Response(400, {"error": str(exc)})
         self.schedule(callbacks, copies=int(body.get("copies", 1)))
         return Response(200, summary)
 
@@ -543,6 +692,7 @@ class SandboxServer:
                 text=step.get("text"),
                 at_ms=at_ms,
                 message_id=step.get("id"),
+                media_size=int(step["mediaSize"]) if step.get("mediaSize") else None,
             )
             self.schedule(callbacks, copies=int(step.get("copies", 1)))
         if self.scenario_done is not None:

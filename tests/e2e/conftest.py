@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -89,11 +91,54 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
         "SEND_RECONCILE_AFTER_SECONDS": "1",
         # Evidence of an ambiguous send is sought for seconds, not ten minutes.
         "SEND_CONFIRM_WINDOW_SECONDS": "6",
+        # Media downloads: retried within the tests' patience, and given up only after many.
+        "MEDIA_FETCH_BACKOFF_SECONDS": "0.3",
+        "MEDIA_FETCH_ATTEMPTS": "40",
+        "MEDIA_FETCH_LEASE_SECONDS": "4",
+        "MEDIA_SWEEP_INTERVAL_SECONDS": "1",
     }
-    with Stack(
-        database_url=_database_url(), redis_url=E2E_REDIS_URL, extra_env=fast_retries
-    ) as running:
+    with (
+        s3_bucket_for_the_stack() as storage_env,
+        Stack(
+            database_url=_database_url(),
+            redis_url=E2E_REDIS_URL,
+            extra_env={**fast_retries, **storage_env},
+        ) as running,
+    ):
         yield running
+
+
+@contextmanager
+def s3_bucket_for_the_stack() -> Iterator[dict[str, str]]:
+    """The stack's files in a fresh bucket of the S3-compatible server, when there is one
+    (.ci/run starts it); else in the stack's own folder."""
+    endpoint = os.environ.get("S3_TEST_ENDPOINT_URL", "")
+    if not endpoint:
+        yield {}
+        return
+    import boto3
+
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield {
+            "S3_BUCKET": bucket,
+            "S3_ENDPOINT_URL": endpoint,
+            "S3_ACCESS_KEY_ID": "testing",
+            "S3_SECRET_ACCESS_KEY": "testing",
+        }
+    finally:
+        listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+        for item in listed:
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
 
 
 @pytest.fixture
@@ -115,6 +160,11 @@ def e2e_account(stack: Stack, transactional_db: None, settings: Any) -> Provider
             "hang_receipts": True,
             "history_lag_seconds": 0,
             "history_omit_rate": 0,
+            "media_latency_ms": 0,
+            "media_error_rate": 0,
+            "media_ttl_seconds": 0,
+            "media_corrupt_rate": 0,
+            "media_mislabel_rate": 0,
         },
     )
     # Nor may a conversation it left open: a customer's message would join it, and the new

@@ -1,0 +1,379 @@
+"""Media files' lifecycle: tracked with their message, fetched into our storage, retried,
+given up on in words, deleted by retention.
+
+Every message that carries a platform's media gets a `MediaFile` row in the transaction that
+writes the message (`media_track`, one path for the webhook, the drain's bulk write and the
+history); after commit a task on the media lane fetches the file through the provider
+(`media_fetch`). The task claims its row with a conditional UPDATE, so a second run, a
+redelivered callback or the sweep finds nothing to do: a file is downloaded once. A fetch that
+may pass later is retried with backoff up to MEDIA_FETCH_ATTEMPTS times; then, or at once for
+a refusal that will not pass, the row says `failed` with the reason, and an agent may retry it.
+Nothing stays `pending`: the sweep re-enqueues fetches whose task was lost, and gives up on
+those out of attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO
+
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from config.queue import enqueue
+from inbox import live
+from inbox.media_facts import Facts, checksum_disagrees, facts_read, thumbnail_make
+from inbox.models import MediaFile, Message
+from inbox.services.uploads import safe_filename
+from integrations.base import (
+    MEDIA_TYPES,
+    GoneError,
+    Media,
+    MessageType,
+    ProviderError,
+    TooLargeError,
+    TransientError,
+    with_fresh_credentials,
+)
+from integrations.models import Channel
+from integrations.registry import get_provider
+
+logger = logging.getLogger(__name__)
+MEDIA_PREFIX = "media"
+# Downloads stay in memory up to this size, then spill to a temporary file on disk.
+SPOOL_BYTES = 1024 * 1024
+_DEFAULT_NAMES = {
+    MessageType.IMAGE: "photo",
+    MessageType.VIDEO: "video",
+    MessageType.AUDIO: "audio",
+    MessageType.VOICE: "voice-note",
+    MessageType.DOCUMENT: "document",
+}
+
+
+class ChecksumMismatch(TransientError):
+    """The bytes that arrived are not the file the platform described (a broken transfer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What one fetch attempt came to."""
+
+    state: str
+    detail: str = ""
+
+
+# --- Tracking ------------------------------------------------------------------------------------
+
+
+def carries_media(message: Message) -> bool:
+    """Say whether a message names a platform media file to fetch."""
+    return message.type in MEDIA_TYPES and bool(message.media_url or message.media_external_id)
+
+
+def media_track(messages: Sequence[Message]) -> list[MediaFile]:
+    """Start the lifecycle of these new messages' media: one pending row each, in the caller's
+    transaction, fetched by a task once it commits."""
+    now = timezone.now()
+    rows = [
+        MediaFile(
+            account_id=message.account_id,
+            channel_id=message.session.channel_id,
+            message=message,
+            source_url=message.media_url,
+            source_id=message.media_external_id,
+            declared_type=message.media_mime_type,
+            declared_sha256=message.media_sha256,
+            filename=_name_for(message),
+            size=message.media_size,
+            next_attempt_at=now,
+        )
+        for message in messages
+        if carries_media(message)
+    ]
+    if not rows:
+        return []
+    created = MediaFile.objects.bulk_create(rows)
+    ids = [row.pk for row in created]
+    transaction.on_commit(lambda: _fetches_enqueue(ids))
+    return created
+
+
+def _name_for(message: Message) -> str:
+    if message.media_filename:
+        return safe_filename(message.media_filename)
+    try:
+        stem = _DEFAULT_NAMES.get(MessageType(message.type), "file")
+    except ValueError:
+        stem = "file"
+    return f"{stem}-{message.pk}" if message.pk else stem
+
+
+def _fetches_enqueue(ids: Sequence[int], countdown: float = 0) -> None:
+    for media_id in ids:
+        enqueue(
+            "inbox.tasks.media_fetch",
+            media_id,
+            countdown=countdown,
+            what=f"fetch of media file {media_id}",
+        )
+
+
+# --- Fetching ------------------------------------------------------------------------------------
+
+
+def media_fetch(media_id: int) -> str:
+    """Fetch one pending media file into our storage; return what became of it.
+
+    Claimed first (a conditional UPDATE), so of two runs only one downloads.
+    """
+    media = _claim(media_id)
+    if media is None:
+        return "nothing to do"
+    if media.attempts > settings.MEDIA_FETCH_ATTEMPTS:
+        return _settle(media, Fetched(MediaFile.State.FAILED, _gave_up(media))).state
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        outcome = _download_and_store(media, spool)
+    return _settle(media, outcome).state
+
+
+def _claim(media_id: int) -> MediaFile | None:
+    now = timezone.now()
+    lease = now - timedelta(seconds=settings.MEDIA_FETCH_LEASE_SECONDS)
+    claimed = MediaFile.objects.filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=lease),
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        pk=media_id,
+        state=MediaFile.State.PENDING,
+    ).update(claimed_at=now, attempts=F("attempts") + 1)
+    if not claimed:
+        return None
+    return MediaFile.objects.select_related("account", "message").get(pk=media_id)
+
+
+def _download_and_store(media: MediaFile, spool: IO[bytes]) -> Fetched:
+    account = media.account
+    provider = get_provider(account.kind)
+    source = Media(
+        link=media.source_url,
+        mime_type=media.declared_type,
+        filename=media.filename,
+        sha256=media.declared_sha256,
+        media_id=media.source_id,
+    )
+    try:
+        with_fresh_credentials(
+            provider,
+            account.config(),
+            lambda fresh: provider.media_fetch(
+                fresh, source, spool, max_bytes=settings.MEDIA_MAX_BYTES
+            ),
+        )
+        facts = facts_read(spool, declared_type=media.declared_type)
+        if checksum_disagrees(media.declared_sha256, facts.sha256):
+            raise ChecksumMismatch(
+                f"The file that arrived does not match the platform's checksum "
+                f"(sha256 {facts.sha256[:12]}…, expected {media.declared_sha256[:12]}…)."
+            )
+    except GoneError as exc:
+        return Fetched(MediaFile.State.EXPIRED, f"The platform no longer has this file ({exc}).")
+    except TooLargeError:
+        limit = settings.MEDIA_MAX_BYTES / 1024 / 1024
+        return Fetched(
+            MediaFile.State.FAILED,
+            f"The file is larger than {limit:.0f} MiB, the most this inbox keeps "
+            "(MEDIA_MAX_BYTES); it was not downloaded.",
+        )
+    except TransientError as exc:
+        return Fetched(MediaFile.State.PENDING, str(exc.detail))
+    except ProviderError as exc:
+        return Fetched(MediaFile.State.FAILED, f"The platform refused the download: {exc.detail}")
+    _store(media, spool, facts)
+    return Fetched(MediaFile.State.STORED)
+
+
+def _store(media: MediaFile, spool: IO[bytes], facts: Facts) -> None:
+    """Write the file (and an image's thumbnail) to storage; fill in the row (not saved)."""
+    now = timezone.now()
+    folder = f"{MEDIA_PREFIX}/{now:%Y}/{now:%m}/{secrets.token_urlsafe(24)}"
+    upload = File(spool, name=media.filename)
+    upload.size = facts.size
+    media.path = default_storage.save(f"{folder}/{media.filename}", upload)
+    if facts.content_type.startswith("image/"):
+        thumbnail = thumbnail_make(spool, edge=settings.MEDIA_THUMBNAIL_EDGE)
+        if thumbnail is not None:
+            media.thumbnail_path = default_storage.save(
+                f"{folder}/thumbnail.webp", ContentFile(thumbnail)
+            )
+    media.content_type = facts.content_type
+    media.inline = facts.inline
+    media.size = facts.size
+    media.sha256 = facts.sha256
+    media.width, media.height = facts.width, facts.height
+    media.duration_seconds = facts.duration_seconds
+    media.stored_at = now
+
+
+def _gave_up(media: MediaFile) -> str:
+    last = f" The last attempt: {media.error}" if media.error else ""
+    return f"Gave up after {media.attempts - 1} attempts to download it.{last}"
+
+
+def _settle(media: MediaFile, outcome: Fetched) -> Fetched:
+    """Write what the attempt came to, if the row is still ours; tell the thread."""
+    state, detail = outcome.state, outcome.detail
+    retry_in = None
+    if state == MediaFile.State.PENDING:
+        if media.attempts >= settings.MEDIA_FETCH_ATTEMPTS:
+            state, detail = (
+                MediaFile.State.FAILED,
+                f"Gave up after {media.attempts} attempts: {detail}",
+            )
+        else:
+            retry_in = settings.MEDIA_FETCH_BACKOFF_SECONDS * 2 ** (media.attempts - 1)
+    now = timezone.now()
+    fields = {
+        "state": state,
+        "error": detail,
+        "claimed_at": None,
+        "next_attempt_at": now + timedelta(seconds=retry_in) if retry_in is not None else None,
+    }
+    if state == MediaFile.State.STORED:
+        fields.update(
+            {
+                name: getattr(media, name)
+                for name in (
+                    "path",
+                    "thumbnail_path",
+                    "content_type",
+                    "inline",
+                    "size",
+                    "sha256",
+                    "width",
+                    "height",
+                    "duration_seconds",
+                    "stored_at",
+                )
+            }
+        )
+    with transaction.atomic():
+        kept = MediaFile.objects.filter(
+            pk=media.pk, state=MediaFile.State.PENDING, claimed_at__isnull=False
+        ).update(**fields)
+        if kept:
+            _publish(media.message)
+    if not kept and state == MediaFile.State.STORED:
+        # Someone else settled it meanwhile (a lease that ran out): ours is a spare copy.
+        _files_delete([media.path, media.thumbnail_path])
+    if kept and retry_in is not None:
+        _fetches_enqueue([media.pk], countdown=retry_in)
+    if state != MediaFile.State.STORED:
+        logger.info("media file %s: %s (%s)", media.pk, state, detail)
+    return Fetched(state, detail)
+
+
+def _publish(message: Message) -> None:
+    channel_id = (
+        Message.objects.filter(pk=message.pk).values_list("session__channel_id", flat=True).first()
+    )
+    if channel_id is not None:
+        live.publish(
+            live.MESSAGE_UPDATED,
+            session_id=message.session_id,
+            channel_id=channel_id,
+            message_id=message.pk,
+        )
+
+
+def _files_delete(paths: Sequence[str]) -> None:
+    for path in paths:
+        if not path:
+            continue
+        try:
+            default_storage.delete(path)
+        except OSError:
+            logger.warning("could not delete the stored file %s", path, exc_info=True)
+
+
+# --- Retry, sweep, retention ---------------------------------------------------------------------
+
+
+def media_retry(media: MediaFile) -> bool:
+    """Try a failed fetch again from the start (an agent's *Retry*); say whether it was failed."""
+    with transaction.atomic():
+        retried = MediaFile.objects.filter(pk=media.pk, state=MediaFile.State.FAILED).update(
+            state=MediaFile.State.PENDING,
+            attempts=0,
+            error="",
+            claimed_at=None,
+            next_attempt_at=timezone.now(),
+        )
+        if retried:
+            _publish(media.message)
+            transaction.on_commit(lambda: _fetches_enqueue([media.pk]))
+    return bool(retried)
+
+
+def media_sweep(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Enqueue pending fetches whose task was lost (due a while ago, or claimed by a worker
+    that died); return how many. Each claims its row, so one enqueued twice runs once."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=max(settings.MEDIA_SWEEP_INTERVAL_SECONDS * 2, 30))
+    lease = now - timedelta(seconds=settings.MEDIA_FETCH_LEASE_SECONDS)
+    lost = list(
+        MediaFile.objects.filter(state=MediaFile.State.PENDING)
+        .filter(
+            Q(claimed_at__isnull=True, next_attempt_at__lte=now - grace) | Q(claimed_at__lt=lease)
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    _fetches_enqueue(lost)
+    return len(lost)
+
+
+def media_retention_apply(*, now: datetime | None = None, limit: int = 1000) -> int:
+    """Delete stored files older than their channel keeps them; return how many.
+
+    The row stays (`deleted`, with when), so the thread says a file was there and is gone.
+    """
+    now = now or timezone.now()
+    deleted = 0
+    for channel in Channel.objects.filter(media_retention_days__isnull=False):
+        due = media_retention_due(channel, now=now).select_related("message")[: limit - deleted]
+        for media in due:
+            deleted += _retention_delete(media, now)
+        if deleted >= limit:
+            break
+    return deleted
+
+
+def media_retention_due(channel: Channel, *, now: datetime | None = None) -> QuerySet[MediaFile]:
+    """Return a channel's stored files past its retention period (none if it keeps them)."""
+    if channel.media_retention_days is None:
+        return MediaFile.objects.none()
+    cutoff = (now or timezone.now()) - timedelta(days=channel.media_retention_days)
+    return MediaFile.objects.filter(
+        channel=channel, state=MediaFile.State.STORED, stored_at__lt=cutoff
+    )
+
+
+def _retention_delete(media: MediaFile, now: datetime) -> int:
+    with transaction.atomic():
+        gone = MediaFile.objects.filter(pk=media.pk, state=MediaFile.State.STORED).update(
+            state=MediaFile.State.DELETED, deleted_at=now
+        )
+        if gone:
+            _publish(media.message)
+    if gone:
+        _files_delete([media.path, media.thumbnail_path])
+    return gone
