@@ -232,6 +232,10 @@ def download(
         raise RejectedError(f"GET {url}: not a link that can be downloaded") from exc
     except requests.exceptions.InvalidSchema as exc:
         raise RejectedError(f"GET {url}: not a link that can be downloaded") from exc
+    except requests.Timeout as exc:
+        raise TransientError(f"GET {url}: no answer in time while downloading") from exc
+    except requests.ConnectionError as exc:
+        raise TransientError(f"GET {url}: the connection failed or was cut") from exc
     except requests.RequestException as exc:
         raise TransientError(f"GET {url}: {exc.__class__.__name__} while downloading") from exc
     elapsed_ms = (time.monotonic() - started) * 1000

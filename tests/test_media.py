@@ -569,3 +569,26 @@ def test_with_object_storage_an_allowed_agent_is_sent_to_a_signed_url_that_serve
     streamed = agent_client.get(f"/media/{media.pk}/")
     assert streamed.status_code == 200
     assert b"".join(streamed.streaming_content) == content
+
+
+@responses.activate
+def test_an_open_thread_is_told_when_a_file_on_its_way_arrives(
+    xms_session, post_callback, agent_client
+):
+    link = f"{LINK}later.png"
+    serve(link, b"", status=503)
+    serve(link, png())
+    post_callback(xms_session.account, media_callback("image", link, mime="image/png"))
+    media = only_media()
+    page = agent_client.get(f"/s/{xms_session.pk}/").content.decode()
+    shown = re.search(rf'id="message-{media.message_id}"[^>]*data-shown="([^"]+)"', page)
+    assert shown is not None and 'data-media="pending"' in page
+    updates = f"/s/{xms_session.pk}/updates/?m={media.message_id}&n=0&t=0"
+    query = f"{updates}&st={media.message_id}.{shown.group(1)}"
+
+    assert f"/media/{media.pk}/" not in agent_client.get(query).content.decode()  # unchanged
+    retry_due(media)
+    media_service.media_fetch(media.pk)
+
+    changed = agent_client.get(query).content.decode()
+    assert f'src="/media/{media.pk}/thumbnail/"' in changed

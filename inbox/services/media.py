@@ -15,6 +15,7 @@ those out of attempts.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import tempfile
 from collections.abc import Sequence
@@ -185,7 +186,9 @@ def _download_and_store(media: MediaFile, spool: IO[bytes]) -> Fetched:
                 f"(sha256 {facts.sha256[:12]}…, expected {media.declared_sha256[:12]}…)."
             )
     except GoneError as exc:
-        return Fetched(MediaFile.State.EXPIRED, f"The platform no longer has this file ({exc}).")
+        return Fetched(
+            MediaFile.State.EXPIRED, f"The platform no longer has this file ({_reason(exc)})."
+        )
     except TooLargeError:
         limit = settings.MEDIA_MAX_BYTES / 1024 / 1024
         return Fetched(
@@ -194,11 +197,24 @@ def _download_and_store(media: MediaFile, spool: IO[bytes]) -> Fetched:
             "(MEDIA_MAX_BYTES); it was not downloaded.",
         )
     except TransientError as exc:
-        return Fetched(MediaFile.State.PENDING, str(exc.detail))
+        return Fetched(MediaFile.State.PENDING, _reason(exc))
     except ProviderError as exc:
-        return Fetched(MediaFile.State.FAILED, f"The platform refused the download: {exc.detail}")
+        return Fetched(MediaFile.State.FAILED, f"The platform refused the download: {_reason(exc)}")
     _store(media, spool, facts)
     return Fetched(MediaFile.State.STORED)
+
+
+_LINK = re.compile(r"\b(?:GET|POST)?\s*https?://\S+:?\s*", re.IGNORECASE)
+
+
+def _reason(exc: ProviderError) -> str:
+    """Say why a download did not work, in words for agents: without the platform's link
+    (pages never show it; some carry the account's token), with its status where it gave one."""
+    words = _LINK.sub("", str(exc.detail)).strip(" :;,") or exc.__class__.__name__
+    status = f"HTTP {exc.status}"
+    if exc.status and status not in words:
+        words = f"{words} ({status})"
+    return words[:500]
 
 
 def _store(media: MediaFile, spool: IO[bytes], facts: Facts) -> None:
@@ -239,7 +255,10 @@ def _settle(media: MediaFile, outcome: Fetched) -> Fetched:
                 f"Gave up after {media.attempts} attempts: {detail}",
             )
         else:
-            retry_in = settings.MEDIA_FETCH_BACKOFF_SECONDS * 2 ** (media.attempts - 1)
+            retry_in = min(
+                settings.MEDIA_FETCH_BACKOFF_SECONDS * 2 ** (media.attempts - 1),
+                settings.MEDIA_FETCH_BACKOFF_MAX_SECONDS,
+            )
     now = timezone.now()
     fields = {
         "state": state,

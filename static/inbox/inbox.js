@@ -279,9 +279,16 @@
     return ids.length ? Math.max.apply(null, ids) : 0;
   }
 
+  // Messages whose look may still change: replies whose delivery may move, and files still
+  // on their way from the platform (or failed, until an agent's Retry brings them).
+  function moving(el) {
+    if (el.dataset.media === "pending" || el.dataset.media === "failed") return true;
+    return el.dataset.direction === "out" && el.dataset.status !== "read" && el.dataset.status !== "deleted";
+  }
+
   function movingStatuses() {
-    return sessionItems('#thread > [data-kind="message"][data-direction="out"]')
-      .filter(function (el) { return el.dataset.status !== "read" && el.dataset.status !== "deleted"; })
+    return sessionItems('#thread > [data-kind="message"]')
+      .filter(moving)
       .slice(-200)
       .map(function (el) { return el.dataset.i + "." + (el.dataset.shown || el.dataset.status); })
       .join(",");

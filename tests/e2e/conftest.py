@@ -93,6 +93,7 @@ def stack(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Stack]:
         "SEND_CONFIRM_WINDOW_SECONDS": "6",
         # Media downloads: retried within the tests' patience, and given up only after many.
         "MEDIA_FETCH_BACKOFF_SECONDS": "0.3",
+        "MEDIA_FETCH_BACKOFF_MAX_SECONDS": "2",
         "MEDIA_FETCH_ATTEMPTS": "40",
         "MEDIA_FETCH_LEASE_SECONDS": "4",
         "MEDIA_SWEEP_INTERVAL_SECONDS": "1",
