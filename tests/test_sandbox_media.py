@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import re
 import socket
 import threading
@@ -22,6 +21,7 @@ from integrations.sandbox import media
 from integrations.sandbox.media import media_files
 from integrations.sandbox.server import SandboxServer
 from integrations.sandbox.state import Outgoing, SandboxPlatform
+from tests import test_sandbox as sandbox_tests
 
 BASE = "http://127.0.0.1:8001"
 MEDIA_KINDS = ("image", "video", "audio", "voice", "document")
@@ -92,16 +92,9 @@ def fetch(
     return Answer(sent[0]["status"], headers, [m.get("body", b"") for m in sent[1:]])
 
 
-@pytest.fixture
-def platform() -> SandboxPlatform:
-    return SandboxPlatform(
-        api_key="sandbox-key", verify_token="tok", rng=random.Random(7), reply_rate=0.0
-    )
-
-
-@pytest.fixture
-def server(platform: SandboxPlatform) -> SandboxServer:
-    return SandboxServer(platform, rng=random.Random(7), simulate=False)
+# The sandbox's own tests' platform and server (seeded, no simulated traffic).
+platform = sandbox_tests.platform
+server = sandbox_tests.server
 
 
 def media_in(callbacks: list[Outgoing], kind: str) -> dict[str, Any]:

@@ -31,9 +31,9 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.queue import enqueue
-from inbox import live
 from inbox.media_facts import Facts, checksum_disagrees, facts_read, thumbnail_make
 from inbox.models import MediaFile, Message
+from inbox.services.messages import message_update_publish
 from inbox.services.uploads import safe_filename
 from integrations.base import (
     MEDIA_TYPES,
@@ -289,7 +289,7 @@ def _settle(media: MediaFile, outcome: Fetched) -> Fetched:
             pk=media.pk, state=MediaFile.State.PENDING, claimed_at__isnull=False
         ).update(**fields)
         if kept:
-            _publish(media.message)
+            message_update_publish(media.message)
     if not kept and state == MediaFile.State.STORED:
         # Someone else settled it meanwhile (a lease that ran out): ours is a spare copy.
         _files_delete([media.path, media.thumbnail_path])
@@ -298,19 +298,6 @@ def _settle(media: MediaFile, outcome: Fetched) -> Fetched:
     if state != MediaFile.State.STORED:
         logger.info("media file %s: %s (%s)", media.pk, state, detail)
     return Fetched(state, detail)
-
-
-def _publish(message: Message) -> None:
-    channel_id = (
-        Message.objects.filter(pk=message.pk).values_list("session__channel_id", flat=True).first()
-    )
-    if channel_id is not None:
-        live.publish(
-            live.MESSAGE_UPDATED,
-            session_id=message.session_id,
-            channel_id=channel_id,
-            message_id=message.pk,
-        )
 
 
 def _files_delete(paths: Sequence[str]) -> None:
@@ -337,7 +324,7 @@ def media_retry(media: MediaFile) -> bool:
             next_attempt_at=timezone.now(),
         )
         if retried:
-            _publish(media.message)
+            message_update_publish(media.message)
             transaction.on_commit(lambda: _fetches_enqueue([media.pk]))
     return bool(retried)
 
@@ -392,7 +379,7 @@ def _retention_delete(media: MediaFile, now: datetime) -> int:
             state=MediaFile.State.DELETED, deleted_at=now
         )
         if gone:
-            _publish(media.message)
+            message_update_publish(media.message)
     if gone:
         _files_delete([media.path, media.thumbnail_path])
     return gone

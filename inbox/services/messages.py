@@ -117,11 +117,12 @@ def message_status_advance(
     if moved:
         for field, value in updates.items():
             setattr(message, field, value)
-    _publish_update(message)
+    message_update_publish(message)
     return moved
 
 
-def _publish_update(message: Message) -> None:
+def message_update_publish(message: Message) -> None:
+    """Tell open pages that a message changed (once the transaction commits)."""
     cached = message._state.fields_cache.get("session")
     channel_id = (
         cached.channel_id
@@ -427,7 +428,7 @@ def message_copy_record(message: Message, *, external_id: str, external_id_ext: 
         Q(external_id__in=ids) | Q(external_id_ext__in=ids)
     ).update(message=message, applied_at=timezone.now())
     if created:
-        _publish_update(message)
+        message_update_publish(message)
     return created
 
 
