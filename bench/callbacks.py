@@ -31,6 +31,14 @@ MESSAGE_TYPES: Sequence[tuple[str, int]] = (
     ("video", 4),
     ("location", 6),
 )
+# The sandbox's own files, by message type (integrations/sandbox/media.py).
+MEDIA_FILES = {
+    "image": "photo.png",
+    "voice": "voice.ogg",
+    "document": "invoice.pdf",
+    "audio": "audio.wav",
+    "video": "clip.mp4",
+}
 TEXTS = (
     "Hello, my order #{n} has not arrived yet",
     "Bonjour, je voudrais changer mon adresse de livraison",
@@ -71,9 +79,18 @@ class Mix:
     """Build callback bodies for `customers` customers of one WhatsApp channel."""
 
     def __init__(
-        self, prefix: str, customers: int, seed: int = 7, tenant: dict[str, str] | None = None
+        self,
+        prefix: str,
+        customers: int,
+        seed: int = 7,
+        tenant: dict[str, str] | None = None,
+        media_base: str = "",
     ) -> None:
         self.prefix = prefix
+        # Where media messages' files are (the sandbox's plain media route): the inbox fetches
+        # every one, as it would a platform's. Without it, the documentation's placeholder link,
+        # which nobody can fetch.
+        self.media_base = media_base.rstrip("/")
         # Who the platform says it delivers for (`meta`): the account's own app, or every
         # callback would carry a "meta.appId is not this account's" warning.
         self.tenant = tenant or {}
@@ -128,6 +145,9 @@ class Mix:
             message["text"]["body"] = self.random.choice(TEXTS).format(n=self.counter)
         elif isinstance(message.get(kind), dict) and "id" in message[kind]:
             message[kind]["id"] = f"{message_id}-media"
+            if self.media_base:
+                link = f"{self.media_base}/media/{MEDIA_FILES.get(kind, 'photo.png')}"
+                message[kind].update(link=link, linkSecure=link)
         return body
 
     def status(self, external_id: str, customer: Customer, status: str) -> dict[str, Any]:

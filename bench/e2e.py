@@ -104,7 +104,9 @@ async def _floor(stream: LiveStream, channel_id: int, count: int) -> list[float]
 def run(bench: Bench) -> None:
     seconds = 3.0 if bench.quick else 15.0
     count = int(RATE * seconds)
-    mix = Mix("be", 40 if bench.quick else 200, tenant=bench.tenant())
+    mix = Mix(
+        "be", 40 if bench.quick else 200, tenant=bench.tenant(), media_base=bench.stack.sandbox_url
+    )
     items = []
     for _ in range(count):
         body = mix.message()

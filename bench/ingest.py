@@ -100,7 +100,7 @@ def _prepare(bench: Bench, mix: Mix, outbound_count: int) -> None:
 def run_ingest(bench: Bench) -> None:
     """Callbacks at rising concurrency against the webhook and the raw-insert baseline."""
     sizes = QUICK if bench.quick else FULL
-    mix = Mix("bi", sizes.customers, tenant=bench.tenant())
+    mix = Mix("bi", sizes.customers, tenant=bench.tenant(), media_base=bench.stack.sandbox_url)
     _prepare(bench, mix, sizes.outbound)
     bench.notes["ingest_mix"] = mix
     # The worker is stopped: this stage measures the webhook; the events it stores wait for
@@ -199,7 +199,7 @@ def run_processing(bench: Bench) -> None:
 
     # A backlog of customer messages only, stored as the webhook stores them, processed by a
     # worker started afterwards: events/s is messages/s.
-    mix = Mix("bp", sizes.customers, tenant=bench.tenant())
+    mix = Mix("bp", sizes.customers, tenant=bench.tenant(), media_base=bench.stack.sandbox_url)
     count = sizes.events
     bench.stack.stop_worker()
     now = timezone.now()

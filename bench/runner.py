@@ -27,6 +27,7 @@ STAGE_FUNCTIONS = {
     "processing": ("ingest", "run_processing"),
     "e2e": ("e2e", "run"),
     "outbound": ("outbound", "run"),
+    "media": ("media", "run"),
     "pages": ("pages", "run"),
     "sync": ("sync", "run"),
     "streams": ("streams", "run"),

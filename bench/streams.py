@@ -259,7 +259,7 @@ def _measure(bench: Bench, sizes: Sizes, total: int) -> _Measured:
     round also leaves the streams quiet before a customer writes."""
     http = _signed_in(bench.web_url, ADMIN_USERNAME, ADMIN_PASSWORD)
     cookie = http.cookies["sessionid"]
-    mix = Mix("bs", 50, tenant=bench.tenant())
+    mix = Mix("bs", 50, tenant=bench.tenant(), media_base=bench.stack.sandbox_url)
 
     quiet_pages: list[float] = []
     busy_pages: list[float] = []

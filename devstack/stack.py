@@ -232,6 +232,9 @@ class Stack:
             log = (self.log_dir or self.var_dir) / f"{lane}.log"
             offset = log.stat().st_size if log.exists() else 0
             args = [PYTHON, "-m", "celery", "-A", "config", "worker"]
+            if lane == "media":
+                # A lower CPU priority, as in Procfile.dev and compose: files yield to texts.
+                args = ["nice", "-n", "10", *args]
             if lane == "platform":
                 args += ["-Q", self.platform_queue, "--pool", "threads"]
                 args += ["--concurrency", str(self.platform_concurrency)]

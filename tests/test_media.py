@@ -592,3 +592,33 @@ def test_an_open_thread_is_told_when_a_file_on_its_way_arrives(
 
     changed = agent_client.get(query).content.decode()
     assert f'src="/media/{media.pk}/thumbnail/"' in changed
+
+
+@responses.activate
+def test_while_the_media_lane_has_a_backlog_the_sweep_requeues_only_fetches_whose_worker_died(
+    xms_session, post_callback, settings, monkeypatch
+):
+    for name in ("waiting.png", "orphan.png"):
+        serve(f"{LINK}{name}", b"", status=503)
+        post_callback(
+            xms_session.account, media_callback("image", f"{LINK}{name}", mime="image/png")
+        )
+    waiting, orphan = MediaFile.objects.order_by("pk")
+    long_ago = timezone.now() - timedelta(seconds=settings.MEDIA_FETCH_LEASE_SECONDS + 60)
+    MediaFile.objects.filter(pk=waiting.pk).update(next_attempt_at=long_ago)  # queued, not run
+    MediaFile.objects.filter(pk=orphan.pk).update(claimed_at=long_ago, next_attempt_at=long_ago)
+    monkeypatch.setattr(media_service, "queue_length", lambda queue: 120)
+    enqueued: list[int] = []
+    monkeypatch.setattr(
+        media_service, "_fetches_enqueue", lambda ids, countdown=0: enqueued.extend(ids)
+    )
+
+    assert media_service.media_sweep() == 1
+    assert enqueued == [orphan.pk]
+    orphan.refresh_from_db()
+    assert orphan.claimed_at is None  # the dead worker's claim is let go
+    assert media_service.media_sweep() == 0  # and it is not enqueued again at once
+
+    monkeypatch.setattr(media_service, "queue_length", lambda queue: 0)
+    assert media_service.media_sweep() == 1  # no backlog: the one merely due is enqueued too
+    assert enqueued == [orphan.pk, waiting.pk]

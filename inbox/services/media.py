@@ -30,7 +30,8 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from config.queue import enqueue
+from config.queue import enqueue, queue_length
+from inbox import live
 from inbox.media_facts import Facts, checksum_disagrees, facts_read, thumbnail_make
 from inbox.models import MediaFile, Message
 from inbox.services.messages import message_update_publish
@@ -158,7 +159,13 @@ def _claim(media_id: int) -> MediaFile | None:
     ).update(claimed_at=now, attempts=F("attempts") + 1)
     if not claimed:
         return None
-    return MediaFile.objects.select_related("account", "message").get(pk=media_id)
+    # Only what the fetch needs: the account (its credentials) and where to tell the thread.
+    media: MediaFile = (
+        MediaFile.objects.select_related("account")
+        .annotate(session_id=F("message__session_id"))
+        .get(pk=media_id)
+    )
+    return media
 
 
 def _download_and_store(media: MediaFile, spool: IO[bytes]) -> Fetched:
@@ -289,7 +296,7 @@ def _settle(media: MediaFile, outcome: Fetched) -> Fetched:
             pk=media.pk, state=MediaFile.State.PENDING, claimed_at__isnull=False
         ).update(**fields)
         if kept:
-            message_update_publish(media.message)
+            _thread_tell(media)
     if not kept and state == MediaFile.State.STORED:
         # Someone else settled it meanwhile (a lease that ran out): ours is a spare copy.
         _files_delete([media.path, media.thumbnail_path])
@@ -298,6 +305,20 @@ def _settle(media: MediaFile, outcome: Fetched) -> Fetched:
     if state != MediaFile.State.STORED:
         logger.info("media file %s: %s (%s)", media.pk, state, detail)
     return Fetched(state, detail)
+
+
+def _thread_tell(media: MediaFile) -> None:
+    """Tell open pages the file's message changed (the ids are on the row: no query)."""
+    session_id = getattr(media, "session_id", None)
+    if session_id is None:
+        message_update_publish(media.message)
+        return
+    live.publish(
+        live.MESSAGE_UPDATED,
+        session_id=session_id,
+        channel_id=media.channel_id,
+        message_id=media.message_id,
+    )
 
 
 def _files_delete(paths: Sequence[str]) -> None:
@@ -324,27 +345,38 @@ def media_retry(media: MediaFile) -> bool:
             next_attempt_at=timezone.now(),
         )
         if retried:
-            message_update_publish(media.message)
+            _thread_tell(media)
             transaction.on_commit(lambda: _fetches_enqueue([media.pk]))
     return bool(retried)
 
 
 def media_sweep(*, now: datetime | None = None, limit: int = 500) -> int:
     """Enqueue pending fetches whose task was lost (due a while ago, or claimed by a worker
-    that died); return how many. Each claims its row, so one enqueued twice runs once."""
+    that died); return how many. Each claims its row, so one enqueued twice runs once.
+
+    While the media lane has a backlog, a fetch that is merely due may be waiting in it: only
+    those whose worker died are enqueued then. Each one enqueued is not again for a while.
+    """
     now = now or timezone.now()
     grace = timedelta(seconds=max(settings.MEDIA_SWEEP_INTERVAL_SECONDS * 2, 30))
     lease = now - timedelta(seconds=settings.MEDIA_FETCH_LEASE_SECONDS)
-    lost = list(
-        MediaFile.objects.filter(state=MediaFile.State.PENDING)
-        .filter(
-            Q(claimed_at__isnull=True, next_attempt_at__lte=now - grace) | Q(claimed_at__lt=lease)
-        )
+    orphaned = Q(claimed_at__lt=lease)
+    lost = orphaned
+    if not queue_length(settings.MEDIA_QUEUE):
+        lost |= Q(claimed_at__isnull=True, next_attempt_at__lte=now - grace)
+    found = list(
+        MediaFile.objects.filter(lost, state=MediaFile.State.PENDING)
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
-    _fetches_enqueue(lost)
-    return len(lost)
+    if found:
+        # A claim outlives its lease only when its worker died, so it is cleared; a row a
+        # worker claimed since it was found no longer matches `lost` and is left alone.
+        MediaFile.objects.filter(lost, pk__in=found, state=MediaFile.State.PENDING).update(
+            next_attempt_at=now, claimed_at=None
+        )
+        _fetches_enqueue(found)
+    return len(found)
 
 
 def media_retention_apply(*, now: datetime | None = None, limit: int = 1000) -> int:
@@ -379,7 +411,7 @@ def _retention_delete(media: MediaFile, now: datetime) -> int:
             state=MediaFile.State.DELETED, deleted_at=now
         )
         if gone:
-            message_update_publish(media.message)
+            _thread_tell(media)
     if gone:
         _files_delete([media.path, media.thumbnail_path])
     return gone
