@@ -66,6 +66,12 @@ def media_fetch(media_id: int) -> str:
     return media.media_fetch(media_id)
 
 
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)
+def media_fetches_start(media_ids: list[int]) -> int:
+    """Queue the fetches of a batch of new media files (see `media.media_fetches_start`)."""
+    return media.media_fetches_start(media_ids)
+
+
 @shared_task
 def media_sweep() -> int:
     """Enqueue media fetches whose task was lost."""

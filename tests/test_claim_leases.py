@@ -61,7 +61,7 @@ INBOUND_TASKS = (
     "inbox.tasks.media_sweep",  # queues fetches; the fetches have their own lane
     "inbox.tasks.media_retention_apply",
 )
-MEDIA_TASKS = ("inbox.tasks.media_fetch",)
+MEDIA_TASKS = ("inbox.tasks.media_fetch", "inbox.tasks.media_fetches_start")
 
 
 def queue_of(task: str) -> str:

@@ -622,3 +622,44 @@ def test_while_the_media_lane_has_a_backlog_the_sweep_requeues_only_fetches_whos
     monkeypatch.setattr(media_service, "queue_length", lambda queue: 0)
     assert media_service.media_sweep() == 1  # no backlog: the one merely due is enqueued too
     assert enqueued == [orphan.pk, waiting.pk]
+
+
+@responses.activate
+def test_a_download_waits_while_callbacks_are_applied_but_never_past_its_bound(
+    xms_session, post_callback, settings, monkeypatch
+):
+    link = f"{LINK}patient.png"
+    serve(link, b"", status=503)
+    serve(link, png())
+    serve(link, png())
+    post_callback(xms_session.account, media_callback("image", link, mime="image/png"))
+    media = only_media()
+    retry_due(media)
+    settings.MEDIA_YIELD_MAX_SECONDS = 30
+    busy = iter([True, True, True, False])
+    monkeypatch.setattr(media_service, "inbound_busy", lambda: next(busy))
+    waits: list[float] = []
+    monkeypatch.setattr(media_service.time, "sleep", waits.append)
+
+    media_service.media_fetch(media.pk)
+
+    assert len(waits) == 2  # (the first look decides to wait; two more, then free)
+    media.refresh_from_db()
+    assert media.state == "stored"
+    # A file already as old as the bound does not wait, however busy the inbound side is.
+    MediaFile.objects.filter(pk=media.pk).update(
+        state="pending", created_at=timezone.now() - timedelta(seconds=31), claimed_at=None
+    )
+    monkeypatch.setattr(media_service, "inbound_busy", lambda: True)
+    media_service.media_fetch(media.pk)
+    assert len(waits) == 2
+
+
+def test_a_drain_says_callbacks_are_being_applied_for_a_moment(test_redis):
+    from integrations.services import webhooks
+
+    test_redis.delete(webhooks.KICK_KEY, webhooks.INBOUND_BUSY_KEY)  # (an earlier test's drain)
+    assert not webhooks.inbound_busy()
+    webhooks._inbound_busy_mark()
+    assert webhooks.inbound_busy()
+    assert 0 < test_redis.pttl(webhooks.INBOUND_BUSY_KEY) <= webhooks.INBOUND_BUSY_SECONDS * 1000

@@ -345,7 +345,7 @@ PLATFORM_TASKS = (
 )
 # <default>.media: fetching inbound media files from the platforms (a thread-pool worker).
 MEDIA_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.media"
-MEDIA_TASKS = ("inbox.tasks.media_fetch",)
+MEDIA_TASKS = ("inbox.tasks.media_fetch", "inbox.tasks.media_fetches_start")
 CELERY_TASK_ROUTES = {
     **{name: {"queue": PLATFORM_QUEUE} for name in PLATFORM_TASKS},
     **{name: {"queue": MEDIA_QUEUE} for name in MEDIA_TASKS},
@@ -421,6 +421,9 @@ MEDIA_FETCH_BACKOFF_MAX_SECONDS = env_float("MEDIA_FETCH_BACKOFF_MAX_SECONDS", 6
 MEDIA_FETCH_LEASE_SECONDS = env_int("MEDIA_FETCH_LEASE_SECONDS", 300)
 MEDIA_SWEEP_INTERVAL_SECONDS = env_float("MEDIA_SWEEP_INTERVAL_SECONDS", 15.0)
 MEDIA_THUMBNAIL_EDGE = env_int("MEDIA_THUMBNAIL_EDGE", 480)
+# While drains apply callbacks, a download waits (text first), but never once its file is
+# this many seconds old (0: never waits).
+MEDIA_YIELD_MAX_SECONDS = env_float("MEDIA_YIELD_MAX_SECONDS", 30.0)
 # With object storage, a browser allowed to see a file is sent on to a signed URL of the bucket
 # (the app streams nothing); off, the app streams it, for a bucket browsers cannot reach (the
 # compose file's MinIO answers only inside its network).

@@ -40,3 +40,6 @@ STORAGES = {
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 MEDIA_STORAGE_IS_S3 = False  # the files above are in memory, whatever .env says
+# Downloads run at once: in eager mode a drain's media tasks run inside it, and would wait
+# for it (tests/test_media.py tests the waiting with a busy signal of its own).
+MEDIA_YIELD_MAX_SECONDS = 0.0

@@ -24,12 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db import OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.queue import enqueue, enqueue_once, enqueue_once_started
+from config.redis import redis_client
 from integrations.applier import (
     Outcome,
     StoredCallback,
@@ -117,6 +119,30 @@ DRAIN_TASK = "integrations.tasks.webhook_events_drain"
 KICK_KEY = "switchboard:webhooks:drain-queued"
 
 
+# Set while drains are applying callbacks (renewed by each batch, gone INBOUND_BUSY_SECONDS
+# after the last): work that can wait, such as media downloads, yields to them.
+INBOUND_BUSY_KEY = "switchboard:webhooks:applying"
+INBOUND_BUSY_SECONDS = 2.0
+
+
+def inbound_busy() -> bool:
+    """Say whether callbacks are being applied or waiting for a drain (False without Redis)."""
+    client = redis_client(socket_timeout=1.0)
+    if client is None:
+        return False
+    try:
+        return bool(client.exists(KICK_KEY, INBOUND_BUSY_KEY))
+    except redis.RedisError:
+        return False
+
+
+def _inbound_busy_mark() -> None:
+    client = redis_client(socket_timeout=1.0)
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.set(INBOUND_BUSY_KEY, b"1", px=int(INBOUND_BUSY_SECONDS * 1000))
+
+
 def webhook_events_kick() -> bool:
     """Make sure a drain task is on its way; return False if that cannot be ensured.
 
@@ -152,6 +178,7 @@ def webhook_events_drain(*, batch: int | None = None, budget_seconds: float | No
         events = _claim_fresh(size)
         if not events:
             return done
+        _inbound_busy_mark()
         with _leased(events):
             _apply_claimed(events, fresh=True)
         done += len(events)
