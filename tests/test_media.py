@@ -625,8 +625,8 @@ def test_while_the_media_lane_has_a_backlog_the_sweep_requeues_only_fetches_whos
 
 
 @responses.activate
-def test_a_download_waits_while_callbacks_are_applied_but_never_past_its_bound(
-    xms_session, post_callback, settings, monkeypatch
+def test_a_download_waits_while_callbacks_are_applied_then_trickles_one_at_a_time(
+    xms_session, post_callback, settings, monkeypatch, test_redis
 ):
     link = f"{LINK}patient.png"
     serve(link, b"", status=503)
@@ -646,13 +646,26 @@ def test_a_download_waits_while_callbacks_are_applied_but_never_past_its_bound(
     assert len(waits) == 2  # (the first look decides to wait; two more, then free)
     media.refresh_from_db()
     assert media.state == "stored"
-    # A file already as old as the bound does not wait, however busy the inbound side is.
+    # A file already as old as the bound waits only for the one download at a time that may
+    # run meanwhile, however busy the inbound side is.
+    test_redis.delete(media_service.TRICKLE_KEY)
     MediaFile.objects.filter(pk=media.pk).update(
         state="pending", created_at=timezone.now() - timedelta(seconds=31), claimed_at=None
     )
     monkeypatch.setattr(media_service, "inbound_busy", lambda: True)
     media_service.media_fetch(media.pk)
     assert len(waits) == 2
+    assert not test_redis.exists(media_service.TRICKLE_KEY)  # given back
+    # While another holds that turn, it waits (until the drains are done, here).
+    MediaFile.objects.filter(pk=media.pk).update(state="pending", claimed_at=None)
+    test_redis.set(media_service.TRICKLE_KEY, "another")
+    busy = iter([True, True, False])
+    monkeypatch.setattr(media_service, "inbound_busy", lambda: next(busy))
+    media_service.media_fetch(media.pk)
+    assert len(waits) == 3
+    assert test_redis.get(media_service.TRICKLE_KEY) == b"another"  # not ours to give back
+    media.refresh_from_db()
+    assert media.state == "stored"
 
 
 def test_a_drain_says_callbacks_are_being_applied_for_a_moment(test_redis):

@@ -14,16 +14,19 @@ those out of attempts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO
 
+import redis
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
@@ -32,6 +35,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from config.queue import enqueue, queue_length
+from config.redis import redis_client
 from inbox import live
 from inbox.media_facts import Facts, checksum_disagrees, facts_read, thumbnail_make
 from inbox.models import MediaFile, Message
@@ -53,8 +57,10 @@ from integrations.services.webhooks import inbound_busy
 
 logger = logging.getLogger(__name__)
 MEDIA_PREFIX = "media"
-# How often a download waiting for the callbacks being applied looks again.
+# How often a download waiting for the callbacks being applied looks again, and the key of the
+# one download at a time that may run meanwhile once its file waited MEDIA_YIELD_MAX_SECONDS.
 YIELD_POLL_SECONDS = 0.2
+TRICKLE_KEY = "switchboard:media:trickle"
 # Downloads stay in memory up to this size, then spill to a temporary file on disk.
 SPOOL_BYTES = 1024 * 1024
 _DEFAULT_NAMES = {
@@ -153,36 +159,71 @@ def media_fetch(media_id: int) -> str:
     """Fetch one pending media file into our storage; return what became of it.
 
     Claimed first (a conditional UPDATE), so of two runs only one downloads. Before that, it
-    waits while callbacks are being applied (`_yield_to_inbound`): text first.
+    waits for its turn while callbacks are being applied (`_turn`): text first.
     """
-    _yield_to_inbound(media_id)
-    media = _claim(media_id)
-    if media is None:
-        return "nothing to do"
-    if media.attempts > settings.MEDIA_FETCH_ATTEMPTS:
-        return _settle(media, Fetched(MediaFile.State.FAILED, _gave_up(media))).state
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-        outcome = _download_and_store(media, spool)
-    return _settle(media, outcome).state
+    with _turn(media_id):
+        media = _claim(media_id)
+        if media is None:
+            return "nothing to do"
+        if media.attempts > settings.MEDIA_FETCH_ATTEMPTS:
+            return _settle(media, Fetched(MediaFile.State.FAILED, _gave_up(media))).state
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            outcome = _download_and_store(media, spool)
+        return _settle(media, outcome).state
 
 
-def _yield_to_inbound(media_id: int) -> None:
-    """Wait while drains apply callbacks, until the file is MEDIA_YIELD_MAX_SECONDS old.
+@contextmanager
+def _turn(media_id: int) -> Iterator[None]:
+    """Wait for this download's turn: at once while no callbacks are being applied; while
+    drains apply them, after them (text first), but not once the file is MEDIA_YIELD_MAX_SECONDS
+    old, and then one such download at a time (a trickle under steady load).
 
     On a busy machine a burst of downloads (each a claim, a transfer, a checksum, perhaps a
     thumbnail) would take CPU and database time from the text of the messages arriving with
-    them; a file waits a little instead, and never longer than that bound, so under steady
-    load the files still come, later.
+    them; so files wait a little, and under load that does not stop they still come, slower.
     """
     limit = settings.MEDIA_YIELD_MAX_SECONDS
     if limit <= 0 or not inbound_busy():
+        yield
         return
     created = MediaFile.objects.filter(pk=media_id).values_list("created_at", flat=True).first()
     if created is None:
+        yield
         return
     deadline = created + timedelta(seconds=limit)
-    while timezone.now() < deadline and inbound_busy():
+    token = secrets.token_hex(8)
+    slot = False
+    while inbound_busy():
+        if timezone.now() >= deadline and _slot_take(token):
+            slot = True
+            break
         time.sleep(YIELD_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        if slot:
+            _slot_give(token)
+
+
+def _slot_take(token: str) -> bool:
+    client = redis_client(socket_timeout=1.0)
+    if client is None:
+        return True
+    try:
+        # Held no longer than a download may take, in case its worker dies holding it.
+        hold_ms = int((settings.MEDIA_READ_TIMEOUT_SECONDS + 10) * 1000)
+        return bool(client.set(TRICKLE_KEY, token, nx=True, px=hold_ms))
+    except redis.RedisError:
+        return True
+
+
+def _slot_give(token: str) -> None:
+    client = redis_client(socket_timeout=1.0)
+    if client is None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        if client.get(TRICKLE_KEY) == token.encode():
+            client.delete(TRICKLE_KEY)
 
 
 def _claim(media_id: int) -> MediaFile | None:
