@@ -676,3 +676,17 @@ def test_a_drain_says_callbacks_are_being_applied_for_a_moment(test_redis):
     webhooks._inbound_busy_mark()
     assert webhooks.inbound_busy()
     assert 0 < test_redis.pttl(webhooks.INBOUND_BUSY_KEY) <= webhooks.INBOUND_BUSY_SECONDS * 1000
+
+
+def test_pages_load_media_from_our_own_origin_and_only_the_bucket_they_are_sent_on_to(client):
+    from config.settings.base import media_sources
+
+    assert media_sources("", s3=False, redirect=True) == []
+    assert media_sources("http://127.0.0.1:9310", s3=True, redirect=False) == []
+    assert media_sources("http://127.0.0.1:9310/", s3=True, redirect=True) == [
+        "http://127.0.0.1:9310"
+    ]
+    assert media_sources("", s3=True, redirect=True) == ["https://*.amazonaws.com"]
+    policy = client.get("/login/")["Content-Security-Policy"]
+    img_src = next(d for d in policy.split(";") if d.strip().startswith("img-src"))
+    assert img_src.split()[1:] == ["'self'", "data:", "blob:"]  # (no S3 in the test settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -248,6 +249,17 @@ def s3_storage_options(
     if location:
         options["location"] = location
     return options
+
+
+def media_sources(endpoint_url: str, *, s3: bool, redirect: bool) -> list[str]:
+    """Return the origins besides our own that pages load stored files from: the bucket's,
+    when the media view sends browsers on to signed URLs there."""
+    if not (s3 and redirect):
+        return []
+    if endpoint_url:
+        parts = urlsplit(endpoint_url)
+        return [f"{parts.scheme}://{parts.netloc}"]
+    return ["https://*.amazonaws.com"]
 
 
 MEDIA_STORAGE_IS_S3 = bool(env_str("S3_BUCKET"))
@@ -598,10 +610,12 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 SECURE_REFERRER_POLICY = "same-origin"
 
 # Content-Security-Policy on every page (django-csp): scripts and styles from our own static
-# files only, no inline script or style. Customer media (images, audio, video) is loaded from
-# the platforms' own hosts, so those come from any HTTPS origin (and plain HTTP without
-# DJANGO_HTTPS, where the sandbox serves them). Pages that need more say so next to their view.
-_MEDIA_SOURCES = ["https:"] if HTTPS else ["https:", "http:"]
+# files only, no inline script or style. Customer media (images, audio, video) is ours, served
+# by the media view: from our own origin, or from the bucket it sends a browser on to. Pages
+# that need more say so next to their view.
+_MEDIA_SOURCES = media_sources(
+    env_str("S3_ENDPOINT_URL"), s3=MEDIA_STORAGE_IS_S3, redirect=MEDIA_SERVE_REDIRECT
+)
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
