@@ -228,9 +228,11 @@ def download(
                     )
                 into.write(chunk)
             content_type = response.headers.get("content-type", "")
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-        raise RejectedError(f"GET {url}: not a link that can be downloaded") from exc
-    except requests.exceptions.InvalidSchema as exc:
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidSchema,
+    ) as exc:
         raise RejectedError(f"GET {url}: not a link that can be downloaded") from exc
     except requests.Timeout as exc:
         raise TransientError(f"GET {url}: no answer in time while downloading") from exc

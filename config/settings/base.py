@@ -405,14 +405,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.channels_sync_all",
         "schedule": float(env_int("CHANNEL_SYNC_INTERVAL_SECONDS", 60 * 60)),
     },
-    "media-sweep": {
-        "task": "inbox.tasks.media_sweep",
-        "schedule": env_float("MEDIA_SWEEP_INTERVAL_SECONDS", 15.0),
-    },
-    "media-retention": {
-        "task": "inbox.tasks.media_retention_apply",
-        "schedule": env_float("MEDIA_RETENTION_INTERVAL_SECONDS", 3600.0),
-    },
     "accounts-poll": {
         "task": "integrations.tasks.accounts_poll_due",
         "schedule": POLL_INTERVAL_SECONDS,
@@ -444,6 +436,14 @@ MEDIA_SERVE_REDIRECT = env_bool("MEDIA_SERVE_REDIRECT", True)
 MEDIA_PLATFORM_LINK_SECONDS = env_int("MEDIA_PLATFORM_LINK_SECONDS", 24 * 3600)
 # How often retention runs (it deletes files older than their channel keeps them).
 MEDIA_RETENTION_INTERVAL_SECONDS = env_float("MEDIA_RETENTION_INTERVAL_SECONDS", 3600.0)
+CELERY_BEAT_SCHEDULE["media-sweep"] = {
+    "task": "inbox.tasks.media_sweep",
+    "schedule": MEDIA_SWEEP_INTERVAL_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["media-retention"] = {
+    "task": "inbox.tasks.media_retention_apply",
+    "schedule": MEDIA_RETENTION_INTERVAL_SECONDS,
+}
 
 # Webhooks.
 # `make bench` mounts its baseline endpoints under /_bench/ (bench/views.py); nothing else does.

@@ -23,7 +23,6 @@ from integrations.base import (
     MessageType,
     OutboundRequest,
     Provider,
-    ProviderError,
     RejectedError,
     RequestCheck,
     SendResult,
@@ -31,7 +30,7 @@ from integrations.base import (
     TemplateInfo,
     TransientError,
 )
-from integrations.downloads import media_download
+from integrations.downloads import http_errors, media_download
 from integrations.xms import outbound, schemas
 from integrations.xms.client import XmsClient, envelope_field
 from integrations.xms.languages import CONTACT_LANGUAGES
@@ -41,29 +40,20 @@ VERIFY_TOKEN_HEADER = "x-verify-token"  # noqa: S105 - a header name, not a secr
 
 @contextmanager
 def platform_errors() -> Iterator[None]:
-    """Raise the provider contract's errors for the HTTP seam's: callers never see HTTP errors.
+    """Raise the provider contract's errors for the HTTP seam's (`downloads.http_errors`, the
+    one translation): callers never see HTTP errors.
 
     Message, status, the platform's words and code pass on unchanged (spec §1.5); a refusal
     also names the field its envelope's first error names.
     """
     try:
-        yield
-    except http.RejectedError as exc:
-        field = envelope_field(exc.body) if isinstance(exc.body, dict) else ""
-        raise RejectedError(
-            str(exc), status=exc.status, detail=exc.detail, code=exc.code, field=field
-        ) from exc
-    except http.HttpError as exc:
-        error = next((e for h, e in _ERRORS if isinstance(exc, h)), ProviderError)
-        raise error(str(exc), status=exc.status, detail=exc.detail, code=exc.code) from exc
-
-
-# The HTTP seam's classes and the contract's, most specific first (ambiguous is transient).
-_ERRORS: tuple[tuple[type[http.HttpError], type[ProviderError]], ...] = (
-    (http.AmbiguousError, AmbiguousError),
-    (http.TransientError, TransientError),
-    (http.AuthError, AuthenticationError),
-)
+        with http_errors():
+            yield
+    except RejectedError as exc:
+        cause = exc.__cause__
+        if not exc.field and isinstance(cause, http.HttpError) and isinstance(cause.body, dict):
+            exc.field = envelope_field(cause.body)
+        raise
 
 
 # Answers to a send that say the platform did not take it (spec §7: retry only these).
