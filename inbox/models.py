@@ -62,6 +62,10 @@ class ContactIdentity(models.Model):
     external_id = models.TextField("platform id", help_text="The platform's contact id.")
     address = models.CharField(max_length=255, blank=True, help_text="Phone/handle on the medium.")
     profile_name = models.CharField(max_length=255, blank=True)
+    # When the customer opted out (a keyword such as STOP, an unsubscription the platform
+    # reports). Nothing may be sent to them until they write again: a message of theirs
+    # after this moment opts them back in (`inbox.selectors.contacts.identity_opt_out`).
+    opted_out_at = models.DateTimeField(null=True, blank=True)
     raw = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -249,6 +253,11 @@ class Message(models.Model):
     # When the first attempt was made: evidence of an ambiguous send is sought from then on,
     # however often the row is reclaimed.
     first_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A platform that pushes no receipts (Capability.RECEIPTS_FETCH) is asked where this send
+    # is: next at this time (null: RECEIPTS_FETCH_BACKOFF_SECONDS[0] after it was accepted),
+    # after `receipt_checks` looks that found nothing final.
+    receipt_check_at = models.DateTimeField(null=True, blank=True)
+    receipt_checks = models.PositiveSmallIntegerField(default=0, db_default=0)
     replaces = models.ForeignKey(
         "self",
         on_delete=models.SET_NULL,
@@ -301,6 +310,12 @@ class Message(models.Model):
                 fields=["id"],
                 condition=Q(status__in=["queued", "sending"], direction="out"),
                 name="message_unsettled_order_idx",
+            ),
+            # Sends on their way whose receipts are asked for (`receipts_fetch`), by when.
+            models.Index(
+                fields=["account", "receipt_check_at", "accepted_at"],
+                condition=Q(status__in=["sent", "delivered"], direction="out"),
+                name="message_receipt_check_idx",
             ),
         ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from inbox.services import deliver, history, media, reconcile, session_actions
+from inbox.services import deliver, history, media, receipts_fetch, reconcile, session_actions
 from integrations.base import ProviderError
 
 
@@ -82,3 +82,15 @@ def media_sweep() -> int:
 def media_retention_apply() -> int:
     """Delete media files older than their channel keeps them."""
     return media.media_retention_apply()
+
+
+@shared_task
+def receipts_fetch_due() -> int:
+    """Queue receipts looks for the platforms that push none (see `receipts_fetch`)."""
+    return receipts_fetch.receipts_fetch_due()
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=2, max_retries=5)
+def account_receipts_fetch(account_id: str) -> int:
+    """Look up where one account's sends are (see `receipts_fetch.account_receipts_fetch`)."""
+    return receipts_fetch.account_receipts_fetch(account_id)

@@ -27,7 +27,7 @@ from integrations.models import (
     TemplateApproval,
     WebhookEvent,
 )
-from integrations.registry import get_provider
+from integrations.registry import KIND_LABELS, PROVIDERS, get_provider
 from integrations.services.accounts import account_credentials_test, account_webhook_register
 from integrations.services.channels import channels_sync
 from integrations.services.templates import templates_sync
@@ -65,7 +65,15 @@ class ProviderAccountForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Each platform names its two credentials its own way (MessageWhiz: password, email).
+        names = {kind: get_provider(kind).credential_labels for kind in PROVIDERS}
+        for index, field in enumerate(("api_key", "api_id")):
+            self.fields[field].help_text = "Encrypted at rest. " + "; ".join(
+                f"{KIND_LABELS.get(kind, kind)}: {labels[index]}" for kind, labels in names.items()
+            )
         if self.instance.pk:
+            key_label, id_label = get_provider(self.instance.kind).credential_labels
+            self.fields["api_key"].label, self.fields["api_id"].label = key_label, id_label
             self.fields[
                 "api_key"
             ].help_text = f"Stored: {mask(self.instance.api_key)}. Leave blank to keep it."

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import enum
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, ClassVar, TypeVar
@@ -39,6 +39,24 @@ class Medium(enum.StrEnum):
     WEBCHAT = "webchat"
     PUSH = "push"
     OTHER = "other"
+
+
+# What people call each medium (the enum's names are for code).
+MEDIUM_LABELS: Mapping[str, str] = {
+    Medium.WHATSAPP: "WhatsApp",
+    Medium.SMS: "SMS",
+    Medium.TELEGRAM: "Telegram",
+    Medium.VIBER: "Viber",
+    Medium.RCS: "RCS",
+    Medium.FACEBOOK: "Facebook",
+    Medium.INSTAGRAM: "Instagram",
+    Medium.TWITTER: "X (Twitter)",
+    Medium.WECHAT: "WeChat",
+    Medium.EMAIL: "Email",
+    Medium.WEBCHAT: "Web chat",
+    Medium.PUSH: "Push",
+    Medium.OTHER: "Other",
+}
 
 
 class MessageType(enum.StrEnum):
@@ -212,6 +230,10 @@ class ContactProfile:
     business_name: str = ""
     business_email: str = ""
     business_phone: str = ""
+    # When the customer asked to hear no more from the business (an opt-out keyword, an
+    # unsubscription the platform reports); a message they send later opts them back in.
+    # None: the platform said nothing about it.
+    opted_out_at: datetime | None = None
     raw: JSON = field(default_factory=dict)
 
 
@@ -226,6 +248,9 @@ class Media:
     sha256: str = ""
     media_id: str = ""
     size: int | None = None
+    # Smaller renditions the platform made of an uploaded file, for a send that names them.
+    thumbnail_link: str = ""
+    preview_link: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +330,17 @@ class PollPage:
     more: bool = False
     # How many items it holds (nothing to store when 0; the cursor still moves).
     items: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """One of our sends still on its way, whose receipt a platform that pushes none is asked
+    for (`Provider.receipts_fetch`)."""
+
+    external_id: str
+    contact_external_id: str
+    channel_external_id: str
+    sent_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +464,8 @@ class OutboundRequest:
 
     channel_external_id: str
     type: MessageType
+    # The channel's medium (whatsapp, sms...), for a platform whose calls differ by medium.
+    medium: str = ""
     to_contact_id: str = ""
     to_phone: str = ""
     to_name: str = ""
@@ -569,6 +607,9 @@ class Capability(enum.StrEnum):
     # Take a file uploaded before the send that uses it (`media_upload`), as MessageWhiz
     # requires; without it the platform fetches media from the link we send (XMS).
     MEDIA_UPLOAD = "media_upload"
+    # Push no delivery receipts: the inbox asks for those of its sends still on their way
+    # (`receipts_fetch`), with backoff, until they are final or too old.
+    RECEIPTS_FETCH = "receipts_fetch"
 
 
 # What each missing capability is, for the reason the inbox gives ("Acme cannot …").
@@ -583,6 +624,7 @@ CAPABILITY_WORDS: Mapping[Capability, str] = {
     Capability.WEBHOOK: "take a callback URL",
     Capability.CONTACT_LANGUAGE: "keep a contact's language",
     Capability.MEDIA_UPLOAD: "take uploaded files",
+    Capability.RECEIPTS_FETCH: "list its delivery statuses",
 }
 
 # What a platform does rather than a call it takes: no method of its own.
@@ -599,6 +641,7 @@ CAPABILITY_METHODS: Mapping[Capability, str] = {
     Capability.WEBHOOK: "register_webhook",
     Capability.CONTACT_LANGUAGE: "contact_set_language",
     Capability.MEDIA_UPLOAD: "media_upload",
+    Capability.RECEIPTS_FETCH: "receipts_fetch",
 }
 
 
@@ -626,16 +669,27 @@ class Provider(abc.ABC):
     # The type a platform lists one of our sends under in a session's history, where it is
     # not the type we sent (XMS sends a voice note as audio), so our sends are recognized.
     listed_types: ClassVar[Mapping[MessageType, MessageType]] = {}
+    # What can be sent on each medium (a platform's capability matrix): a medium not listed
+    # takes every type the inbox sends. The composer offers nothing else, and a send of
+    # another type is refused in words before anything is stored.
+    sendable_types: ClassVar[Mapping[str, frozenset[MessageType]]] = {}
     # The languages `contact_set_language` takes, with names for a picker (none: it takes none).
     contact_languages: ClassVar[tuple[Language, ...]] = ()
     # How a refused caller is told to authenticate (the 401's WWW-Authenticate), and the
     # request headers that carry secrets (never stored with a callback).
+    # What the account's two credentials are called at this platform (`api_key`, `api_id`).
+    credential_labels: ClassVar[tuple[str, str]] = ("API key", "API id")
     request_auth_scheme: ClassVar[str] = "Token"
     request_secret_headers: ClassVar[frozenset[str]] = frozenset()
 
     def can(self, capability: Capability) -> bool:
         """Say whether the platform can do `capability` (the inbox offers nothing else)."""
         return capability in self.capabilities
+
+    def can_send(self, medium: str, kind: MessageType) -> bool:
+        """Say whether a message of type `kind` can be sent on a channel of `medium`."""
+        allowed = self.sendable_types.get(medium)
+        return allowed is None or kind in allowed
 
     def unsupported(self, capability: Capability) -> UnsupportedError:
         """The refusal for a capability the platform lacks, in words for the person asking."""
@@ -769,6 +823,11 @@ class Provider(abc.ABC):
         return next(
             (lang for lang in self.contact_languages if lang.code.casefold() == wanted), None
         )
+
+    def receipts_fetch(self, account: AccountConfig, sends: Sequence[SentMessage]) -> PollPage:
+        """Ask the platform where these sends of ours are; return a page to store and apply
+        like a callback (its receipts move them on, never back). Its `cursor` is unused."""
+        raise self.unsupported(Capability.RECEIPTS_FETCH)
 
     def poll(self, account: AccountConfig, cursor: str) -> PollPage:
         """Fetch one page of what arrived since `cursor` ("": from now on) for a platform whose

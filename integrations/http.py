@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import requests
@@ -113,6 +113,7 @@ class HttpResponse:
     json: Any
     text: str
     elapsed_ms: float
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
@@ -128,8 +129,10 @@ def request(
     json: Any = None,
     params: Mapping[str, Any] | None = None,
     timeout: tuple[float, float] | None = None,
+    files: Mapping[str, tuple[str, bytes, str]] | None = None,
 ) -> HttpResponse:
-    """Make one HTTP call; return the 2xx response or raise a classified `HttpError`."""
+    """Make one HTTP call; return the 2xx response or raise a classified `HttpError`
+    (`files`: a multipart/form-data body, {field: (filename, content, content type)})."""
     timeout = timeout or (settings.PLATFORM_CONNECT_TIMEOUT, settings.PLATFORM_READ_TIMEOUT)
     all_headers = {"Accept": "application/json", **(headers or {})}
     started = time.monotonic()
@@ -141,6 +144,7 @@ def request(
             headers=all_headers,
             json=json,
             params=params,
+            files=files,
             timeout=timeout,
             allow_redirects=False,
         )
@@ -183,7 +187,13 @@ def request(
             status=status,
         )
     if 200 <= status < 300:
-        return HttpResponse(status=status, json=body, text=response.text, elapsed_ms=elapsed_ms)
+        return HttpResponse(
+            status=status,
+            json=body,
+            text=response.text,
+            elapsed_ms=elapsed_ms,
+            headers=dict(response.headers),
+        )
     detail = f"{method} {url}: HTTP {status}"
     if status in (401, 403):
         raise AuthError(detail, status=status, body=body)

@@ -13,10 +13,12 @@ from integrations.base import Provider, ProviderNotFound
 
 PROVIDERS: dict[str, str] = {
     "xms": "integrations.xms.provider.XmsProvider",
+    "messagewhiz": "integrations.messagewhiz.provider.MessageWhizProvider",
 }
 
 KIND_LABELS: dict[str, str] = {
     "xms": "Mehery XMS",
+    "messagewhiz": "MessageWhiz",
 }
 
 

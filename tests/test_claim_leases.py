@@ -50,6 +50,7 @@ PLATFORM_TASKS = (
     "integrations.tasks.templates_sync_account",
     "integrations.tasks.channels_sync_all",
     "integrations.tasks.account_poll",
+    "inbox.tasks.account_receipts_fetch",
 )
 INBOUND_TASKS = (
     "integrations.tasks.webhook_event_process",
@@ -58,6 +59,7 @@ INBOUND_TASKS = (
     "inbox.tasks.messages_reap",
     "inbox.tasks.session_actions_reap",
     "integrations.tasks.accounts_poll_due",  # queues polls; the polls are platform calls
+    "inbox.tasks.receipts_fetch_due",  # queues receipts looks; the looks are platform calls
     "inbox.tasks.media_sweep",  # queues fetches; the fetches have their own lane
     "inbox.tasks.media_retention_apply",
 )

@@ -354,6 +354,7 @@ PLATFORM_TASKS = (
     "integrations.tasks.templates_sync_account",
     "integrations.tasks.channels_sync_all",
     "integrations.tasks.account_poll",
+    "inbox.tasks.account_receipts_fetch",
 )
 # <default>.media: fetching inbound media files from the platforms (a thread-pool worker).
 MEDIA_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.media"
@@ -384,6 +385,25 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # fetches up to POLL_MAX_PAGES pages while the platform says more is waiting.
 POLL_INTERVAL_SECONDS = env_float("POLL_INTERVAL_SECONDS", 5.0)
 POLL_MAX_PAGES = env_int("POLL_MAX_PAGES", 20)
+# MessageWhiz polling (spec §4.3). Customers are read down to the newest activity seen less
+# this overlap, so a message the platform lists late is still found (a longer overlap costs
+# more customer pages per cycle while customers are busy, none when they are quiet).
+MW_POLL_OVERLAP_SECONDS = env_float("MW_POLL_OVERLAP_SECONDS", 15.0)
+# Customers whose histories one stored page holds (more wait in the cursor for the next page).
+MW_POLL_CUSTOMERS_PER_PAGE = env_int("MW_POLL_CUSTOMERS_PER_PAGE", 100)
+# History calls at once per account (§4.3: about 4).
+MW_HISTORY_CONCURRENCY = env_int("MW_HISTORY_CONCURRENCY", 4)
+# How far back a new account's first poll reads (§4.3 initial sync).
+MW_BACKFILL_HOURS = env_float("MW_BACKFILL_HOURS", 24.0)
+# Platforms that push no receipts (Capability.RECEIPTS_FETCH): sends on their way are looked
+# up this often (seconds after the send, then after each look that found no final status),
+# until final or older than RECEIPTS_FETCH_MAX_AGE_HOURS (delivered ones: a day, for READ).
+RECEIPTS_FETCH_BACKOFF_SECONDS = tuple(
+    float(s)
+    for s in env_str("RECEIPTS_FETCH_BACKOFF_SECONDS", "2,4,8,15,30,60,300,900,3600").split(",")
+)
+RECEIPTS_FETCH_MAX_AGE_HOURS = env_float("RECEIPTS_FETCH_MAX_AGE_HOURS", 72.0)
+RECEIPTS_FETCH_BATCH = env_int("RECEIPTS_FETCH_BATCH", 500)
 CELERY_BEAT_SCHEDULE = {
     "webhook-events-sweep": {
         "task": "integrations.tasks.webhook_events_sweep",
@@ -407,6 +427,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "accounts-poll": {
         "task": "integrations.tasks.accounts_poll_due",
+        "schedule": POLL_INTERVAL_SECONDS,
+    },
+    "receipts-fetch": {
+        "task": "inbox.tasks.receipts_fetch_due",
         "schedule": POLL_INTERVAL_SECONDS,
     },
 }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.utils import timezone
+
 from accounts.models import User
 from inbox.models import ContactIdentity, Session
 from inbox.selectors.visibility import (
@@ -50,3 +54,26 @@ def contact_identities_visible(user: User, session: Session) -> list[ContactIden
         return identities
     visible = set(channels_visible_to(user).values_list("pk", flat=True))
     return [i for i in identities if i.channel_id in visible]
+
+
+def identity_opt_out(identity: ContactIdentity | None) -> datetime | None:
+    """Return when the customer opted out, if they still are (None: they may be written to).
+
+    They are until they write again: a message of theirs after the opt-out, on any channel of
+    the account, opts them back in (a platform that keeps opt-outs lifts them so too).
+    """
+    if identity is None or identity.opted_out_at is None:
+        return None
+    wrote_since = Session.objects.filter(
+        identity_id=identity.pk, last_inbound_at__gt=identity.opted_out_at
+    ).exists()
+    return None if wrote_since else identity.opted_out_at
+
+
+def opt_out_reason(opted_out_at: datetime) -> str:
+    """Say why nothing can be sent to an opted-out customer, in words for agents."""
+    when = timezone.localtime(opted_out_at).strftime("%d %b %Y, %H:%M")
+    return (
+        f"The customer opted out on {when} (they asked to receive no more messages). "
+        "Nothing can be sent to them until they write again."
+    )

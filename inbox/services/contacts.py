@@ -123,6 +123,7 @@ def _identity_row(
         medium=medium,
         address=address,
         profile_name=profile.name,
+        opted_out_at=profile.opted_out_at,
         raw=profile.raw,
     )
 
@@ -167,6 +168,11 @@ def _identity_refresh(
     if profile.raw and profile.raw != identity.raw and "lane" in profile.raw:
         identity.raw = profile.raw
         changed.append("raw")
+    if profile.opted_out_at is not None and (
+        identity.opted_out_at is None or profile.opted_out_at > identity.opted_out_at
+    ):
+        identity.opted_out_at = profile.opted_out_at
+        changed.append("opted_out_at")
     if changed:
         identity.save(update_fields=[*changed, "updated_at"])
 

@@ -134,6 +134,7 @@ def _request_for(message: Message) -> OutboundRequest:
     return OutboundRequest(
         channel_external_id=session.channel.external_id,
         type=kind,
+        medium=session.channel.medium,
         to_contact_id=identity.external_id if identity else "",
         to_phone=(identity.address if identity and identity.address.isdigit() else "")
         or (contact.phone if contact.phone.isdigit() else ""),
@@ -548,7 +549,17 @@ def _with_upload(
         )
     except AmbiguousError as exc:
         raise TransientError(f"the upload went unanswered: {exc}", detail=exc.detail) from exc
-    return replace(request, media=replace(media, media_id=taken.media_id, link=taken.link))
+    return replace(
+        request,
+        media=replace(
+            media,
+            media_id=taken.media_id,
+            link=taken.link,
+            size=taken.size or media.size,
+            thumbnail_link=taken.thumbnail_link,
+            preview_link=taken.preview_link,
+        ),
+    )
 
 
 _pool: ThreadPoolExecutor | None = None

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from inbox import live
 from inbox.models import Message, MessageStatusChange, Session, TimelineEntry
+from inbox.selectors.contacts import identity_opt_out, opt_out_reason
 from inbox.services.deliver import (
     delivery_enqueue,
     delivery_start,
@@ -42,6 +43,7 @@ from inbox.services.stored_files import upload_path_of
 from inbox.services.timeline import timeline_add
 from inbox.window import session_window
 from integrations.base import (
+    MEDIUM_LABELS,
     Capability,
     MessageType,
 )
@@ -114,6 +116,16 @@ def _check(session: Session, draft: Draft) -> None:
         raise SendRefused("invalid_type", f"Unknown message type {draft.type!r}.") from None
     if kind not in SENDABLE_TYPES:
         raise SendRefused("invalid_type", f"A {kind} message cannot be sent.")
+    provider = get_provider(account_kind(session.account_id))
+    if not provider.can_send(channel.medium, kind):
+        raise SendRefused(
+            "unsupported_type",
+            f"{provider.label} cannot send {_a(kind)} on {MEDIUM_LABELS.get(channel.medium, channel.medium)} "
+            f"({channel}).",
+        )
+    opted_out_at = identity_opt_out(session.identity)
+    if opted_out_at is not None:
+        raise SendRefused("opted_out", opt_out_reason(opted_out_at))
     if kind is MessageType.TEXT and not draft.body.strip():
         raise SendRefused("empty", "The message is empty.")
     if kind is MessageType.TEXT and len(draft.body) > 4096:
@@ -166,6 +178,13 @@ def _check(session: Session, draft: Draft) -> None:
     window = session_window(session)
     if not window.is_open:
         raise SendRefused("window_closed", window.reason)
+
+
+def _a(kind: MessageType) -> str:
+    word = {MessageType.TEXT: "text message", MessageType.CONTACT: "contact card"}.get(
+        kind, kind.value
+    )
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _refuse_media_link_if_uploads_only(session: Session, draft: Draft) -> None:

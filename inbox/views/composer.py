@@ -7,7 +7,9 @@ from typing import Any
 
 from inbox.models import CannedReply, Session
 from inbox.views.common import WindowView
+from integrations.base import MEDIUM_LABELS, Capability, MessageType
 from integrations.models import Template
+from integrations.registry import get_provider
 
 _CANNED_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
 
@@ -33,9 +35,41 @@ def compose_mode(asked: str, session: Session, window: WindowView) -> str:
     return "template" if blocked else "reply"
 
 
-def composer_state(session: Session, window: WindowView) -> str:
+def composer_state(session: Session, window: WindowView, *, opted_out: bool = False) -> str:
     """Name what decides the composer's modes; a live refresh redraws it when this changes."""
+    if opted_out:
+        return "opted-out"
     return "session-closed" if session.status == Session.Status.CLOSED else window.state
+
+
+# What the file picker offers for each type a channel can carry.
+_ACCEPT = {
+    MessageType.IMAGE: "image/*",
+    MessageType.VIDEO: "video/*",
+    MessageType.AUDIO: "audio/*",
+    MessageType.VOICE: "audio/*",
+    MessageType.DOCUMENT: ".pdf,.doc,.docx,.xls,.xlsx,.ppt,.pptx,.odt,.ods,.odp,.rtf,.txt,.csv",
+}
+
+
+def channel_offers(session: Session) -> dict[str, Any]:
+    """What the composer offers on this session's channel: files (and which), templates.
+
+    From the platform's capability matrix (`Provider.sendable_types`): an SMS channel that
+    carries only text shows no Attach, a Viber one takes pictures only.
+    """
+    provider = get_provider(session.account.kind)
+    medium = session.channel.medium
+    accept = []
+    for kind, pattern in _ACCEPT.items():
+        if provider.can_send(medium, kind) and pattern not in accept:
+            accept.append(pattern)
+    return {
+        "attach_accept": ",".join(accept),
+        "can_template": provider.can(Capability.TEMPLATES)
+        and provider.can_send(medium, MessageType.TEMPLATE),
+        "medium_label": MEDIUM_LABELS.get(medium, medium),
+    }
 
 
 def template_choice(templates: list[Template], value: str | None) -> Template | None:

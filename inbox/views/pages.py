@@ -23,7 +23,12 @@ from inbox import live
 from inbox.models import Message, Session, SessionAction
 from inbox.request_checks import id_from
 from inbox.selectors.changes import session_list_stamp, session_thread_stamp
-from inbox.selectors.contacts import contact_identities_visible, contact_sessions_other
+from inbox.selectors.contacts import (
+    contact_identities_visible,
+    contact_sessions_other,
+    identity_opt_out,
+    opt_out_reason,
+)
 from inbox.selectors.labels import contact_labels, labels_all
 from inbox.selectors.lists import (
     INBOX_VIEWS,
@@ -79,6 +84,7 @@ from inbox.views.common import (
 )
 from inbox.views.composer import (
     canned_reply_render,
+    channel_offers,
     compose_mode,
     composer_state,
     reply_blocked,
@@ -295,11 +301,19 @@ def composer_context(
     user = request_user(request)
     values = template_values if template_values is not None else template_prefill(chosen, session)
     session_closed = session.status == Session.Status.CLOSED
+    opted_out_at = identity_opt_out(session.identity)
+    offers = channel_offers(session)
+    mode = compose_mode(compose, session, window)
+    if opted_out_at is not None or (mode == "template" and not offers["can_template"]):
+        mode = "note"  # nothing can go to the customer: a note for the team still can
     return {
-        "compose": compose_mode(compose, session, window),
-        "can_reply": not reply_blocked(session, window),
+        **offers,
+        "compose": mode,
+        "can_reply": not reply_blocked(session, window) and opted_out_at is None,
+        "can_template": offers["can_template"] and opted_out_at is None,
+        "opted_out": opt_out_reason(opted_out_at) if opted_out_at else "",
         "session_closed": session_closed,
-        "composer_state": composer_state(session, window),
+        "composer_state": composer_state(session, window, opted_out=opted_out_at is not None),
         "newer_session": session_newer(session) if session_closed else None,
         "body": body,
         "error": error,
@@ -509,7 +523,8 @@ def thread_updates(request: HtmxHttpRequest, session_id: int) -> HttpResponse:
         **actions_context(request, session),
         **panel_context(request, session),
     }
-    if request.GET.get("w") not in (None, composer_state(session, window)):
+    opted_out = identity_opt_out(session.identity) is not None
+    if request.GET.get("w") not in (None, composer_state(session, window, opted_out=opted_out)):
         templates = picker_templates(user, session)
         context["composer"] = True
         context.update(composer_context(request, session, window, templates, "", None, None))

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from django.utils import timezone
 
-from integrations.base import JSON, ProviderError
+from integrations.base import JSON, ProviderError, with_fresh_credentials
 from integrations.models import ProviderAccount
 from integrations.registry import get_provider
 
@@ -69,7 +69,7 @@ def account_credentials_test(account: ProviderAccount) -> str:
     """
     provider = get_provider(account.kind)
     try:
-        channels = provider.list_channels(account.config())
+        channels = with_fresh_credentials(provider, account.config(), provider.list_channels)
     except ProviderError as exc:
         account_health_record(account, error=f"Credential test failed: {exc}")
         raise

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.base import ChannelInfo, Medium, ProviderError
+from integrations.base import ChannelInfo, Medium, ProviderError, with_fresh_credentials
 from integrations.models import Channel, ProviderAccount, SyncRun
 from integrations.payload import key_fit
 from integrations.registry import get_provider
@@ -110,7 +110,7 @@ def channels_sync(account: ProviderAccount, *, trigger: str = "command") -> Chan
     provider = get_provider(account.kind)
     run = SyncRun.objects.create(account=account, kind=SyncRun.Kind.CHANNELS, trigger=trigger)
     try:
-        listed = provider.list_channels(account.config())
+        listed = with_fresh_credentials(provider, account.config(), provider.list_channels)
     except ProviderError as exc:
         account_health_record(account, error=f"Channel sync failed: {exc}")
         SyncRun.objects.filter(pk=run.pk).update(

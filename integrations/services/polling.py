@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config.queue import enqueue_once
+from config.queue import enqueue, enqueue_once, enqueue_once_started
 from integrations.base import ProviderError, with_fresh_credentials
 from integrations.leases import lease_held
 from integrations.models import PollCursor, ProviderAccount
@@ -42,17 +42,28 @@ def accounts_polling() -> list[ProviderAccount]:
     ]
 
 
+def _queued_key(account_id: object) -> str:
+    return f"switchboard:poll-queued:{account_id}"
+
+
 def accounts_poll_due() -> int:
-    """Queue a poll of every polling account (one per account at a time); return how many."""
+    """Queue a poll of every polling account (one waiting per account); return how many.
+
+    A poll says it started (`enqueue_once_started`), so the next beat queues the next one: an
+    account is polled every POLL_INTERVAL_SECONDS, not once per key expiry. Without Redis each
+    beat queues a poll of its own (the claim on the cursor keeps them one at a time).
+    """
     queued = 0
     for account in accounts_polling():
-        queued += enqueue_once(
+        what = f"a poll of {account}"
+        once = enqueue_once(
             POLL_TASK,
             str(account.pk),
-            key=f"switchboard:poll-queued:{account.pk}",
+            key=_queued_key(account.pk),
             ttl_seconds=settings.POLL_INTERVAL_SECONDS * 4,
-            what=f"a poll of {account}",
+            what=what,
         )
+        queued += once or enqueue(POLL_TASK, str(account.pk), what=what)
     return queued
 
 
@@ -73,6 +84,7 @@ def account_poll(account_id: str) -> int:
     A refusal or an outage is recorded on the cursor and on the account's health (admin shows
     both) and the next beat tries again from the same cursor.
     """
+    enqueue_once_started(_queued_key(account_id))
     account = ProviderAccount.objects.filter(pk=account_id, is_active=True).first()
     if account is None:
         return 0

@@ -8,12 +8,13 @@ templates shows how far it got.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.base import ProviderError, TemplateInfo
+from integrations.base import ProviderError, TemplateInfo, with_fresh_credentials
 from integrations.models import Channel, ProviderAccount, SyncRun, Template, TemplateApproval
 from integrations.registry import get_provider
 from integrations.services.accounts import account_health_record
@@ -63,7 +64,12 @@ def templates_sync(account: ProviderAccount, *, trigger: str = "command") -> Syn
     listed: dict[str, TemplateInfo] = {}
     try:
         for channel in channels.values():
-            for info in provider.list_templates(account.config(), channel.external_id):
+            found = with_fresh_credentials(
+                provider,
+                account.config(),
+                partial(provider.list_templates, channel_external_id=channel.external_id),
+            )
+            for info in found:
                 listed.setdefault(info.external_id, info)
             SyncRun.objects.filter(pk=run.pk).update(total=len(listed))
     except ProviderError as exc:  # UnsupportedError: a platform without templates

@@ -66,8 +66,9 @@ class XmsProvider(Provider):
     kind = "xms"
     label = "Mehery XMS"
     ingest = "webhook"
-    # Sessions with routing, history, HSM templates; media goes by link (it fetches it).
-    capabilities = frozenset(Capability) - {Capability.MEDIA_UPLOAD}
+    # Sessions with routing, history, HSM templates; media goes by link (it fetches it), and
+    # receipts come as callbacks.
+    capabilities = frozenset(Capability) - {Capability.MEDIA_UPLOAD, Capability.RECEIPTS_FETCH}
     # WhatsApp's 24-hour customer-care window (spec §5.0, implied by error 470).
     messaging_windows = {"whatsapp": 24.0}
     # §4.0: the platform may post to the registered URL as-is or with these paths appended.

@@ -25,8 +25,14 @@ class Command(BaseCommand):
         parser.add_argument("kind", choices=sorted(PROVIDERS), help="Platform kind.")
         parser.add_argument("--name", required=True, help="Account name (unique per kind).")
         parser.add_argument("--base-url", required=True, help="The platform's API base URL.")
-        parser.add_argument("--api-key", required=True, help="API key (stored encrypted).")
+        parser.add_argument("--api-key", default=None, help="API key (stored encrypted).")
         parser.add_argument("--api-id", default=None, help="API id (stored encrypted).")
+        parser.add_argument(
+            "--email", default=None, help="MessageWhiz: the account's login email (encrypted)."
+        )
+        parser.add_argument(
+            "--password", default=None, help="MessageWhiz: the account's password (encrypted)."
+        )
         parser.add_argument(
             "--verify-token",
             default=None,
@@ -41,6 +47,16 @@ class Command(BaseCommand):
             raise CommandError(f"--base-url {base_url!r} is not an http(s) URL") from None
         if options["verify_token"] is not None and len(options["verify_token"]) < 8:
             raise CommandError("--verify-token must be at least 8 characters")
+        # MessageWhiz logs in with an email and password (its spec §1.2), kept in the same two
+        # encrypted fields other platforms keep their API key and id in.
+        if options["email"] is not None or options["password"] is not None:
+            if options["api_key"] is not None or options["api_id"] is not None:
+                raise CommandError("Give either --email/--password or --api-key/--api-id.")
+            options["api_id"], options["api_key"] = options["email"], options["password"]
+        if options["kind"] == "messagewhiz" and not (options["api_id"] and options["api_key"]):
+            raise CommandError("A MessageWhiz account needs --email and --password.")
+        if options["api_key"] is None:
+            raise CommandError("Give the account's --api-key.")
 
         account = ProviderAccount.objects.filter(kind=options["kind"], name=options["name"]).first()
         created = account is None

@@ -1,0 +1,1 @@
+"""MessageWhiz (mmdsmart omni API): client, schemas and provider (spec: reference/messagewhiz.md)."""
