@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock 2>/dev/null | sha1
 PORT ?= 8000
 SANDBOX ?= 1
 SANDBOX_PORT ?= 8001
+MW_SANDBOX_PORT ?= 8002
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test bench lint format typecheck migrations lock clean
@@ -29,6 +30,7 @@ run: export DJANGO_DEBUG ?= 1
 run: export SWITCHBOARD_PORT := $(PORT)
 run: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: export SANDBOX_PORT := $(SANDBOX_PORT)
+run: export MW_SANDBOX_PORT := $(MW_SANDBOX_PORT)
 # A Redis answering on localhost makes the demo live (SSE) and its queue a real broker; without
 # one, make run keeps the embedded defaults (filesystem broker, pages poll every few seconds).
 run: export REDIS_URL ?= $(shell $(PYTHON) -c "import socket; socket.create_connection(('127.0.0.1', 6379), 0.3)" 2>/dev/null && echo redis://127.0.0.1:6379/5)
