@@ -111,6 +111,10 @@ class Stack:
     platform_concurrency: int = 16
     beat: bool = True
     sandbox_args: Sequence[str] = ("--no-customers", "--receipt-delays", "0.2,0.5,0.9")
+    # The MessageWhiz sandbox (a platform we poll), started beside the XMS one.
+    mw_sandbox_args: Sequence[str] = ("--no-customers", "--status-delays", "0.2,0.5,0.9")
+    mw_email: str = "e2e@example.com"
+    mw_password: str = "e2e-password-0123456789"  # noqa: S105 - a loopback-only secret
     extra_env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     processes: dict[str, Process] = field(default_factory=dict)
@@ -121,6 +125,7 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.web_port = free_port()
         self.sandbox_port = free_port()
+        self.mw_sandbox_port = free_port()
         self.queue = f"e2e-{uuid.uuid4().hex[:10]}"
 
     @property
@@ -130,6 +135,10 @@ class Stack:
     @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
+
+    @property
+    def mw_sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.mw_sandbox_port}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -188,6 +197,7 @@ class Stack:
         self._manage("collectstatic", "--noinput", "-v0")
         self._spawn("web", self._web_args())
         self.start_sandbox()
+        self.start_mw_sandbox()
         try:
             self.start_worker()
             if self.beat:
@@ -294,6 +304,33 @@ class Stack:
         )
         wait_for(lambda: requests.get(f"{self.sandbox_url}/healthz", timeout=1).ok, what="sandbox")
 
+    def start_mw_sandbox(self, args: Sequence[str] | None = None) -> None:
+        """(Re)start the MessageWhiz sandbox, with other arguments if given (its state is
+        in memory: a restart is a new platform with the same seeded channels)."""
+        old = self.processes.pop("mwsandbox", None)
+        if old is not None:
+            _kill_group(old)
+            _running.discard(old)
+        self._spawn(
+            "mwsandbox",
+            [
+                PYTHON,
+                "manage.py",
+                "mwsandbox",
+                "--port",
+                str(self.mw_sandbox_port),
+                "--email",
+                self.mw_email,
+                "--password",
+                self.mw_password,
+                *(self.mw_sandbox_args if args is None else args),
+            ],
+        )
+        wait_for(
+            lambda: requests.get(f"{self.mw_sandbox_url}/_sandbox/state", timeout=1).ok,
+            what="MessageWhiz sandbox",
+        )
+
     def stop(self) -> None:
         for process in list(self.processes.values()):
             _kill_group(process)
@@ -331,6 +368,36 @@ class Stack:
             verify_token=self.verify_token,
         )
         account_webhook_register(account)
+        return account
+
+    def mw(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the MessageWhiz sandbox's control API (`/_sandbox/...`) and return its JSON."""
+        response = requests.request(
+            method, f"{self.mw_sandbox_url}/_sandbox/{path}", json=body, timeout=PATIENCE_SECONDS
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def mw_account(self, name: str, *, options: dict[str, Any] | None = None) -> Any:
+        """Create a MessageWhiz account at its sandbox, its channels active and synced, its
+        templates synced (polling needs nothing registered).
+
+        Needs Django set up against the same database (the test or benchmark process).
+        """
+        from integrations.models import ProviderAccount
+        from integrations.services.channels import channels_sync
+        from integrations.services.templates import templates_sync
+
+        account = ProviderAccount.objects.create(
+            kind="messagewhiz",
+            name=name,
+            base_url=self.mw_sandbox_url,
+            api_id=self.mw_email,
+            api_key=self.mw_password,
+            options={"activate_new_channels": True, **(options or {})},
+        )
+        channels_sync(account)
+        templates_sync(account, trigger="e2e")
         return account
 
     def logs(self) -> str:
