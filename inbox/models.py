@@ -13,9 +13,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from integrations.base import DeliveryStatus, Medium, MessageType, SessionEventKind
+from integrations.base import MEDIUM_LABELS, DeliveryStatus, Medium, MessageType, SessionEventKind
 
-MEDIUM_CHOICES = [(m.value, m.name.title()) for m in Medium]
+MEDIUM_CHOICES = [(m.value, MEDIUM_LABELS[m]) for m in Medium]
 
 
 class Contact(models.Model):

@@ -16,7 +16,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.base import AccountConfig, Medium
+from integrations.base import MEDIUM_LABELS, AccountConfig, Medium
 from integrations.fields import EncryptedTextField
 from integrations.registry import kind_choices
 
@@ -132,7 +132,7 @@ class Channel(models.Model):
     external_id = models.CharField(
         "platform id", max_length=255, help_text="The platform's channel id."
     )
-    medium = models.CharField(max_length=20, choices=[(m.value, m.name.title()) for m in Medium])
+    medium = models.CharField(max_length=20, choices=[(m.value, MEDIUM_LABELS[m]) for m in Medium])
     lane = models.CharField(max_length=255, blank=True, help_text="The business number/address.")
     name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)

@@ -316,7 +316,7 @@ def test_a_poll_reads_changed_customers_then_their_histories_into_one_page():
     mirrored = [m for m in callback.messages if m.outbound]
     assert {m.external_id for m in inbound} == {"m1", "m2"}
     assert [m.external_id for m in mirrored] == ["m3"]
-    assert mirrored[0].author == "An agent on MessageWhiz"
+    assert mirrored[0].author == "An agent"
     assert [(r.external_id, r.status) for r in callback.receipts] == [("m3", DeliveryStatus.READ)]
     assert {c.channel_external_id for c in callback.contacts} == {SMS_AGENT}
     assert {c.medium for c in callback.contacts} == {"sms"}

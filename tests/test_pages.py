@@ -1533,7 +1533,7 @@ def test_the_contact_panel_shows_details_identities_and_only_visible_other_sessi
     panel = html[html.index('data-testid="contact-panel"') :]
     assert "+4915112345678" in panel and "anna@example.de" in panel
     assert 'data-testid="contact-language"' in panel
-    assert "Whatsapp · 4915112345678" in panel
+    assert "WhatsApp · 4915112345678" in panel
     assert f'href="/s/{mine.pk}/"' in panel
     assert f'href="/s/{hidden.pk}/"' not in panel
 

@@ -105,11 +105,12 @@ FAILURE_WORDS: Mapping[str, str] = {
     "UNDELIVERABLE": "The platform could not deliver it to the customer.",
     "UPLOAD_ERROR": "The platform could not upload its file.",
 }
-# Who wrote a message the business sent from the platform itself (origin, §4.1).
+# Who wrote a message the business sent from the platform itself (origin, §4.1); the thread
+# adds "on the platform".
 AUTHORS: Mapping[str, str] = {
-    "AGENT": "An agent on MessageWhiz",
-    "BOT": "MessageWhiz bot",
-    "BROADCAST": "MessageWhiz broadcast",
+    "AGENT": "An agent",
+    "BOT": "The bot",
+    "BROADCAST": "A broadcast",
 }
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")

@@ -90,7 +90,7 @@ CHANNELS: tuple[ChannelSeed, ...] = (
         type="TG",
         status="ACTIVE",
         # The access token is never listed (G35).
-        config={"type": "TG", "name": "Telegram Help", "bot_name": "SwitchboardHelpBot"},
+        config={"type": "TG", "name": "Telegram Concierge", "bot_name": "SwitchboardHelpBot"},
         agent_configs=({"bot_name": "SwitchboardHelpBot"},),
     ),
     ChannelSeed(
