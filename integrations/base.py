@@ -12,9 +12,10 @@ both through one path.
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, ClassVar, TypeVar
@@ -168,6 +169,29 @@ class AmbiguousError(TransientError):
     """The request may have reached the platform (no answer in time, a connection dropped after
     sending): the outcome is unknown. A read may simply be retried (it is a `TransientError`);
     a caller to whom a repeat matters (a send) catches this one first."""
+
+
+# Answers to a send that say the platform did not take it (timeout before processing, rate
+# limited, unavailable): the only failures after which a send without an idempotency key may
+# simply be sent again.
+SEND_NOT_TAKEN = frozenset({408, 429, 503})
+
+
+@contextlib.contextmanager
+def send_attempt() -> Iterator[None]:
+    """Around a send with no idempotency key: a transient failure whose request may have
+    reached the platform (any 5xx but 503, no answer) is raised as `AmbiguousError`, to be
+    settled by evidence, never sent again blindly. One with no connection, or an answer in
+    SEND_NOT_TAKEN, stays a plain `TransientError`.
+    """
+    try:
+        yield
+    except AmbiguousError:
+        raise
+    except TransientError as exc:
+        if exc.status is None or exc.status in SEND_NOT_TAKEN:
+            raise
+        raise AmbiguousError(str(exc), status=exc.status, detail=exc.detail, code=exc.code) from exc
 
 
 class AuthenticationError(ProviderError):

@@ -44,8 +44,8 @@ from integrations.base import (
     SendResult,
     SentMessage,
     TemplateInfo,
-    TransientError,
     UnsupportedError,
+    send_attempt,
 )
 from integrations.downloads import media_download
 from integrations.messagewhiz import schemas
@@ -53,10 +53,6 @@ from integrations.messagewhiz.client import MessageWhizClient
 from integrations.ttl_cache import TTLCache
 
 logger = logging.getLogger(__name__)
-
-# Answers to a send that say the platform did not take it: safe to send again (§4.6). Any
-# other 5xx, or no answer, may have been sent: only evidence settles it.
-_SEND_NOT_TAKEN = frozenset({408, 429, 503})
 
 # The account's agents and keyword events, per process, re-read every few minutes and at once
 # when a message names an agent not among them.
@@ -208,18 +204,10 @@ class MessageWhizProvider(Provider):
             request if request.medium else _with_medium(request, medium), renditions
         )
         path = f"/api/agents/{segment}/{request.channel_external_id}/send"
-        try:
+        with send_attempt():  # §4.6: no idempotency key
             answer = client.call(
                 "POST", path, json={"customerNumber": number, "payload": payload}
             ).json
-        except AmbiguousError:
-            raise
-        except TransientError as exc:
-            if exc.status is None or exc.status in _SEND_NOT_TAKEN:
-                raise
-            raise AmbiguousError(
-                str(exc), status=exc.status, detail=exc.detail, code=exc.code
-            ) from exc
         message_id = schemas.as_str(answer.get("message_id")) if isinstance(answer, dict) else ""
         if not message_id:
             # A 200 without the id: the platform took it, but we cannot follow it.

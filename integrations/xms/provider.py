@@ -10,7 +10,6 @@ from integrations import http
 from integrations.base import (
     JSON,
     AccountConfig,
-    AmbiguousError,
     AuthenticationError,
     Callback,
     Capability,
@@ -28,7 +27,7 @@ from integrations.base import (
     SendResult,
     SessionEvent,
     TemplateInfo,
-    TransientError,
+    send_attempt,
 )
 from integrations.downloads import http_errors, media_download
 from integrations.xms import outbound, schemas
@@ -54,10 +53,6 @@ def platform_errors() -> Iterator[None]:
         if not exc.field and isinstance(cause, http.HttpError) and isinstance(cause.body, dict):
             exc.field = envelope_field(cause.body)
         raise
-
-
-# Answers to a send that say the platform did not take it (spec §7: retry only these).
-_SEND_NOT_TAKEN = frozenset({408, 429, 503})
 
 
 class XmsProvider(Provider):
@@ -142,21 +137,10 @@ class XmsProvider(Provider):
     def send_message(self, account: AccountConfig, request: OutboundRequest) -> SendResult:
         """POST message/send (spec §5); the returned id correlates the receipts (§5.12)."""
         body = outbound.send_body(request)
-        try:
-            with platform_errors():
-                receipt = XmsClient(account).send_message(body)
-        except AmbiguousError:
-            raise
-        except TransientError as exc:
-            # §5.0, §7: `message/send` has no idempotency key, so only an answer that says the
-            # platform did not take the request (408, 429, 503, or no connection at all) is
-            # safe to retry. Any other 5xx came from a server that had the request and may
-            # have sent it before failing: only evidence settles it.
-            if exc.status is None or exc.status in _SEND_NOT_TAKEN:
-                raise
-            raise AmbiguousError(
-                str(exc), status=exc.status, detail=exc.detail, code=exc.code
-            ) from exc
+        # §5.0, §7: `message/send` has no idempotency key: only an answer that says the
+        # platform did not take the request is retried (`send_attempt`).
+        with send_attempt(), platform_errors():
+            receipt = XmsClient(account).send_message(body)
         return SendResult(external_id=schemas.as_str(receipt["id"], "data.id"), raw=receipt)
 
     def list_templates(
