@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import responses
 from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 
 from inbox.models import Message, Session
@@ -394,3 +395,44 @@ def test_a_wrong_password_marks_the_account_unhealthy_with_the_reason(
     assert "refused the account's email and password" in account.last_error
     assert "Wrong email or password" in account.last_error
     assert not Channel.objects.filter(account=account).exists()
+
+
+def test_admin_names_the_accounts_credentials_email_and_password_and_never_shows_them(
+    mw_account, admin_client
+):
+    page = admin_client.get(
+        f"/admin/integrations/provideraccount/{mw_account.pk}/change/"
+    ).content.decode()
+
+    assert ">Email:<" in page and ">Password:<" in page
+    assert "ops@example.com" not in page and "s3cret" not in page
+
+
+def test_add_account_takes_a_messagewhiz_email_and_password_encrypted(db, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--email and --password"):
+        call_command("add_account", "messagewhiz", "--name", "MW", "--base-url", BASE)
+    call_command(
+        "add_account",
+        "messagewhiz",
+        "--name",
+        "MW",
+        "--base-url",
+        BASE,
+        "--email",
+        "ops@example.com",
+        "--password",
+        "s3cret",
+    )
+
+    account = ProviderAccount.objects.get(kind="messagewhiz", name="MW")
+    assert (account.api_id, account.api_key) == ("ops@example.com", "s3cret")
+    assert "s3cret" not in capsys.readouterr().out
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT api_id, api_key FROM integrations_provideraccount WHERE id = %s", [account.pk]
+        )
+        stored = cursor.fetchone()
+    assert "ops@example.com" not in stored[0] and "s3cret" not in stored[1]
