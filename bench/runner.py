@@ -31,6 +31,7 @@ STAGE_FUNCTIONS = {
     "pages": ("pages", "run"),
     "sync": ("sync", "run"),
     "streams": ("streams", "run"),
+    "polling": ("polling", "run"),
 }
 STAGES = tuple(STAGE_FUNCTIONS)
 

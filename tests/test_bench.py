@@ -171,3 +171,86 @@ def test_the_raw_insert_baseline_stores_the_body_as_one_row(bench_urls):
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT body FROM {RAW_TABLE}")  # noqa: S608
         assert cursor.fetchall() == [('{"a": 1}',)]
+
+
+def test_polls_are_read_from_the_cursor_claims_and_a_renewed_claim_is_the_same_poll():
+    from bench.polling import Cycle, Sample, pages_stored, poll_cycles
+
+    samples = [
+        Sample(at=0.0, claimed=None, polled=None),
+        Sample(at=1.0, claimed=0.9, polled=None),
+        Sample(at=3.0, claimed=2.9, polled=1.5),  # the lease renewed the claim
+        Sample(at=3.5, claimed=None, polled=3.2),
+        Sample(at=5.5, claimed=None, polled=3.2),
+        Sample(at=6.0, claimed=5.8, polled=5.9),  # still held when the watch stopped
+    ]
+
+    assert poll_cycles(samples) == [Cycle(0.9, 3.5), Cycle(5.8, None)]
+    assert pages_stored(samples) == 3
+
+
+def test_a_polled_message_is_lost_or_twice_by_its_platform_id_and_timed_to_its_first_arrival():
+    from bench.polling import outcome
+
+    sent_at = {"k1": 100.0, "k2": 100.5, "k3": 101.0}
+    rows = [(1, "m1", "k1"), (2, "m2", "k2"), (3, "m2", "k2")]  # m2 stored twice; k3 never
+    arrived = [
+        (104.0, {"type": "message.created", "message": 1}),
+        (104.5, {"type": "session.updated", "message": 2}),
+        (105.0, {"type": "message.created", "message": 2}),
+        (109.0, {"type": "message.created", "message": 1}),  # again: the first one counts
+    ]
+
+    result = outcome(sent_at, rows, arrived, accepted=3)
+
+    assert sorted(result.lags) == [4.0, 4.5]
+    assert (result.lost, result.duplicated, result.streamed) == (1, 1, 2)
+
+
+def test_a_polled_message_is_traced_through_the_first_page_that_carried_it():
+    from bench.polling import STEPS, Cycle, Page, slowest, steps, trace
+
+    cycles = [Cycle(10.0, 11.0), Cycle(15.0, 16.0)]
+    pages = [
+        Page(received=15.6, claimed=15.7, processed=16.2, message_ids=("m1", "m2")),
+        Page(received=10.4, claimed=10.5, processed=11.0, message_ids=("m1",)),
+        Page(received=15.3, claimed=15.3, processed=15.5, message_ids=("m3",)),
+    ]
+    rows = [(1, "m1", "k1"), (2, "m2", "k2")]
+    sent_at = {"k1": 9.0, "k2": 15.2}  # k2 written while the poll that found it was listing
+
+    traced = trace(sent_at, rows, {1: 11.1, 2: 16.3}, cycles, pages)
+    by_step = steps(traced)
+
+    assert [(t.stored, t.page, t.pages) for t in traced] == [(10.4, 1, 1), (15.6, 2, 2)]
+    assert by_step[STEPS[0]] == pytest.approx([1.0, 0.0])  # waiting for a poll
+    assert by_step[STEPS[1]] == pytest.approx([0.4, 0.4])  # polling
+    assert by_step[STEPS[3]] == pytest.approx([0.5, 0.5])  # page applied
+    means, count, last = slowest(traced, share=0.5)
+    assert (count, last) == (1, 1)
+    assert means[STEPS[0]] == pytest.approx(1.0)
+
+
+def test_the_lag_plan_draws_its_writers_from_the_pool_the_same_way_each_run():
+    import random
+
+    from bench.polling import lag_plan
+
+    pool = [f"1991{n:07d}" for n in range(50)]
+    plan = lag_plan(pool, 200, random.Random(3))
+
+    assert plan == lag_plan(pool, 200, random.Random(3))
+    assert set(plan) <= set(pool) and len(set(plan)) > 30
+
+
+def test_applying_is_timed_per_drain_batch_not_per_page_claimed_with_others():
+    from bench.polling import Page, apply_cost
+
+    pages = [
+        Page(received=0.0, claimed=1.0, processed=2.0, message_ids=("a", "b")),
+        Page(received=0.1, claimed=1.0, processed=3.0, message_ids=("c", "d")),  # same batch
+        Page(received=5.0, claimed=5.0, processed=5.5, message_ids=("e",)),
+        Page(received=6.0, claimed=None, processed=None, message_ids=("f",)),  # not yet
+    ]
+
+    assert apply_cost(pages) == pytest.approx((2.0 + 0.5) / 5)
