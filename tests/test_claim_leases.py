@@ -51,6 +51,8 @@ PLATFORM_TASKS = (
     "integrations.tasks.channels_sync_all",
     "integrations.tasks.account_poll",
     "inbox.tasks.account_receipts_fetch",
+    "integrations.tasks.accounts_poll_due",  # (dispatchers: never behind the drains)
+    "inbox.tasks.receipts_fetch_due",
 )
 INBOUND_TASKS = (
     "integrations.tasks.webhook_event_process",
@@ -58,8 +60,6 @@ INBOUND_TASKS = (
     "integrations.tasks.webhook_events_sweep",
     "inbox.tasks.messages_reap",
     "inbox.tasks.session_actions_reap",
-    "integrations.tasks.accounts_poll_due",  # queues polls; the polls are platform calls
-    "inbox.tasks.receipts_fetch_due",  # queues receipts looks; the looks are platform calls
     "inbox.tasks.media_sweep",  # queues fetches; the fetches have their own lane
     "inbox.tasks.media_retention_apply",
 )

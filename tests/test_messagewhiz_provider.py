@@ -338,6 +338,41 @@ def test_an_idle_cycle_costs_one_call_whatever_the_number_of_customers(count):
     assert idle_calls == 1
 
 
+def test_after_a_burst_an_idle_cycle_costs_one_call_again_once_quiet_for_twice_the_overlap():
+    # 120 customers wrote within the overlap of the watermark: while it may still move, an idle
+    # scan reads them all again (3 pages); once it has been quiet long enough, one page.
+    stamps = [_now_iso(-i * 0.01) for i in range(120)]
+    people = [customer(f"c-{i:04d}", stamps[i]) for i in range(120)]
+    seen = {p["_id"]: p["last_message_time"] for p in people}
+
+    def idle_calls(moved_ago: float) -> int:
+        cursor = json.dumps(
+            {"v": 1, "t": stamps[0], "moved": _now_iso(-moved_ago), "seen": seen, "todo": []}
+        )
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            login(rsps)  # (once: the token is cached after)
+            stub_listing(rsps, people + [customer("c-old", _now_iso(-3600))])
+            page = poll_once(cursor)
+            calls = len([c for c in rsps.calls if "/api/customers" in c.request.url])
+        assert page.items == 0
+        return calls
+
+    assert idle_calls(moved_ago=1) == 3
+    assert idle_calls(moved_ago=31) == 1  # (the overlap is 15 s)
+
+
+def test_changed_customers_are_read_the_longest_waiting_first():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        login(rsps)
+        stub_listing(rsps, [customer(f"c-{i:04d}", _now_iso(-i - 1)) for i in range(3)])
+        state = PROVIDER._customers_scan(
+            MessageWhizClient(ACCOUNT),
+            {"t": _now_iso(-60), "seen": {}, "todo": []},
+            timedelta(seconds=15),
+        )
+    assert [c["_id"] for c, _ in state["todo"]] == ["c-0002", "c-0001", "c-0000"]
+
+
 def test_customers_seen_inside_the_overlap_are_not_read_again_until_they_change():
     recent = _now_iso(-1)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:

@@ -355,6 +355,10 @@ PLATFORM_TASKS = (
     "integrations.tasks.channels_sync_all",
     "integrations.tasks.account_poll",
     "inbox.tasks.account_receipts_fetch",
+    # Beat's dispatchers of polls and receipts looks: never queued behind the inbound lane's
+    # drains (a poll that waits for a drain is a customer message that waits for a poll).
+    "integrations.tasks.accounts_poll_due",
+    "inbox.tasks.receipts_fetch_due",
 )
 # <default>.media: fetching inbound media files from the platforms (a thread-pool worker).
 MEDIA_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.media"
@@ -390,7 +394,9 @@ POLL_MAX_PAGES = env_int("POLL_MAX_PAGES", 20)
 # more customer pages per cycle while customers are busy, none when they are quiet).
 MW_POLL_OVERLAP_SECONDS = env_float("MW_POLL_OVERLAP_SECONDS", 15.0)
 # Customers whose histories one stored page holds (more wait in the cursor for the next page).
-MW_POLL_CUSTOMERS_PER_PAGE = env_int("MW_POLL_CUSTOMERS_PER_PAGE", 100)
+# Small pages: the first is applied while the next customers are read, and it holds those who
+# waited longest (the bench's poll lag: a page of 100 took a second to apply).
+MW_POLL_CUSTOMERS_PER_PAGE = env_int("MW_POLL_CUSTOMERS_PER_PAGE", 25)
 # History calls at once per account (§4.3: about 4).
 MW_HISTORY_CONCURRENCY = env_int("MW_HISTORY_CONCURRENCY", 4)
 # How far back a new account's first poll reads (§4.3 initial sync).

@@ -254,9 +254,19 @@ class MessageWhizProvider(Provider):
 
     def _customers_scan(self, client: MessageWhizClient, state: JSON, overlap: timedelta) -> JSON:
         """Read customers newest activity first, down to the watermark less the overlap; those
-        whose `last_message_time` moved are to be read (G2: the order is checked)."""
-        watermark = schemas.parse_time(state["t"]) or datetime.now(UTC)
-        floor = watermark - overlap
+        whose `last_message_time` moved are to be read, the longest waiting first (G2: the
+        order is checked).
+
+        The overlap catches a message the platform lists late. Once the watermark has not moved
+        for twice the overlap by our clock, scans that covered the overlap have run since any
+        such message appeared, so the scan stops at the watermark itself: an idle account costs
+        one call per cycle, right after a burst too.
+        """
+        now = datetime.now(UTC)
+        watermark = schemas.parse_time(state["t"]) or now
+        moved = schemas.parse_time(state.get("moved")) or now
+        settled = now - moved > 2 * overlap
+        floor = watermark if settled else watermark - overlap
         seen: dict[str, str] = state["seen"]
         changed: list[tuple[JSON, str]] = []
         newest = watermark
@@ -267,8 +277,9 @@ class MessageWhizProvider(Provider):
             done = False
             for customer in page:
                 at = schemas.parse_time(customer.get("last_message_time"))
-                if at is None:
-                    done = True  # never wrote or was written to: nothing older has news
+                if at is None or at < floor:
+                    # (None: never wrote nor was written to; nothing older has news either.)
+                    done = True
                     break
                 if previous is not None and at > previous:
                     raise PayloadError(
@@ -276,9 +287,6 @@ class MessageWhizProvider(Provider):
                         "polling depends on it (spec §4.3, G2)."
                     )
                 previous = at
-                if at < floor:
-                    done = True
-                    break
                 customer_id = schemas.as_str(customer.get("_id"))
                 stamp = schemas.as_str(customer.get("last_message_time"))
                 still[customer_id] = stamp
@@ -288,13 +296,20 @@ class MessageWhizProvider(Provider):
                 newest = max(newest, at)
             if done:
                 break
+        changed.reverse()  # the customer who has waited longest is read and stored first
         new_floor = newest - overlap
         kept = {
             cid: stamp
             for cid, stamp in still.items()
             if (at := schemas.parse_time(stamp)) is not None and at >= new_floor
         }
-        return {"v": CURSOR_VERSION, "t": _iso(newest), "seen": kept, "todo": changed}
+        return {
+            "v": CURSOR_VERSION,
+            "t": _iso(newest),
+            "moved": _iso(now if newest > watermark else moved),
+            "seen": kept,
+            "todo": changed,
+        }
 
     def _histories(
         self, client: MessageWhizClient, batch: list[tuple[JSON, str]], overlap: timedelta
@@ -402,5 +417,6 @@ def _cursor_read(cursor: str) -> JSON:
             state["todo"] = [tuple(item) for item in state["todo"]]
             return state
         logger.warning("a MessageWhiz poll cursor could not be read; starting over")
-    start = datetime.now(UTC) - timedelta(hours=float(settings.MW_BACKFILL_HOURS))
-    return {"v": CURSOR_VERSION, "t": _iso(start), "seen": {}, "todo": []}
+    now = datetime.now(UTC)
+    start = now - timedelta(hours=float(settings.MW_BACKFILL_HOURS))
+    return {"v": CURSOR_VERSION, "t": _iso(start), "moved": _iso(now), "seen": {}, "todo": []}
