@@ -351,7 +351,7 @@ def test_after_a_burst_an_idle_cycle_costs_one_call_again_once_quiet_for_twice_t
         )
         with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
             login(rsps)  # (once: the token is cached after)
-            stub_listing(rsps, people + [customer("c-old", _now_iso(-3600))])
+            stub_listing(rsps, [*people, customer("c-old", _now_iso(-3600))])
             page = poll_once(cursor)
             calls = len([c for c in rsps.calls if "/api/customers" in c.request.url])
         assert page.items == 0
