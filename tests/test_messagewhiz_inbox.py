@@ -360,7 +360,7 @@ def test_a_template_on_an_sms_channel_is_refused_in_words_before_anything_is_sto
 
 
 def test_a_reply_whose_answer_was_lost_is_settled_from_the_polled_history_not_sent_twice(
-    mw_account, platform, admin_user, django_capture_on_commit_callbacks
+    mw_account, platform, admin_user, django_capture_on_commit_callbacks, settings
 ):
     platform.customer_writes("15550009", "Hi")
     poll(mw_account, django_capture_on_commit_callbacks)
@@ -379,6 +379,14 @@ def test_a_reply_whose_answer_was_lost_is_settled_from_the_polled_history_not_se
     assert reply.external_id == taken["message_id"]
     assert reply.status == Message.Status.SENT
     assert Message.objects.filter(session=session, direction="out").count() == 1
+
+    # Settled from the history, it is looked up like any send: its ticks move on.
+    settings.RECEIPTS_FETCH_BACKOFF_SECONDS = (0.0, 0.0)
+    platform.status(reply.external_id, "READ")
+    with django_capture_on_commit_callbacks(execute=True):
+        receipts_fetch.account_receipts_fetch(str(mw_account.pk))
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.READ
 
 
 def test_a_wrong_password_marks_the_account_unhealthy_with_the_reason(

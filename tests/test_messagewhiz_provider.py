@@ -38,7 +38,7 @@ from integrations.base import (
 )
 from integrations.messagewhiz import provider as mw_provider
 from integrations.messagewhiz import schemas
-from integrations.messagewhiz.client import MessageWhizClient, token_keep_seconds
+from integrations.messagewhiz.client import MessageWhizClient, _token_key, token_keep_seconds
 from integrations.messagewhiz.provider import MessageWhizProvider
 from tests.conftest import load_fixture
 
@@ -143,6 +143,20 @@ def test_a_401_logs_in_again_once_and_the_call_goes_through():
             c.request.headers["Authorization"] for c in rsps.calls if "channels" in c.request.url
         ]
         assert used == [old, new]
+
+
+def test_a_refused_token_already_renewed_by_another_process_is_not_renewed_again():
+    with responses.RequestsMock() as rsps:
+        login(rsps)
+        client = MessageWhizClient(ACCOUNT)
+        client.headers()  # this thread sent the first token, which the platform then refused
+        renewed = jwt(time.time() + 86400, sub="other-process")
+        cache.set(_token_key(ACCOUNT), {"token": renewed, "at": time.time()}, 600)
+
+        assert PROVIDER.refresh_credentials(ACCOUNT)
+
+        assert client.headers()["Authorization"] == renewed
+        assert len([c for c in rsps.calls if c.request.url.endswith("/api/auth")]) == 1
 
 
 def test_a_second_401_after_a_fresh_login_fails_the_call():
@@ -387,6 +401,41 @@ def test_customers_seen_inside_the_overlap_are_not_read_again_until_they_change(
     assert first.items == 1
     assert second.items == 0
     assert len(history_calls) == 1
+
+
+def test_customers_read_again_when_writers_push_the_list_down_are_not_taken_for_disorder():
+    # Two customers wrote between our first and second page: page 2 starts with the last two
+    # of page 1 again, which are newer than page 1's last one. That is a live list, not one
+    # out of order, and each customer is read once.
+    people = [customer(f"c-{i:04d}", _now_iso(-i * 0.01 - 1)) for i in range(60)]
+    pages = [people[:50], people[48:60]]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        login(rsps)
+        channels(rsps)
+        rsps.get(f"{BASE}/api/keyword_events", json={"keyword_events": [], "total": 0})
+        for number, items in enumerate(pages):
+            rsps.get(
+                f"{BASE}/api/customers",
+                json={"customers": items, "total": 62},
+                match=[
+                    responses.matchers.query_param_matcher(
+                        {
+                            "sort": "last_message_time",
+                            "order": "-1",
+                            "offset": str(50 * number),
+                            "limit": "50",
+                        }
+                    )
+                ],
+            )
+        rsps.get(f"{BASE}/api/customers", json={"customers": [], "total": 62})
+        state = PROVIDER._customers_scan(
+            MessageWhizClient(ACCOUNT),
+            {"t": _now_iso(-60), "seen": {}, "todo": []},
+            timedelta(seconds=15),
+        )
+    ids = [c["_id"] for c, _ in state["todo"]]
+    assert sorted(ids) == sorted(p["_id"] for p in people) and len(ids) == len(set(ids))
 
 
 def test_a_listing_not_sorted_by_last_message_time_stops_the_poll_in_words():

@@ -399,8 +399,8 @@ MW_POLL_OVERLAP_SECONDS = env_float("MW_POLL_OVERLAP_SECONDS", 15.0)
 MW_POLL_CUSTOMERS_PER_PAGE = env_int("MW_POLL_CUSTOMERS_PER_PAGE", 25)
 # History calls at once per account (§4.3: about 4).
 MW_HISTORY_CONCURRENCY = env_int("MW_HISTORY_CONCURRENCY", 4)
-# How far back a new account's first poll reads (§4.3 initial sync).
-MW_BACKFILL_HOURS = env_float("MW_BACKFILL_HOURS", 24.0)
+# How far back a new account's first poll reads (§4.3 initial sync: a week).
+MW_BACKFILL_HOURS = env_float("MW_BACKFILL_HOURS", 7 * 24.0)
 # Platforms that push no receipts (Capability.RECEIPTS_FETCH): sends on their way are looked
 # up this often (seconds after the send, then after each look that found no final status),
 # until final or older than RECEIPTS_FETCH_MAX_AGE_HOURS (delivered ones: a day, for READ).

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, CharField, Q, Value, When
+from django.db.models import Case, CharField, DateTimeField, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inbox import live
@@ -363,8 +364,15 @@ def message_adopt(
                 Message.objects.filter(pk=message.pk).update(
                     external_id=external_id,
                     external_id_ext=external_id_ext or message.external_id_ext,
-                    **_SETTLED,
-                    **(also or {}),
+                    **{
+                        **_SETTLED,
+                        # The platform has it: when, if its answer never said (a platform
+                        # whose receipts are looked up looks from then on).
+                        "accepted_at": Coalesce(
+                            F("accepted_at"), Value(at, output_field=DateTimeField())
+                        ),
+                        **(also or {}),
+                    },
                 )
             break
         except _IdTaken:

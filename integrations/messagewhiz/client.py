@@ -41,6 +41,9 @@ PAGE_LIMIT = 50
 # its life for one that lives less than fifty minutes.
 REFRESH_EARLY_SECONDS = 300.0
 _local_lock = threading.Lock()
+# The token each thread last sent, per account: a 401 refuses that one (another process may
+# have renewed the cached one since).
+_sent = threading.local()
 
 
 def error_words(body: Any) -> str:
@@ -175,27 +178,27 @@ class MessageWhizClient:
             return self.login()
 
     def token_renew(self, refused: str | None = None) -> str:
-        """Log in again after a refusal, unless another process just did (its token is new)."""
+        """Log in again after `refused` was refused, unless another process already renewed it
+        (the cached token is another one)."""
         with _login_lock(self.account):
             cached = cache.get(_token_key(self.account))
-            if (
-                isinstance(cached, dict)
-                and cached.get("token")
-                and cached["token"] != refused
-                and time.time() - float(cached.get("at", 0)) < 30
-            ):
-                return str(cached["token"])
+            if isinstance(cached, dict) and cached.get("token") and cached["token"] != refused:
+                return str(cached["token"])  # renewed by another process since
             cache.delete(_token_key(self.account))
             return self.login()
-
-    def token_cached(self) -> str:
-        cached = cache.get(_token_key(self.account))
-        return str(cached["token"]) if isinstance(cached, dict) and cached.get("token") else ""
 
     # --- calls -----------------------------------------------------------------------------
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": self.token()}
+        token = self.token()
+        if not hasattr(_sent, "tokens"):
+            _sent.tokens = {}
+        _sent.tokens[self.account.id] = token
+        return {"Authorization": token}
+
+    def token_sent(self) -> str:
+        """The token this thread last sent for the account ("" before any call)."""
+        return str(getattr(_sent, "tokens", {}).get(self.account.id, ""))
 
     def call(
         self,

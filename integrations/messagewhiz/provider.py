@@ -105,7 +105,7 @@ class MessageWhizProvider(Provider):
     def refresh_credentials(self, account: AccountConfig) -> bool:
         """Log in again after a 401 (§1.2); a refused login raises its own reason."""
         client = MessageWhizClient(account)
-        client.token_renew(refused=client.token_cached() or None)
+        client.token_renew(refused=client.token_sent() or None)
         return True
 
     # --- channels and templates --------------------------------------------------------------
@@ -281,13 +281,18 @@ class MessageWhizProvider(Provider):
                     # (None: never wrote nor was written to; nothing older has news either.)
                     done = True
                     break
+                customer_id = schemas.as_str(customer.get("_id"))
+                if customer_id in still:
+                    # Offset paging over a list that changes as we read: customers who wrote
+                    # meanwhile push the rest down, so a page may start with some already
+                    # read, newer than the last one (§4.3). Nothing is skipped that way.
+                    continue
                 if previous is not None and at > previous:
                     raise PayloadError(
                         "MessageWhiz did not list customers by last_message_time, newest first; "
                         "polling depends on it (spec §4.3, G2)."
                     )
                 previous = at
-                customer_id = schemas.as_str(customer.get("_id"))
                 stamp = schemas.as_str(customer.get("last_message_time"))
                 still[customer_id] = stamp
                 if seen.get(customer_id) != stamp:
