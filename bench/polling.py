@@ -11,7 +11,7 @@ First the idle cycle, at 100 customers and at 10,000. The 100 each wrote once in
 (the sandbox's `sent`, spread evenly) and a new account reads them; then the API calls of a few
 polls with nothing new are counted, per poll (polls by the account's PollCursor: an idle poll
 stores one page). Then 9,900 more customers: those who will write in the lag run wrote once
-in the past hour, the others a day ago (older than a new account reads), and a second account
+in the past hour, the others longer ago than a new account reads (MW_BACKFILL_HOURS), and a second account
 reads the recent ones (the backfill figure: how long, what it cost, how the polls and drains
 went); its idle polls are counted the same way. The two must be equal: an idle cycle reads one
 page of customers however many exist.
@@ -366,7 +366,7 @@ def idle_count(bench: Bench, watch: CursorWatch, cycles: int) -> Idle:
 
 def backfill(bench: Bench, name: str, expected: int, patience: float) -> tuple[Any, Backfill]:
     """Connect a new account to the sandbox and wait until its first polls have brought in
-    the `expected` customer messages of the past day; return it and what that took."""
+    the `expected` customer messages it reads back; return it and what that took."""
     bench.stack.mw("POST", "calls/reset")
     began = time.time()
     account = bench.stack.mw_account(name)
@@ -710,7 +710,7 @@ def _report_idle(bench: Bench, small: Idle, large: Idle, filled: Backfill) -> No
     bench.report.add(
         SECTION,
         f"backfill: a new account reads the {filled.messages:,} customers who wrote in the past"
-        " day (each once, new to the inbox)",
+        " hour (each once, new to the inbox)",
         f"{filled.stored:,} of {filled.messages:,} in {filled.seconds:.1f} s: {rate:,.0f} messages/s"
         f" · {sum(filled.calls.values()):,} API calls",
         note=f"{filled.line()}; {calls_line(filled.calls)}; from the account's creation to the"
@@ -825,8 +825,9 @@ def _report_after(bench: Bench, after: Idle, quiet: Idle) -> None:
         baseline=f"{quiet.customers:,} customers, quiet: {quiet.per_cycle:.2f} calls per cycle",
         ratio=after.per_cycle / quiet.per_cycle,
         note=f"{calls_line(after.calls)}; the customers who wrote within the {overlap:.0f} s"
-        " overlap before the newest message are listed again each cycle, until a newer message"
-        " moves the watermark",
+        " overlap before the newest message are listed again each cycle, until the watermark"
+        f" has been quiet for twice the overlap ({2 * overlap:.0f} s; these cycles are the"
+        " first after the run)",
         customers=after.customers,
         cycles=after.cycles,
         calls=after.total,
@@ -858,7 +859,7 @@ def run(bench: Bench) -> None:
     account_retire(first)
 
     # The other customers: those who write in the lag run wrote once in the past hour (a new
-    # account reads them, so they are known); the rest a day ago, older than a new account
+    # account reads them, so they are known); the rest longer ago than a new account
     # reads (MW_BACKFILL_HOURS), so they are only listed.
     rest = customers_make(bench, IDLE_SIZES[1] - IDLE_SIZES[0], "1991")
     plan = lag_plan(rng.sample(rest, WRITERS), int(RATE * sizes.seconds), rng)
@@ -873,7 +874,7 @@ def run(bench: Bench) -> None:
     large.about = _about(
         large,
         IDLE_SIZES[1],
-        f"each wrote once: {expected:,} in the past hour, {IDLE_SIZES[1] - expected:,} a day ago"
+        f"each wrote once: {expected:,} in the past hour, {IDLE_SIZES[1] - expected:,} longer ago"
         " (older than a new account reads)",
     )
     _report_idle(bench, small, large, filled)
