@@ -34,12 +34,13 @@ from integrations.services.templates import templates_sync
 from integrations.services.webhooks import webhook_events_replay
 
 
-def mask(secret: str | None) -> str:
-    """Show enough of a secret to recognise it, never all of it."""
+def mask(secret: str | None, *, tail: bool = True) -> str:
+    """Show enough of a secret to recognise it, never all of it (`tail`: its last four
+    characters, for an API key; none of a password)."""
     if not secret:
         return "(not set)"
-    if len(secret) <= 8:
-        return "•" * len(secret)
+    if len(secret) <= 8 or not tail:
+        return "•" * 8
     return f"{'•' * 8}{secret[-4:]}"
 
 
@@ -72,14 +73,13 @@ class ProviderAccountForm(forms.ModelForm):
                 f"{KIND_LABELS.get(kind, kind)}: {labels[index]}" for kind, labels in names.items()
             )
         if self.instance.pk:
-            key_label, id_label = get_provider(self.instance.kind).credential_labels
+            provider = get_provider(self.instance.kind)
+            key_label, id_label = provider.credential_labels
             self.fields["api_key"].label, self.fields["api_id"].label = key_label, id_label
-            self.fields[
-                "api_key"
-            ].help_text = f"Stored: {mask(self.instance.api_key)}. Leave blank to keep it."
-            self.fields[
-                "api_id"
-            ].help_text = f"Stored: {mask(self.instance.api_id)}. Leave blank to keep it."
+            tail = provider.credentials_recognizable
+            for field in ("api_key", "api_id"):
+                stored = mask(getattr(self.instance, field), tail=tail)
+                self.fields[field].help_text = f"Stored: {stored}. Leave blank to keep it."
 
     def clean_options(self) -> dict[str, Any]:
         options = self.cleaned_data.get("options") or {}

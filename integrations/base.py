@@ -703,6 +703,8 @@ class Provider(abc.ABC):
     # request headers that carry secrets (never stored with a callback).
     # What the account's two credentials are called at this platform (`api_key`, `api_id`).
     credential_labels: ClassVar[tuple[str, str]] = ("API key", "API id")
+    # Whether admin may show their last characters, to tell keys apart (never a password's).
+    credentials_recognizable: ClassVar[bool] = True
     request_auth_scheme: ClassVar[str] = "Token"
     request_secret_headers: ClassVar[frozenset[str]] = frozenset()
 

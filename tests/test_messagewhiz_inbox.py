@@ -49,6 +49,7 @@ class StubPlatform:
     history: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     logins: int = 0
+    login_attempts: int = 0
     password: str = "s3cret"
     # A send is taken but its answer is lost (a read timeout): the ambiguous case.
     lose_next_answer: bool = False
@@ -86,6 +87,7 @@ class StubPlatform:
 
 def _install(rsps: responses.RequestsMock, platform: StubPlatform) -> None:
     def auth(request: Any) -> tuple[int, dict[str, str], str]:
+        platform.login_attempts += 1
         if json.loads(request.body)["password"] != platform.password:
             refusal = {"statusCode": 401, "message": "Wrong email or password"}
             return 401, {}, json.dumps(refusal)
@@ -397,8 +399,10 @@ def test_a_wrong_password_marks_the_account_unhealthy_with_the_reason(
     )
 
     poll(account, django_capture_on_commit_callbacks)
+    poll(account, django_capture_on_commit_callbacks)
 
     account.refresh_from_db()
+    assert platform.login_attempts == 1  # not every few seconds: a lockout would follow
     assert not account.is_healthy
     assert "refused the account's email and password" in account.last_error
     assert "Wrong email or password" in account.last_error
@@ -414,6 +418,8 @@ def test_admin_names_the_accounts_credentials_email_and_password_and_never_shows
 
     assert ">Email:<" in page and ">Password:<" in page
     assert "ops@example.com" not in page and "s3cret" not in page
+    assert "Stored: ••••••••. Leave blank" in page  # not even its last characters
+    assert ".com. Leave blank" not in page and "cret. Leave blank" not in page
 
 
 def test_add_account_takes_a_messagewhiz_email_and_password_encrypted(db, capsys):
@@ -444,3 +450,25 @@ def test_add_account_takes_a_messagewhiz_email_and_password_encrypted(db, capsys
         )
         stored = cursor.fetchone()
     assert "ops@example.com" not in stored[0] and "s3cret" not in stored[1]
+
+
+def test_a_failed_reply_cannot_be_retried_to_a_customer_who_opted_out_since(
+    mw_account, platform, admin_user, django_capture_on_commit_callbacks
+):
+    from inbox.services.send import message_retry
+
+    platform.customer_writes("15550010", "Hi")
+    poll(mw_account, django_capture_on_commit_callbacks)
+    session = Session.objects.get(account=mw_account)
+    with django_capture_on_commit_callbacks(execute=True):
+        reply, _ = message_send(session, Draft(body="Hello"), author=admin_user)
+    Message.objects.filter(pk=reply.pk).update(status=Message.Status.FAILED)
+    platform.customer_writes("15550010", "STOP")
+    poll(mw_account, django_capture_on_commit_callbacks)
+    reply.refresh_from_db()
+
+    with pytest.raises(SendRefused) as refused:
+        message_retry(reply)
+
+    assert refused.value.code == "opted_out"
+    assert len(platform.accepted) == 1

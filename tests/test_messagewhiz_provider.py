@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
@@ -791,3 +792,138 @@ def test_media_is_downloaded_with_the_token():
         )
         assert rsps.calls[1].request.headers["Authorization"] == token
     assert got.size == 7 and into.getvalue() == b"PNGDATA"
+
+
+def test_a_customer_who_wrote_while_a_scan_was_shifted_is_read_from_that_scans_floor():
+    # Scan k: page 2 starts with two customers again (writers pushed the list down); one of
+    # those writers had an unread message older than the watermark less the overlap.
+    people = [customer(f"c-{i:04d}", _now_iso(-i * 0.5 - 1)) for i in range(60)]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        login(rsps)
+        for number, items in enumerate([people[:50], people[48:60], []]):
+            rsps.get(
+                f"{BASE}/api/customers",
+                json={"customers": items, "total": 62},
+                match=[
+                    responses.matchers.query_param_matcher(
+                        {
+                            "sort": "last_message_time",
+                            "order": "-1",
+                            "offset": str([0, 50, 62][number]),
+                            "limit": "50",
+                        }
+                    )
+                ],
+            )
+        state = PROVIDER._customers_scan(
+            MessageWhizClient(ACCOUNT),
+            {"t": _now_iso(-120), "seen": {}, "todo": []},
+            timedelta(seconds=15),
+        )
+    assert state["skipped_from"]
+    writer = customer("c-writer", _now_iso())
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        login(rsps)
+        stub_listing(rsps, [writer])
+        after = PROVIDER._customers_scan(
+            MessageWhizClient(ACCOUNT), {**state, "todo": []}, timedelta(seconds=15)
+        )
+    ((brief, since),) = after["todo"]
+    assert brief["_id"] == "c-writer" and since == state["skipped_from"] < state["t"]
+    assert after["skipped_from"] == ""  # (this scan was not shifted)
+
+
+def test_one_customer_whose_history_is_gone_does_not_stop_everyone_elses():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        login(rsps)
+        channels(rsps)
+        rsps.get(f"{BASE}/api/keyword_events", json={"keyword_events": [], "total": 0})
+        stub_listing(rsps, [customer("c-gone", _now_iso(-1)), customer("c-0002", _now_iso(-2))])
+        rsps.get(f"{BASE}/api/messages/c-gone", status=410, json={"message": "Entity was removed"})
+        stub_histories(rsps, {"c-0002": [message("m2", "c-0002", _now_iso(-2))]})
+        page = poll_once()
+    assert [m["message_id"] for m in page.body["messages"]] == ["m2"]
+
+
+def test_a_token_refused_in_a_history_call_is_renewed_and_the_look_made_again():
+    sent_at = datetime.now(UTC) - timedelta(seconds=30)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        login(rsps)
+        channels(rsps)
+        rsps.get(f"{BASE}/api/messages/c1", status=401, json={"message": "jwt expired"})
+        fresh = login(rsps, jwt(time.time() + 86400, sub="fresh"))
+        rsps.get(
+            f"{BASE}/api/messages/c1",
+            json={
+                "messages": [message("out-1", "c1", _now_iso(-20), origin="AGENT", status="READ")]
+            },
+        )
+        page = with_fresh_credentials(
+            PROVIDER,
+            ACCOUNT,
+            lambda a: PROVIDER.receipts_fetch(a, [SentMessage("out-1", "c1", SMS_AGENT, sent_at)]),
+        )
+        looks = [c for c in rsps.calls if "/api/messages/" in c.request.url]
+        assert looks[-1].request.headers["Authorization"] == fresh
+    assert [r.status for r in PROVIDER.read_callback(page.body).receipts] == [DeliveryStatus.READ]
+
+
+def test_a_refused_login_is_not_tried_again_with_the_same_credentials():
+    with responses.RequestsMock() as rsps:
+        rsps.post(f"{BASE}/api/auth", status=401, json={"message": "Invalid credentials"})
+        for _ in range(3):
+            with pytest.raises(AuthenticationError, match="Invalid credentials"):
+                with_fresh_credentials(PROVIDER, ACCOUNT, PROVIDER.list_channels)
+        assert len(rsps.calls) == 1
+    changed = replace(ACCOUNT, api_key="new-password")
+    with responses.RequestsMock() as rsps:
+        login(rsps)
+        rsps.get(f"{BASE}/api/channels", json={"channels": [], "total": 0})
+        assert PROVIDER.list_channels(changed) == []
+
+
+def test_an_unsubscription_listed_before_the_customer_wrote_again_is_not_read_as_an_opt_out():
+    stop_at, hi_at = _now_iso(-5), _now_iso(-1)
+    body = {
+        # Listed when their last message was the STOP; "hi" came before the history was read.
+        "customers": [customer("c1", stop_at, subscriptions={SMS_AGENT: False})],
+        "messages": [
+            message("m1", "c1", stop_at, payload={"type": "TEXT", "text": "STOP"}),
+            message("m2", "c1", hi_at, payload={"type": "TEXT", "text": "hi"}),
+        ],
+        "agents": {SMS_AGENT: {"medium": "sms"}},
+        "keywords": {"OPT_OUT": ["stop"]},
+    }
+    # Opted out at the STOP, which "hi" came after: so they are not opted out now.
+    assert PROVIDER.read_callback(body).contacts[0].opted_out_at == schemas.parse_time(stop_at)
+
+
+def test_a_bots_access_token_is_never_kept_with_its_channel():
+    listing = {
+        "channels": [
+            {
+                "_id": "tg",
+                "type": "TG",
+                "config": {"name": "Bot"},
+                "agents": [
+                    {"_id": "tg-agent", "config": {"bot_name": "B", "access_token": "123:SECRET"}}
+                ],
+            }
+        ],
+        "total": 1,
+    }
+    with responses.RequestsMock() as rsps:
+        login(rsps)
+        rsps.get(f"{BASE}/api/channels", json=listing)
+        (info,) = PROVIDER.list_channels(ACCOUNT)
+    assert "SECRET" not in json.dumps(info.raw) and info.lane == "B"
+
+
+def test_our_token_goes_only_to_the_platforms_own_media_links():
+    with responses.RequestsMock() as rsps:  # (and no login for it)
+        rsps.get("https://cdn.elsewhere.test/f.png", body=b"PNG")
+        PROVIDER.media_fetch(
+            ACCOUNT, Media(link="https://cdn.elsewhere.test/f.png"), BytesIO(), max_bytes=10
+        )
+        elsewhere = [c for c in rsps.calls if "cdn.elsewhere" in c.request.url]
+        assert "Authorization" not in elsewhere[0].request.headers

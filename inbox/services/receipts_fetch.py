@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from config.queue import enqueue, enqueue_once, enqueue_once_started
@@ -77,7 +77,10 @@ def account_receipts_fetch(account_id: str) -> int:
         Message.objects.filter(_waiting(account))
         .exclude(external_id="")
         .select_related("session__channel", "session__identity")
-        .order_by("receipt_check_at", "accepted_at")[: settings.RECEIPTS_FETCH_BATCH]
+        # New sends first (their first look is the one agents watch), then the longest due.
+        .order_by(F("receipt_check_at").asc(nulls_first=True), "accepted_at")[
+            : settings.RECEIPTS_FETCH_BATCH
+        ]
     )
     sends = [
         SentMessage(

@@ -331,6 +331,9 @@ def message_retry(message: Message, *, by: Any = None) -> Message:
         raise SendRefused(
             "not_failed", "Only a failed or unconfirmed outbound message can be sent again."
         )
+    opted_out_at = identity_opt_out(message.session.identity)
+    if opted_out_at is not None:
+        raise SendRefused("opted_out", opt_out_reason(opted_out_at))
     if message.type != MessageType.TEMPLATE:
         _refuse_reply_if_closed(message.session)
     refused_for_window = message.error_code in get_provider(message.account.kind).window_error_codes

@@ -40,10 +40,12 @@ PAGE_LIMIT = 50
 # A token is dropped this long before it expires (§1.2: five minutes), or after nine tenths of
 # its life for one that lives less than fifty minutes.
 REFRESH_EARLY_SECONDS = 300.0
+# How long a refused login stands before the same credentials are tried again.
+REFUSED_LOGIN_SECONDS = 300
 _local_lock = threading.Lock()
-# The token each thread last sent, per account: a 401 refuses that one (another process may
-# have renewed the cached one since).
-_sent = threading.local()
+# The token this process last sent, per account: a 401 refuses that one (another process may
+# have renewed the cached one since). Process-wide, as history calls run in pool threads.
+_sent: dict[str, str] = {}
 
 
 def error_words(body: Any) -> str:
@@ -103,6 +105,10 @@ def token_keep_seconds(token: str, expires_at: Any, now: float) -> float:
     return life - REFRESH_EARLY_SECONDS if life > REFRESH_EARLY_SECONDS * 10 else life * 0.9
 
 
+def _refused_key(account: AccountConfig) -> str:
+    return _token_key(account).replace("mw:token:", "mw:refused:", 1)
+
+
 def _token_key(account: AccountConfig) -> str:
     fingerprint = hashlib.sha256(
         f"{account.base_url}\0{account.api_id}\0{account.api_key}".encode()
@@ -147,16 +153,22 @@ class MessageWhizClient:
                 "The account has no email and password for MessageWhiz.",
                 detail="Set the account's MessageWhiz email and password.",
             )
+        refused = cache.get(_refused_key(self.account))
+        if refused:
+            # §1.2: a refused login stops the account's work, not retried every few seconds
+            # (a lockout at the vendor would follow); new credentials are tried at once.
+            raise AuthenticationError(str(refused), detail=str(refused))
         body = {"email": self.account.api_id, "password": self.account.api_key}
         try:
             with platform_errors():
                 answer = http.request("POST", f"{self.base}/api/auth", json=body).json
         except AuthenticationError as exc:
-            raise AuthenticationError(
-                str(exc),
-                status=exc.status,
-                detail=f"MessageWhiz refused the account's email and password: {exc.detail}",
-            ) from exc
+            words = (
+                f"MessageWhiz refused the account's email and password: {exc.detail}. Not "
+                f"tried again for {REFUSED_LOGIN_SECONDS // 60} minutes unless they change."
+            )
+            cache.set(_refused_key(self.account), words, timeout=REFUSED_LOGIN_SECONDS)
+            raise AuthenticationError(str(exc), status=exc.status, detail=words) from exc
         token = answer.get("token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise PayloadError("POST /api/auth answered without a token")
@@ -191,14 +203,12 @@ class MessageWhizClient:
 
     def headers(self) -> dict[str, str]:
         token = self.token()
-        if not hasattr(_sent, "tokens"):
-            _sent.tokens = {}
-        _sent.tokens[self.account.id] = token
+        _sent[self.account.id] = token
         return {"Authorization": token}
 
     def token_sent(self) -> str:
-        """The token this thread last sent for the account ("" before any call)."""
-        return str(getattr(_sent, "tokens", {}).get(self.account.id, ""))
+        """The token this process last sent for the account ("" before any call)."""
+        return _sent.get(self.account.id, "")
 
     def call(
         self,

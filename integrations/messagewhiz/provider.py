@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -41,6 +42,7 @@ from integrations.base import (
     PayloadError,
     PollPage,
     Provider,
+    RejectedError,
     SendResult,
     SentMessage,
     TemplateInfo,
@@ -93,6 +95,7 @@ class MessageWhizProvider(Provider):
     request_secret_headers = frozenset({"authorization"})
     # JWT auth from the MessageWhiz login (§1.2): no API keys exist for this API.
     credential_labels = ("Password", "Email")
+    credentials_recognizable = False
 
     # --- reading what is stored ---------------------------------------------------------------
 
@@ -219,8 +222,10 @@ class MessageWhizProvider(Provider):
     ) -> MediaFetched:
         """Download a file by the link the message gives, with our token (G11, G13: the link
         is opaque and never built)."""
-        client = MessageWhizClient(account)
-        return media_download(media.link, into, max_bytes=max_bytes, headers=client.headers())
+        # Our token goes only to the platform itself: a mirrored message may link elsewhere.
+        ours = _origin(media.link) == _origin(account.base_url)
+        headers = MessageWhizClient(account).headers() if ours else None
+        return media_download(media.link, into, max_bytes=max_bytes, headers=headers)
 
     # --- polling (Loop A) ----------------------------------------------------------------------
 
@@ -268,6 +273,10 @@ class MessageWhizProvider(Provider):
         settled = now - moved > 2 * overlap
         floor = watermark if settled else watermark - overlap
         seen: dict[str, str] = state["seen"]
+        # A customer not seen last time is new since the watermark, unless that scan was
+        # shifted by writers: then they may be one of those writers, unread from its floor.
+        unseen_since = state.get("skipped_from") or state["t"]
+        shifted = False
         changed: list[tuple[JSON, str]] = []
         newest = watermark
         still: dict[str, str] = {}
@@ -285,7 +294,9 @@ class MessageWhizProvider(Provider):
                 if customer_id in still:
                     # Offset paging over a list that changes as we read: customers who wrote
                     # meanwhile push the rest down, so a page may start with some already
-                    # read, newer than the last one (§4.3). Nothing is skipped that way.
+                    # read, newer than the last one (§4.3). The writers themselves jumped to
+                    # the top we had read: the next scan reads them from this scan's floor.
+                    shifted = True
                     continue
                 if previous is not None and at > previous:
                     raise PayloadError(
@@ -296,7 +307,7 @@ class MessageWhizProvider(Provider):
                 stamp = schemas.as_str(customer.get("last_message_time"))
                 still[customer_id] = stamp
                 if seen.get(customer_id) != stamp:
-                    since = seen.get(customer_id) or state["t"]
+                    since = seen.get(customer_id) or unseen_since
                     changed.append((_customer_brief(customer), since))
                 newest = max(newest, at)
             if done:
@@ -312,6 +323,9 @@ class MessageWhizProvider(Provider):
             "v": CURSOR_VERSION,
             "t": _iso(newest),
             "moved": _iso(now if newest > watermark else moved),
+            "skipped_from": min(state.get("skipped_from") or _iso(floor), _iso(floor))
+            if shifted
+            else "",
             "seen": kept,
             "todo": changed,
         }
@@ -325,7 +339,14 @@ class MessageWhizProvider(Provider):
         def one(item: tuple[JSON, str]) -> list[JSON]:
             customer, since = item
             start = (schemas.parse_time(since) or datetime.now(UTC)) - overlap
-            return self._history_since(client, schemas.as_str(customer.get("_id")), start, {})
+            customer_id = schemas.as_str(customer.get("_id"))
+            try:
+                return self._history_since(client, customer_id, start, {})
+            except RejectedError as exc:
+                # Deleted meanwhile (404, 410) or an id the platform refuses: one customer
+                # must not stop everyone's messages; the next message they send is read.
+                logger.warning("history of MessageWhiz customer %s skipped: %s", customer_id, exc)
+                return []
 
         if not batch:
             return []
@@ -374,13 +395,17 @@ class MessageWhizProvider(Provider):
             customer_id, agent_id = key
             pending = groups[key]
             start = min(s.sent_at for s in pending) - overlap
-            return self._history_since(
-                client,
-                customer_id,
-                start,
-                {"agentID": agent_id, "origin": "AGENT"},
-                wanted={s.external_id for s in pending},
-            )
+            try:
+                return self._history_since(
+                    client,
+                    customer_id,
+                    start,
+                    {"agentID": agent_id, "origin": "AGENT"},
+                    wanted={s.external_id for s in pending},
+                )
+            except RejectedError as exc:
+                logger.warning("statuses of MessageWhiz customer %s skipped: %s", customer_id, exc)
+                return []
 
         keys = sorted(groups)
         messages: list[JSON] = []
@@ -397,6 +422,11 @@ class MessageWhizProvider(Provider):
             "keywords": {},
         }
         return PollPage(body=body, cursor="", more=False, items=len(messages))
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _with_medium(request: OutboundRequest, medium: str) -> OutboundRequest:

@@ -183,7 +183,13 @@ def channel_infos(channels: Iterable[JSON]) -> list[ChannelInfo]:
                         "channel_id": as_str(channel.get("_id")),
                         "type": enum_word(channel.get("type")),
                         "status": as_str(channel.get("status")),
-                        "agent": agent,
+                        # Never the agent's whole config: a Telegram bot's holds its
+                        # access token (G35).
+                        "agent": {
+                            "_id": agent_id,
+                            "vln": as_str(as_obj(agent.get("config")).get("vln")),
+                            "bot_name": as_str(as_obj(agent.get("config")).get("bot_name")),
+                        },
                     },
                 )
             )
@@ -215,8 +221,6 @@ def keyword_map(events: Iterable[JSON]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for event in events:
         kind = enum_word(as_obj(event.get("config")).get("type") or event.get("event"))
-        if kind == "OPT-OUT":
-            kind = "OPT_OUT"
         words = [as_str(w).strip().casefold() for w in as_list(event.get("keywords"))]
         found.setdefault(kind, []).extend(w for w in words if w)
     return found
@@ -284,9 +288,17 @@ def _opted_out_at(
     if text and text in keywords.get("OPT_OUT", []):
         return parse_time(latest.get("sent"))
     subscriptions = as_obj(customer.get("subscriptions"))
+    # The customer as listed may be older than the history read after it: their state then
+    # says nothing of messages they sent since.
+    listed_at = as_str(customer.get("last_message_time"))
     for agent in agents:
         if subscriptions.get(agent) is False:
-            on_agent = [m for m in theirs if as_str(m.get("agent_id")) == agent]
+            on_agent = [
+                m
+                for m in theirs
+                if as_str(m.get("agent_id")) == agent
+                and (not listed_at or as_str(m.get("sent")) <= listed_at)
+            ]
             if on_agent:
                 return parse_time(max(on_agent, key=lambda m: as_str(m.get("sent"))).get("sent"))
     return None

@@ -8,6 +8,7 @@ templates shows how far it got.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -70,7 +71,14 @@ def templates_sync(account: ProviderAccount, *, trigger: str = "command") -> Syn
                 partial(provider.list_templates, channel_external_id=channel.external_id),
             )
             for info in found:
-                listed.setdefault(info.external_id, info)
+                known = listed.get(info.external_id)
+                # One template listed on several channels (WhatsApp numbers of one business
+                # account share template ids): approved on each of them.
+                listed[info.external_id] = (
+                    info
+                    if known is None
+                    else replace(known, approvals={**known.approvals, **info.approvals})
+                )
             SyncRun.objects.filter(pk=run.pk).update(total=len(listed))
     except ProviderError as exc:  # UnsupportedError: a platform without templates
         return _failed(run, account, f"{exc}")

@@ -204,7 +204,7 @@ def test_outside_whatsapps_24_hours_a_free_reply_is_refused_and_a_picked_templat
         name="Beatriz Lima",
         sent=long_ago.isoformat(),
     )
-    # Connected long enough ago to have read her message (a new account reads 24 hours back).
+    # Connected long enough ago to have read her message (a new account reads MW_BACKFILL_HOURS back).
     account = mw_account_reading_back(stack, hours=48)
     session = arrived(wrote["message_id"]).session
     assert session.channel.medium == "whatsapp"
