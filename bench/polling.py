@@ -56,6 +56,7 @@ from devstack import wait_for
 from inbox import live
 from inbox.models import Message
 from integrations.models import PollCursor, ProviderAccount, WebhookEvent
+from integrations.services.accounts import account_webhook_register
 
 SECTION = "10. Polling"
 RATE = 50.0  # customer messages per second
@@ -511,6 +512,9 @@ class XmsCustomers:
     def __init__(self, bench: Bench, count: int) -> None:
         self.bench = bench
         self.http = requests.Session()
+        # An earlier stage (sync) restarts the XMS sandbox, which forgets where its callbacks
+        # go: register them again, as an admin would after the platform lost it.
+        account_webhook_register(bench.account)
         self.keys = [f"bpx{index}" for index in range(count)]
         for index, key in enumerate(self.keys):
             self._post(
