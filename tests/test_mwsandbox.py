@@ -1467,7 +1467,7 @@ def test_once_listening_the_command_syncs_channels_and_templates_retrying_provid
         "integrations.services.templates.templates_sync",
         lambda account, trigger: calls.append(f"templates:{trigger}"),
     )
-    monkeypatch.setattr("integrations.management.commands.mwsandbox.time.sleep", lambda s: None)
+    monkeypatch.setattr("integrations.management.sandbox_setup.time.sleep", lambda s: None)
     listener, port = _listening()
     out = io.StringIO()
 
@@ -1478,14 +1478,20 @@ def test_once_listening_the_command_syncs_channels_and_templates_retrying_provid
     assert "synced" in out.getvalue()
 
 
-def test_the_command_serves_on_when_there_is_no_provider_to_sync_with(
+def test_the_command_serves_on_when_the_platform_keeps_refusing_the_sync(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def missing(account: Any) -> None:
-        raise ImportError("No module named 'integrations.messagewhiz'")
+    from integrations.base import TransientError
 
-    monkeypatch.setattr("integrations.services.channels.channels_sync", missing)
+    def refused(account: Any) -> None:
+        raise TransientError("down")
+
+    monkeypatch.setattr("integrations.services.channels.channels_sync", refused)
+    monkeypatch.setattr("integrations.management.sandbox_setup.time.sleep", lambda s: None)
     listener, port = _listening()
+    out = io.StringIO()
 
     with listener:
-        Command(stdout=io.StringIO())._sync(_Account(), "127.0.0.1", port)  # no raise
+        Command(stdout=out)._sync(_Account(), "127.0.0.1", port)  # no raise
+
+    assert "synced" not in out.getvalue()

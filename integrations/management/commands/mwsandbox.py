@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import socket
 import threading
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from integrations.management.sandbox_setup import when_listening
 
 logger = logging.getLogger("mwsandbox")
 
@@ -144,33 +144,15 @@ class Command(BaseCommand):
 
     def _sync(self, account: Any, host: str, port: int) -> None:
         """Once the sandbox listens, sync the account's channels and templates from it."""
-        from integrations.base import ProviderError
+        from integrations.services.channels import channels_sync
+        from integrations.services.templates import templates_sync
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((host, port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        for attempt in range(5):
-            try:
-                from integrations.services.channels import channels_sync
-                from integrations.services.templates import templates_sync
+        def setup() -> None:
+            channels_sync(account)
+            templates_sync(account, trigger="sandbox")
 
-                channels_sync(account)
-                templates_sync(account, trigger="sandbox")
-            except (ImportError, NotImplementedError) as exc:
-                # The MessageWhiz provider may not be there (yet): the sandbox serves all the same.
-                logger.warning("cannot sync %s from the sandbox: %s", account.name, exc)
-                return
-            except ProviderError as exc:
-                logger.warning("syncing %s failed (%s); retrying", account.name, exc)
-                time.sleep(min(2**attempt, 5))
-                continue
+        if when_listening(host, port, setup, what=f"syncing {account.name}", attempts=5):
             self.stdout.write(f"Sandbox account {account.name!r}: channels and templates synced")
-            return
-        logger.error("could not sync %s from the sandbox", account.name)
 
 
 def _delays(text: str) -> tuple[float, float, float]:

@@ -6,14 +6,14 @@ import json
 import logging
 import random
 import secrets
-import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from integrations.management.sandbox_setup import when_listening
 
 logger = logging.getLogger("sandbox")
 
@@ -158,30 +158,17 @@ class Command(BaseCommand):
 
     def _register(self, account: Any, host: str, port: int) -> None:
         """Once the sandbox listens, register the callback URL through our own client."""
-        from integrations.base import ProviderError
         from integrations.services.accounts import account_webhook_register
         from integrations.services.channels import channels_sync
         from integrations.services.templates import templates_sync
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((host, port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        for attempt in range(30):
-            try:
-                account_webhook_register(account)
-                channels_sync(account)
-                templates_sync(account, trigger="sandbox")
-            except ProviderError as exc:
-                logger.warning("registering the webhook failed (%s); retrying", exc)
-                time.sleep(min(2**attempt, 5))
-                continue
+        def setup() -> None:
+            account_webhook_register(account)
+            channels_sync(account)
+            templates_sync(account, trigger="sandbox")
+
+        if when_listening(host, port, setup, what="registering the webhook"):
             self.stdout.write(
                 f"Sandbox account {account.name!r}: callbacks go to {account.webhook_url} "
                 f"(PUBLIC_BASE_URL={settings.PUBLIC_BASE_URL})"
             )
-            return
-        logger.error("could not register the sandbox webhook; callbacks will not arrive")
